@@ -19,6 +19,7 @@ pub mod config;
 pub mod facts;
 pub mod peer;
 pub mod reason;
+pub mod spiffe;
 pub mod view;
 
 pub use chain::{Chain, ChainOutcome, FilterVerdict, Stage};
@@ -26,6 +27,7 @@ pub use config::{BuildContext, ConfigProblem, Mode};
 pub use facts::{DeviceFacts, Facts, PeerIdentity, SelectedRoute, VerifiedToken};
 pub use peer::{PeerCertificate, PeerCertificateError};
 pub use reason::{GrpcCode, Reason};
+pub use spiffe::{SpiffeId, SpiffePattern};
 pub use view::{RequestView, TlsFacts};
 
 use std::borrow::Cow;

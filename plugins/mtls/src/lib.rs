@@ -1,1 +1,322 @@
+//! The `mtls` filter: turns the verified client certificate into a workload
+//! identity and applies the global SPIFFE policy.
+//!
+//! The chain was already verified against the trust bundle in the TLS
+//! handshake; this filter applies the X.509-SVID rules (SPIFFE X509-SVID.md
+//! §2 and §4.1: exactly one URI SAN that is a SPIFFE ID, leaf not a CA) and
+//! the allow-lists of trust domains and SPIFFE ID patterns. Per-route SPIFFE
+//! rules belong to the `route` filter.
+//!
+//! Upstream headers: `x-ztgate-spiffe-id` and `x-forwarded-client-cert` in
+//! Envoy's XFCC format (`Hash=<sha256 hex>;Subject="…";URI=spiffe://…;DNS=…`).
 
+mod xfcc;
+
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use ztgate_filter::{
+    BuildContext, ConfigProblem, Decision, Facts, Filter, Mode, PeerCertificate, PeerIdentity,
+    Reason, RequestView, SpiffeId, SpiffePattern,
+};
+
+pub use xfcc::xfcc_value;
+
+static SPIFFE_ID_HEADER: HeaderName = HeaderName::from_static("x-ztgate-spiffe-id");
+static XFCC_HEADER: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+pub mod raw {
+    use super::*;
+
+    /// `mtls:` section.
+    #[derive(Debug, Clone, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Mtls {
+        #[serde(default)]
+        pub mode: Mode,
+        /// Deny requests that carry no client certificate (`client_cert_missing`).
+        /// Only matters with `listener.tls.client_auth: optional`.
+        #[serde(default = "yes")]
+        pub require_cert: bool,
+        /// The leaf must be a valid X.509-SVID (`invalid_svid` otherwise).
+        #[serde(default = "yes")]
+        pub require_svid: bool,
+        /// Allowed trust domains; empty allows any the trust bundle accepted.
+        #[serde(default)]
+        pub trust_domains: Vec<String>,
+        /// Allowed SPIFFE ID patterns (`*` one segment, trailing `**` any depth);
+        /// empty allows any ID of an allowed trust domain.
+        #[serde(default)]
+        pub allowed_ids: Vec<String>,
+    }
+
+    fn yes() -> bool {
+        true
+    }
+
+    impl Default for Mtls {
+        fn default() -> Self {
+            Self {
+                mode: Mode::Enforce,
+                require_cert: true,
+                require_svid: true,
+                trust_domains: Vec::new(),
+                allowed_ids: Vec::new(),
+            }
+        }
+    }
+}
+
+/// The built `mtls` filter.
+#[derive(Debug, Clone)]
+pub struct MtlsFilter {
+    require_cert: bool,
+    require_svid: bool,
+    trust_domains: Vec<String>,
+    allowed_ids: Vec<SpiffePattern>,
+}
+
+/// Build the filter, reporting every bad trust domain and pattern.
+pub fn build(
+    raw: &raw::Mtls,
+    _ctx: &BuildContext,
+    path: &str,
+) -> Result<MtlsFilter, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    for (i, td) in raw.trust_domains.iter().enumerate() {
+        if SpiffeId::parse(&format!("spiffe://{td}")).is_err() {
+            problems.push(ConfigProblem::new(
+                format!("{path}.trust_domains[{i}]"),
+                format!("`{td}` is not a valid SPIFFE trust domain (lowercase [a-z0-9.-_])"),
+            ));
+        }
+    }
+    let mut allowed_ids = Vec::new();
+    for (i, p) in raw.allowed_ids.iter().enumerate() {
+        match SpiffePattern::parse(p) {
+            Ok(p) => allowed_ids.push(p),
+            Err(e) => problems.push(ConfigProblem::new(
+                format!("{path}.allowed_ids[{i}]"),
+                format!("`{p}`: {e}"),
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(MtlsFilter {
+        require_cert: raw.require_cert,
+        require_svid: raw.require_svid,
+        trust_domains: raw.trust_domains.clone(),
+        allowed_ids,
+    })
+}
+
+/// Why a certificate is not an X.509-SVID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SvidError {
+    NoUriSan,
+    ManyUriSans(usize),
+    NotSpiffe(String),
+    LeafIsCa,
+}
+
+impl std::fmt::Display for SvidError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SvidError::NoUriSan => f.write_str("client certificate has no URI SAN"),
+            SvidError::ManyUriSans(n) => {
+                write!(f, "client certificate has {n} URI SANs, an SVID has exactly one")
+            }
+            SvidError::NotSpiffe(e) => write!(f, "URI SAN is not a SPIFFE ID: {e}"),
+            SvidError::LeafIsCa => f.write_str("client certificate is a CA certificate"),
+        }
+    }
+}
+
+/// Apply the X.509-SVID rules to a leaf and return its SPIFFE ID.
+pub fn svid_id(cert: &PeerCertificate) -> Result<SpiffeId, SvidError> {
+    if cert.is_ca {
+        return Err(SvidError::LeafIsCa);
+    }
+    match cert.uri_sans.as_slice() {
+        [] => Err(SvidError::NoUriSan),
+        [one] => SpiffeId::parse(one).map_err(|e| SvidError::NotSpiffe(e.to_string())),
+        many => Err(SvidError::ManyUriSans(many.len())),
+    }
+}
+
+impl MtlsFilter {
+    /// The pure decision: identity (if any) and the verdict.
+    pub fn decide(&self, cert: Option<&PeerCertificate>) -> (Option<PeerIdentity>, Decision) {
+        let Some(cert) = cert else {
+            let d = if self.require_cert {
+                Decision::deny(Reason::ClientCertMissing, "client certificate required")
+            } else {
+                Decision::Continue
+            };
+            return (None, d);
+        };
+        let mut identity = PeerIdentity {
+            spiffe_id: None,
+            trust_domain: None,
+            dns_sans: cert.dns_sans.clone(),
+            subject: cert.subject.clone(),
+            thumbprint: cert.sha256,
+        };
+        let id = match svid_id(cert) {
+            Ok(id) => id,
+            Err(e) if self.require_svid => {
+                return (
+                    Some(identity),
+                    Decision::deny(Reason::InvalidSvid, e.to_string()),
+                )
+            }
+            Err(_) => return (Some(identity), self.check_unbound()),
+        };
+        let decision = self.check(&id);
+        identity.trust_domain = Some(id.trust_domain().to_owned());
+        identity.spiffe_id = Some(id.into_string());
+        (Some(identity), decision)
+    }
+
+    /// A certificate without a SPIFFE ID passes only when no SPIFFE policy is set.
+    fn check_unbound(&self) -> Decision {
+        if self.trust_domains.is_empty() && self.allowed_ids.is_empty() {
+            Decision::Continue
+        } else {
+            Decision::deny(Reason::SpiffeIdNotAllowed, "client certificate has no SPIFFE ID")
+        }
+    }
+
+    fn check(&self, id: &SpiffeId) -> Decision {
+        if !self.trust_domains.is_empty()
+            && !self.trust_domains.iter().any(|td| td == id.trust_domain())
+        {
+            return Decision::deny(Reason::TrustDomainNotAllowed, "trust domain not allowed");
+        }
+        if !self.allowed_ids.is_empty() && !self.allowed_ids.iter().any(|p| p.matches(id.as_str())) {
+            return Decision::deny(Reason::SpiffeIdNotAllowed, "SPIFFE ID not allowed");
+        }
+        Decision::Continue
+    }
+}
+
+#[async_trait::async_trait]
+impl Filter for MtlsFilter {
+    fn name(&self) -> &'static str {
+        "mtls"
+    }
+
+    async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
+        let cert = req.peer();
+        let (identity, decision) = self.decide(cert);
+        if let (Some(id), Some(cert)) = (&identity, cert) {
+            if let Some(spiffe) = id.spiffe_id.as_deref() {
+                if let Ok(v) = HeaderValue::from_str(spiffe) {
+                    facts.set_upstream_header(SPIFFE_ID_HEADER.clone(), v);
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&xfcc_value(cert, id.spiffe_id.as_deref())) {
+                facts.set_upstream_header(XFCC_HEADER.clone(), v);
+            }
+        }
+        facts.identity = identity;
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(uris: &[&str], ca: bool) -> PeerCertificate {
+        let mut p = rcgen::CertificateParams::new(vec!["w.local".into()]).unwrap();
+        for u in uris {
+            p.subject_alt_names
+                .push(rcgen::SanType::URI((*u).try_into().unwrap()));
+        }
+        if ca {
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        PeerCertificate::from_der(p.self_signed(&key).unwrap().der()).unwrap()
+    }
+
+    fn filter(tds: &[&str], ids: &[&str]) -> MtlsFilter {
+        let raw = raw::Mtls {
+            trust_domains: tds.iter().map(|s| s.to_string()).collect(),
+            allowed_ids: ids.iter().map(|s| s.to_string()).collect(),
+            ..raw::Mtls::default()
+        };
+        let ctx = BuildContext {
+            base_dir: ".".into(),
+            upstreams: vec![],
+            pipeline: vec![],
+        };
+        build(&raw, &ctx, "mtls").unwrap()
+    }
+
+    fn reason(d: &Decision) -> Option<Reason> {
+        match d {
+            Decision::Deny(d) => Some(d.reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn svid_rules() {
+        let f = filter(&[], &[]);
+        let ok = cert(&["spiffe://acme.test/ns/a/sa/b"], false);
+        let (id, d) = f.decide(Some(&ok));
+        assert_eq!(d, Decision::Continue);
+        let id = id.unwrap();
+        assert_eq!(id.spiffe_id.as_deref(), Some("spiffe://acme.test/ns/a/sa/b"));
+        assert_eq!(id.trust_domain.as_deref(), Some("acme.test"));
+        let two = cert(&["spiffe://acme.test/a", "spiffe://acme.test/b"], false);
+        assert_eq!(reason(&f.decide(Some(&two)).1), Some(Reason::InvalidSvid));
+        let none = cert(&[], false);
+        assert_eq!(reason(&f.decide(Some(&none)).1), Some(Reason::InvalidSvid));
+        let ca = cert(&["spiffe://acme.test/a"], true);
+        assert_eq!(reason(&f.decide(Some(&ca)).1), Some(Reason::InvalidSvid));
+        let http = cert(&["https://acme.test/a"], false);
+        assert_eq!(reason(&f.decide(Some(&http)).1), Some(Reason::InvalidSvid));
+        assert_eq!(reason(&f.decide(None).1), Some(Reason::ClientCertMissing));
+    }
+
+    #[test]
+    fn policy() {
+        let f = filter(&["acme.test"], &["spiffe://acme.test/ns/shop/*/*"]);
+        let ok = cert(&["spiffe://acme.test/ns/shop/sa/orders"], false);
+        assert_eq!(f.decide(Some(&ok)).1, Decision::Continue);
+        let other_ns = cert(&["spiffe://acme.test/ns/dev/sa/orders"], false);
+        assert_eq!(
+            reason(&f.decide(Some(&other_ns)).1),
+            Some(Reason::SpiffeIdNotAllowed)
+        );
+        let foreign = cert(&["spiffe://evil.test/ns/shop/sa/orders"], false);
+        assert_eq!(
+            reason(&f.decide(Some(&foreign)).1),
+            Some(Reason::TrustDomainNotAllowed)
+        );
+    }
+
+    #[test]
+    fn build_reports_every_problem() {
+        let raw = raw::Mtls {
+            trust_domains: vec!["Bad Domain".into()],
+            allowed_ids: vec!["http://x".into(), "spiffe://a/**/b".into()],
+            ..raw::Mtls::default()
+        };
+        let ctx = BuildContext {
+            base_dir: ".".into(),
+            upstreams: vec![],
+            pipeline: vec![],
+        };
+        let errs = build(&raw, &ctx, "mtls").unwrap_err();
+        let paths: Vec<_> = errs.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["mtls.trust_domains[0]", "mtls.allowed_ids[0]", "mtls.allowed_ids[1]"]
+        );
+    }
+}
