@@ -502,7 +502,6 @@ fn truncated_sha256(s: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use serde::Deserialize;

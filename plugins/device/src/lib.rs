@@ -9,7 +9,10 @@
 
 #![deny(rust_2018_idioms)]
 #![warn(clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::indexing_slicing))]
 
+pub mod geoip;
 pub mod ja4;
 
+pub use geoip::{AnonymousFlags, DbKind, GeoInfo, GeoIp, GeoIpError, GeoIpPaths};
 pub use ja4::{ClientHello, Ja4Error};
