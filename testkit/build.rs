@@ -1,1 +1,4 @@
-fn main() { }
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tonic_build::configure().compile_protos(&["proto/orders.proto"], &["proto"])?;
+    Ok(())
+}
