@@ -11,8 +11,13 @@
 #![warn(clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::indexing_slicing))]
 
+pub mod fingerprint;
+pub mod first_seen;
 pub mod geoip;
 pub mod ja4;
+pub mod policy;
 
+pub use fingerprint::{Fingerprinter, Secret, Signal, SignalSource};
+pub use first_seen::{FirstSeen, Observation};
 pub use geoip::{AnonymousFlags, DbKind, GeoInfo, GeoIp, GeoIpError, GeoIpPaths};
 pub use ja4::{ClientHello, Ja4Error};
