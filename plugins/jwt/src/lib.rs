@@ -1,1 +1,33 @@
-//! TODO
+//! The `jwt` filter of ztgate: OAuth 2.0 access tokens as JWTs (RFC 9068),
+//! validated to RFC 8725 (JWT BCP), with OIDC discovery and JWKS, RFC 8705
+//! certificate-bound tokens and RFC 9449 DPoP.
+//!
+//! Layout, one job per module:
+//! - [`raw`]: the `jwt:` YAML section; [`config`]: its runtime form and [`build`].
+//! - [`token`]: compact JWS parsing with no trust attached.
+//! - [`keys`]: JWKs bound to their algorithms, JWKS documents, RFC 7638 thumbprints.
+//! - [`verify`]: the pure validation core (time passed in, no I/O).
+//! - [`jwks`]: the per-issuer async key store (fetch, refresh, single-flight refetch).
+//! - [`cnf`]: RFC 8705 binding; [`dpop`]: RFC 9449 proofs and the replay cache.
+//! - [`cache`]: the verified-token cache; [`filter`]: the [`JwtFilter`] itself.
+//!
+//! `jsonwebtoken` does the signature math only; every policy decision is here.
+
+pub mod cache;
+pub mod cnf;
+pub mod config;
+pub mod dpop;
+pub mod error;
+pub mod filter;
+pub mod jwks;
+pub mod keys;
+pub mod metrics;
+pub mod raw;
+pub mod token;
+pub mod verify;
+
+pub use config::{build, FilterSettings, IssuerPolicy};
+pub use error::JwtError;
+pub use filter::{JwtFilter, Scheme};
+pub use jwks::{FetchError, KeySource, KeyStore};
+pub use verify::Verified;

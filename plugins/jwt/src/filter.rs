@@ -1,0 +1,289 @@
+//! The `jwt` filter: takes the token from `authorization`, verifies it (or
+//! finds it in the cache), runs the per-request binding checks, and records
+//! the verified token for later filters and the upstream.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName};
+use ztgate_filter::{Decision, Facts, Filter, RequestView};
+
+use crate::cache::{self, TokenCache};
+use crate::config::{FilterSettings, IssuerPolicy};
+use crate::dpop::{self, ProofRequest, ReplayCache};
+use crate::jwks::{FetchError, KeyStore};
+use crate::raw::DpopMode;
+use crate::verify::{self, Verified};
+use crate::{cnf, metrics, JwtError};
+
+pub static X_ZTGATE_SUBJECT: HeaderName = HeaderName::from_static("x-ztgate-subject");
+pub static X_ZTGATE_ISSUER: HeaderName = HeaderName::from_static("x-ztgate-issuer");
+pub static X_ZTGATE_SCOPES: HeaderName = HeaderName::from_static("x-ztgate-scopes");
+pub static DPOP: HeaderName = HeaderName::from_static("dpop");
+
+/// How the token was presented (RFC 6750 §2.1, RFC 9449 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// The token from `authorization`: `None` when there is none we understand.
+/// Two `authorization` headers are malformed (which one would we check?).
+pub fn extract(headers: &HeaderMap) -> Result<Option<(Scheme, &str)>, JwtError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(JwtError::Malformed("more than one authorization header"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| JwtError::Malformed("authorization is not visible ASCII"))?;
+    let Some((scheme, rest)) = value.split_once(' ') else {
+        return Ok(None);
+    };
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return Ok(None);
+    };
+    let token = rest.trim_matches(' ');
+    if token.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((scheme, token)))
+}
+
+/// One issuer: its policy and its keys.
+struct Issuer {
+    policy: IssuerPolicy,
+    store: Arc<KeyStore>,
+}
+
+/// The `jwt` filter of one config generation.
+pub struct JwtFilter {
+    settings: FilterSettings,
+    issuers: Vec<Issuer>,
+    cache: TokenCache,
+    replay: ReplayCache,
+}
+
+impl JwtFilter {
+    pub(crate) fn new(settings: FilterSettings, issuers: Vec<(IssuerPolicy, KeyStore)>) -> Self {
+        let cache = TokenCache::new(settings.cache_capacity);
+        Self {
+            settings,
+            issuers: issuers
+                .into_iter()
+                .map(|(policy, store)| Issuer {
+                    policy,
+                    store: Arc::new(store),
+                })
+                .collect(),
+            cache,
+            replay: ReplayCache::default(),
+        }
+    }
+
+    /// The key stores, one per issuer (for status pages and tests).
+    pub fn stores(&self) -> impl Iterator<Item = &Arc<KeyStore>> {
+        self.issuers.iter().map(|i| &i.store)
+    }
+
+    /// Every issuer has keys: part of `/readyz`.
+    pub fn ready(&self) -> bool {
+        self.issuers.iter().all(|i| i.store.ready())
+    }
+
+    /// The initial JWKS fetch of every issuer, concurrently. Call once after
+    /// build (on any tokio runtime) before reporting ready; a failure is
+    /// returned per issuer and leaves that issuer not ready (its requests
+    /// get `jwks_unavailable` until a fetch succeeds).
+    pub async fn start(&self) -> Vec<(Arc<str>, Result<(), FetchError>)> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, iss) in self.issuers.iter().enumerate() {
+            let store = iss.store.clone();
+            set.spawn(async move { (i, store.refresh().await.map(|_| ())) });
+        }
+        let mut out: Vec<(usize, Result<(), FetchError>)> = Vec::with_capacity(self.issuers.len());
+        while let Some(done) = set.join_next().await {
+            if let Ok(r) = done {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter()
+            .filter_map(|(i, r)| {
+                self.issuers
+                    .get(i)
+                    .map(|iss| (iss.policy.issuer.clone(), r))
+            })
+            .collect()
+    }
+
+    /// The background refresh of every issuer's keys; never returns. The
+    /// gateway spawns it on its background runtime after [`JwtFilter::start`]
+    /// and drops (aborts) it when this config generation is replaced.
+    pub fn refresh_loop(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let stores: Vec<Arc<KeyStore>> = self.stores().cloned().collect();
+        async move {
+            let mut set = tokio::task::JoinSet::new();
+            for store in stores {
+                let first = if store.ready() {
+                    store.next_refresh(None)
+                } else {
+                    Duration::from_secs(1)
+                };
+                set.spawn(store.run_refresh(first));
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+
+    /// Verify a token on a cache miss: parse, pick the issuer, header rules,
+    /// keys (refetching once on an unknown `kid`), signature and claims.
+    async fn verify_uncached(&self, token: &str, now: SystemTime) -> Result<Verified, JwtError> {
+        let u = verify::parse(token, self.settings.max_token_size)?;
+        let idx = verify::select_issuer(&u.claims, self.issuers.iter().map(|i| &i.policy))?;
+        let iss = self.issuers.get(idx).ok_or(JwtError::IssuerUnknown)?;
+        let alg = verify::check_header(&u.header, &iss.policy)?;
+        let keys = match iss.store.keys() {
+            Some(k) => k,
+            None => iss
+                .store
+                .refetch_for(None)
+                .await
+                .ok_or(JwtError::JwksUnavailable)?,
+        };
+        match verify::verify(&u, alg, &iss.policy, idx, &keys, now) {
+            Err(JwtError::KeyUnknown) => {
+                let keys = iss
+                    .store
+                    .refetch_for(u.header.kid.as_deref())
+                    .await
+                    .ok_or(JwtError::JwksUnavailable)?;
+                verify::verify(&u, alg, &iss.policy, idx, &keys, now)
+            }
+            r => r,
+        }
+    }
+
+    /// The whole decision for one request; `Ok(None)` means no token and
+    /// none required.
+    pub async fn check(
+        &self,
+        req: &RequestView<'_>,
+    ) -> Result<Option<(Arc<Verified>, &IssuerPolicy)>, JwtError> {
+        let Some((scheme, token)) = extract(req.headers)? else {
+            return if self.settings.required {
+                Err(JwtError::Missing)
+            } else {
+                Ok(None)
+            };
+        };
+        if token.len() > self.settings.max_token_size {
+            return Err(JwtError::TooLarge {
+                size: token.len(),
+                max: self.settings.max_token_size,
+            });
+        }
+        let key = cache::hash(token);
+        let verified = match self.cache.get(&key, req.now) {
+            Some(v) => {
+                metrics::cache(true);
+                v
+            }
+            None => {
+                metrics::cache(false);
+                let v = Arc::new(self.verify_uncached(token, req.now).await?);
+                self.cache.insert(key, v.clone());
+                v
+            }
+        };
+        let policy = &self
+            .issuers
+            .get(verified.issuer_index)
+            .ok_or(JwtError::IssuerUnknown)?
+            .policy;
+        cnf::check(policy.cert_binding, verified.cnf_x5t.as_deref(), req.peer())?;
+        self.check_dpop(req, scheme, token, &verified, policy)?;
+        Ok(Some((verified, policy)))
+    }
+
+    /// RFC 9449 per-issuer mode; runs on every request, cached or not.
+    fn check_dpop(
+        &self,
+        req: &RequestView<'_>,
+        scheme: Scheme,
+        token: &str,
+        verified: &Verified,
+        policy: &IssuerPolicy,
+    ) -> Result<(), JwtError> {
+        let jkt = verified.cnf_jkt.as_deref();
+        match (policy.dpop, scheme, jkt) {
+            // A DPoP-bound token used as a plain bearer token is a downgrade.
+            (_, Scheme::Bearer, Some(_)) => return Err(JwtError::DpopMissing),
+            (DpopMode::Require, Scheme::Bearer, None) => return Err(JwtError::DpopMissing),
+            (DpopMode::Off | DpopMode::Allow, Scheme::Bearer, None) => return Ok(()),
+            (DpopMode::Off, Scheme::Dpop, _) => {
+                return Err(JwtError::DpopInvalid("DPoP is not enabled for this issuer"))
+            }
+            (_, Scheme::Dpop, None) => return Err(JwtError::DpopBindingMismatch),
+            (_, Scheme::Dpop, Some(_)) => {}
+        }
+        let mut proofs = req.headers.get_all(&DPOP).iter();
+        let proof = proofs.next().ok_or(JwtError::DpopMissing)?;
+        if proofs.next().is_some() {
+            return Err(JwtError::DpopInvalid("more than one DPoP header"));
+        }
+        let proof = proof
+            .to_str()
+            .map_err(|_| JwtError::DpopInvalid("not visible ASCII"))?;
+        let verified_proof = dpop::verify_proof(
+            proof,
+            &ProofRequest {
+                method: req.method.as_str(),
+                authority: req.authority,
+                path: req.path,
+                token,
+            },
+            &policy.algorithms,
+            policy.dpop_window,
+            req.now,
+        )?;
+        dpop::check_binding(&verified_proof, jkt.unwrap_or_default())?;
+        self.replay.check_and_insert(&verified_proof, req.now)
+    }
+}
+
+#[async_trait::async_trait]
+impl Filter for JwtFilter {
+    fn name(&self) -> &'static str {
+        "jwt"
+    }
+
+    async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
+        match self.check(req).await {
+            Ok(None) => Decision::Continue,
+            Ok(Some((v, policy))) => {
+                if let Some(sub) = &v.subject_header {
+                    facts.set_upstream_header(X_ZTGATE_SUBJECT.clone(), sub.clone());
+                }
+                facts.set_upstream_header(X_ZTGATE_ISSUER.clone(), policy.issuer_header.clone());
+                facts.set_upstream_header(X_ZTGATE_SCOPES.clone(), v.scopes_header.clone());
+                if !policy.forward_token {
+                    facts.strip_headers.push(AUTHORIZATION);
+                    facts.strip_headers.push(DPOP.clone());
+                }
+                facts.token = Some(v.token.clone());
+                Decision::Continue
+            }
+            Err(e) => Decision::Deny(e.denial()),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The keys of one issuer: fetched at start (OIDC discovery or a `jwks_uri`),
+//! refreshed in the background within Cache-Control bounds, refetched on an
+//! unknown `kid` at most once per interval (single flight), and kept when a
+//! later fetch fails.
+//!
+//! An issuer that never produced keys is *unavailable*, not a reason to
+//! blame the caller: the filter answers `jwks_unavailable` (UNAVAILABLE).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::config::check_url;
+use crate::keys::{JwksError, KeySet};
+use crate::metrics;
+
+/// Discovery documents and JWKS larger than this are refused: no IdP needs
+/// more, and an unbounded body is a memory DoS.
+const MAX_BODY: usize = 1024 * 1024;
+/// First retry delay after a failed background refresh; doubles up to the
+/// refresh minimum.
+const RETRY_START: Duration = Duration::from_secs(1);
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery {
+        url: String,
+    },
+    JwksUri(String),
+    /// A file read at build time; never fetched.
+    Static,
+}
+
+/// How the store talks to the IdP.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub client: reqwest::Client,
+    pub refresh_min: Duration,
+    pub refresh_max: Duration,
+    pub unknown_kid_interval: Duration,
+    pub allow_insecure_http: bool,
+}
+
+/// Why one fetch failed. Messages carry URLs from config, never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("request to the IdP failed: {0}")]
+    Http(String),
+    #[error("IdP answered HTTP {0}")]
+    Status(u16),
+    #[error("IdP response is larger than {MAX_BODY} bytes")]
+    TooLarge,
+    #[error("discovery document is not valid JSON with `issuer` and `jwks_uri`")]
+    Discovery,
+    #[error("discovery `issuer` does not equal the configured issuer")]
+    IssuerMismatch,
+    #[error("discovery `jwks_uri` refused: {0}")]
+    JwksUri(String),
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDoc {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// The key store of one issuer. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct KeyStore {
+    issuer: Arc<str>,
+    source: KeySource,
+    settings: StoreSettings,
+    keys: ArcSwapOption<KeySet>,
+    /// When the last unknown-`kid` (or no-keys) refetch started. The async
+    /// mutex is the single flight: waiters see the fresh keys when it is
+    /// released and do not fetch again.
+    refetch: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl KeyStore {
+    pub fn new(
+        issuer: Arc<str>,
+        source: KeySource,
+        static_keys: Option<KeySet>,
+        settings: StoreSettings,
+    ) -> Self {
+        Self {
+            issuer,
+            source,
+            settings,
+            keys: ArcSwapOption::new(static_keys.map(Arc::new)),
+            refetch: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The current keys, if any fetch ever succeeded.
+    pub fn keys(&self) -> Option<Arc<KeySet>> {
+        self.keys.load_full()
+    }
+
+    /// Whether the issuer has keys (what `/readyz` waits for).
+    pub fn ready(&self) -> bool {
+        self.keys.load().is_some()
+    }
+
+    /// Fetch now and swap the keys in on success; on failure keep the old
+    /// ones. Returns the Cache-Control max-age the IdP asked for, if any.
+    pub async fn refresh(&self) -> Result<Option<Duration>, FetchError> {
+        if self.source == KeySource::Static {
+            return Ok(None);
+        }
+        let result = self.fetch().await;
+        metrics::jwks_refresh(&self.issuer, result.is_ok());
+        match result {
+            Ok((set, max_age)) => {
+                tracing::debug!(issuer = %self.issuer, keys = set.len(), ignored = set.ignored, "JWKS refreshed");
+                self.keys.store(Some(Arc::new(set)));
+                Ok(max_age)
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %self.issuer, error = %e, kept_keys = self.ready(), "JWKS fetch failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Refetch because a token names a `kid` we do not have (or we have no
+    /// keys at all). At most one fetch per `unknown_kid_interval` however
+    /// many requests ask; concurrent askers wait for the one in flight and
+    /// then read its result. Returns the keys after the attempt.
+    pub async fn refetch_for(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
+        let mut last = self.refetch.lock().await;
+        // Someone else's fetch may already have brought the key in.
+        if let Some(keys) = self.keys() {
+            if kid.is_some_and(|k| keys.contains_kid(k)) {
+                return Some(keys);
+            }
+        }
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < self.settings.unknown_kid_interval) {
+            return self.keys();
+        }
+        *last = Some(now);
+        let _ = self.refresh().await;
+        self.keys()
+    }
+
+    /// The refresh loop of this issuer: runs forever on the gateway's
+    /// background runtime. The first refresh happens after the delay the
+    /// start fetch implied (call [`KeyStore::refresh`] first).
+    pub async fn run_refresh(self: Arc<Self>, mut next: Duration) {
+        if self.source == KeySource::Static {
+            return;
+        }
+        let mut retry = RETRY_START;
+        loop {
+            tokio::time::sleep(next).await;
+            next = match self.refresh().await {
+                Ok(max_age) => {
+                    retry = RETRY_START;
+                    self.next_refresh(max_age)
+                }
+                Err(_) => {
+                    let wait = retry.min(self.settings.refresh_min);
+                    retry = retry.saturating_mul(2);
+                    wait
+                }
+            };
+        }
+    }
+
+    /// Honour the IdP's max-age within the configured bounds.
+    pub fn next_refresh(&self, max_age: Option<Duration>) -> Duration {
+        max_age
+            .unwrap_or(self.settings.refresh_max)
+            .clamp(self.settings.refresh_min, self.settings.refresh_max)
+    }
+
+    async fn fetch(&self) -> Result<(KeySet, Option<Duration>), FetchError> {
+        let jwks_uri = match &self.source {
+            KeySource::Static => return Err(FetchError::Http("static keys".into())),
+            KeySource::JwksUri(u) => u.clone(),
+            KeySource::Discovery { url } => {
+                let (body, _) = self.get(url).await?;
+                let doc: DiscoveryDoc =
+                    serde_json::from_slice(&body).map_err(|_| FetchError::Discovery)?;
+                // OIDC Discovery §4.3: a mix-up defence; the document must
+                // speak for exactly the issuer we trust.
+                if doc.issuer != *self.issuer {
+                    return Err(FetchError::IssuerMismatch);
+                }
+                check_url(&doc.jwks_uri, self.settings.allow_insecure_http)
+                    .map_err(FetchError::JwksUri)?
+            }
+        };
+        let (body, max_age) = self.get(&jwks_uri).await?;
+        Ok((KeySet::from_jwks(&body)?, max_age))
+    }
+
+    async fn get(&self, url: &str) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
+        let mut resp = self
+            .settings
+            .client
+            .get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Status(resp.status().as_u16()));
+        }
+        let max_age = resp
+            .headers()
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age);
+        if resp.content_length().is_some_and(|l| l > MAX_BODY as u64) {
+            return Err(FetchError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| FetchError::Http(e.without_url().to_string()))?
+        {
+            if body.len().saturating_add(chunk.len()) > MAX_BODY {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, max_age))
+    }
+}
+
+/// `max-age=N` from a Cache-Control value; `no-store`/`no-cache` mean 0
+/// (the bounds then apply the minimum).
+pub fn max_age(cache_control: &str) -> Option<Duration> {
+    let mut out = None;
+    for directive in cache_control.split(',').map(str::trim) {
+        let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
+        if name.eq_ignore_ascii_case("max-age") {
+            out = value
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
+        } else if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+            return Some(Duration::ZERO);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_max_age() {
+        assert_eq!(
+            max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=abc"), None);
+    }
+}

@@ -1,0 +1,321 @@
+//! The pure validation core: a token string, an issuer's policy, its keys
+//! and the request time in; a [`Verified`] token or a [`JwtError`] out. No
+//! I/O and no clock, so every rule is unit-testable.
+//!
+//! The order follows RFC 8725: size cap, structure, issuer chosen by the
+//! unverified `iss` (before any key is touched, so an unknown issuer costs
+//! no network call), header rules (`crit`, `alg` allow-list, `typ`), key by
+//! `kid` bound to its own `alg`, signature, and only then the claims.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderValue;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+use ztgate_filter::VerifiedToken;
+
+use crate::config::IssuerPolicy;
+use crate::keys::{KeySet, VerificationKey};
+use crate::token::{self, CompactJws, JoseHeader};
+use crate::JwtError;
+
+/// A token whose structure parsed, nothing more.
+#[derive(Debug, Clone)]
+pub struct Unverified<'a> {
+    pub jws: CompactJws<'a>,
+    pub header: JoseHeader,
+    pub claims: Map<String, Value>,
+}
+
+/// A token that passed every check of its issuer. Binding checks (RFC 8705,
+/// RFC 9449) are per request and are not part of it.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub token: VerifiedToken,
+    /// Index of the issuer in the filter's list.
+    pub issuer_index: usize,
+    /// `cnf.x5t#S256` (RFC 8705 §3.1).
+    pub cnf_x5t: Option<String>,
+    /// `cnf.jkt` (RFC 9449 §6.1).
+    pub cnf_jkt: Option<String>,
+    /// `x-ztgate-subject`, built once per verification.
+    pub subject_header: Option<HeaderValue>,
+    /// `x-ztgate-scopes`, built once per verification.
+    pub scopes_header: HeaderValue,
+}
+
+/// Size cap, segments, header and claims.
+pub fn parse(token: &str, max_size: usize) -> Result<Unverified<'_>, JwtError> {
+    let jws = token::split(token, max_size)?;
+    let header = token::header(&jws)?;
+    let claims = token::claims(&jws)?;
+    Ok(Unverified {
+        jws,
+        header,
+        claims,
+    })
+}
+
+/// Pick the issuer by exact `iss` before any key is used.
+pub fn select_issuer<'p>(
+    claims: &Map<String, Value>,
+    issuers: impl IntoIterator<Item = &'p IssuerPolicy>,
+) -> Result<usize, JwtError> {
+    let iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or(JwtError::IssuerUnknown)?;
+    issuers
+        .into_iter()
+        .position(|p| *p.issuer == *iss)
+        .ok_or(JwtError::IssuerUnknown)
+}
+
+/// Header rules of the issuer; returns the algorithm to verify with.
+pub fn check_header(header: &JoseHeader, policy: &IssuerPolicy) -> Result<Algorithm, JwtError> {
+    // RFC 7515 §4.1.11: an extension we do not implement must not be ignored.
+    if header.crit.is_some() {
+        return Err(JwtError::CritUnsupported);
+    }
+    // `none`, HMAC (key confusion) and anything off the allow-list stop here.
+    let alg = header.algorithm()?;
+    if !policy.algorithms.contains(&alg) {
+        return Err(JwtError::AlgorithmNotAllowed);
+    }
+    // RFC 9068 §4: `at+jwt` keeps ID tokens from being replayed as access tokens.
+    if let Some(allowed) = &policy.typ {
+        if !allowed.iter().any(|t| header.typ_is(t)) {
+            return Err(JwtError::TypeInvalid);
+        }
+    }
+    Ok(alg)
+}
+
+/// The key(s) a token may be verified with. Never a key named by the token
+/// itself (`jku`, `x5u`, `jwk`): only the issuer's configured set.
+fn candidates<'k>(
+    header: &JoseHeader,
+    alg: Algorithm,
+    keys: &'k KeySet,
+) -> Result<Vec<&'k VerificationKey>, JwtError> {
+    match &header.kid {
+        Some(kid) => {
+            let key = keys.by_kid(kid).ok_or(JwtError::KeyUnknown)?;
+            if !key.accepts(alg) {
+                return Err(JwtError::AlgorithmNotAllowed);
+            }
+            Ok(vec![key.as_ref()])
+        }
+        None => {
+            let found: Vec<_> = keys
+                .all()
+                .iter()
+                .filter(|k| k.accepts(alg))
+                .map(AsRef::as_ref)
+                .collect();
+            if found.is_empty() {
+                Err(JwtError::KeyUnknown)
+            } else {
+                Ok(found)
+            }
+        }
+    }
+}
+
+/// Verify signature and claims against one issuer.
+pub fn verify(
+    u: &Unverified<'_>,
+    alg: Algorithm,
+    policy: &IssuerPolicy,
+    issuer_index: usize,
+    keys: &KeySet,
+    now: SystemTime,
+) -> Result<Verified, JwtError> {
+    let keys = candidates(&u.header, alg, keys)?;
+    verify_signature(&u.jws, alg, &keys)?;
+    check_claims(&u.claims, policy, now)?;
+    finish(u.claims.clone(), policy, issuer_index)
+}
+
+/// Whether one of `keys` signed `jws` with `alg`.
+pub fn verify_signature(
+    jws: &CompactJws<'_>,
+    alg: Algorithm,
+    keys: &[&VerificationKey],
+) -> Result<(), JwtError> {
+    if jws.signature.is_empty() {
+        return Err(JwtError::SignatureInvalid);
+    }
+    // Malformed base64 is the caller's syntax error, not a bad signature.
+    token::b64(jws.signature)?;
+    for key in keys {
+        if let Ok(true) =
+            jsonwebtoken::crypto::verify(jws.signature, jws.signing_input.as_bytes(), &key.key, alg)
+        {
+            return Ok(());
+        }
+    }
+    Err(JwtError::SignatureInvalid)
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Time, audience, lifetime and required-claim rules.
+pub fn check_claims(
+    claims: &Map<String, Value>,
+    policy: &IssuerPolicy,
+    now: SystemTime,
+) -> Result<(), JwtError> {
+    let now = secs(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    let leeway = secs(policy.leeway);
+    let exp =
+        token::numeric_date(claims, "exp")?.ok_or_else(|| JwtError::ClaimMissing("exp".into()))?;
+    if now >= exp.saturating_add(leeway) {
+        return Err(JwtError::Expired);
+    }
+    if let Some(nbf) = token::numeric_date(claims, "nbf")? {
+        if nbf > now.saturating_add(leeway) {
+            return Err(JwtError::NotYetValid);
+        }
+    }
+    let iat = token::numeric_date(claims, "iat")?;
+    if let Some(iat) = iat {
+        if iat > now.saturating_add(leeway) {
+            return Err(JwtError::NotYetValid);
+        }
+    }
+    if let Some(max) = policy.max_lifetime {
+        let iat = iat.ok_or_else(|| JwtError::ClaimMissing("iat".into()))?;
+        if exp.saturating_sub(iat) > secs(max) {
+            return Err(JwtError::LifetimeExceeded);
+        }
+    }
+    if claims.get("iss").and_then(Value::as_str) != Some(&*policy.issuer) {
+        return Err(JwtError::IssuerUnknown);
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => policy.audiences.iter().any(|w| w == a),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| policy.audiences.iter().any(|w| w == a)),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(JwtError::AudienceMismatch);
+    }
+    for name in &policy.required_claims {
+        if claims.get(name).is_none_or(Value::is_null) {
+            return Err(JwtError::ClaimMissing(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Scopes from the first configured claim present: a space-separated
+/// string or an array of strings; split, deduplicated, sorted.
+pub fn scopes(
+    claims: &Map<String, Value>,
+    scope_claims: &[String],
+) -> Result<Vec<String>, JwtError> {
+    let Some(v) = scope_claims.iter().find_map(|c| claims.get(c)) else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<String> = match v {
+        Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let s = item
+                    .as_str()
+                    .ok_or(JwtError::Malformed("scope array holds a non-string"))?;
+                out.extend(s.split_whitespace().map(str::to_owned));
+            }
+            out
+        }
+        Value::Null => Vec::new(),
+        _ => return Err(JwtError::Malformed("scope claim is not a string or array")),
+    };
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Build the verified form (claims already checked).
+fn finish(
+    claims: Map<String, Value>,
+    policy: &IssuerPolicy,
+    issuer_index: usize,
+) -> Result<Verified, JwtError> {
+    let subject = match claims.get("sub") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(JwtError::Malformed("sub is not a string")),
+    };
+    let scopes = scopes(&claims, &policy.scope_claims)?;
+    let (cnf_x5t, cnf_jkt) = match claims.get("cnf") {
+        None => (None, None),
+        Some(Value::Object(cnf)) => {
+            let get = |k: &str| -> Result<Option<String>, JwtError> {
+                match cnf.get(k) {
+                    None => Ok(None),
+                    Some(Value::String(s)) => Ok(Some(s.clone())),
+                    Some(_) => Err(JwtError::Malformed("cnf member is not a string")),
+                }
+            };
+            (get("x5t#S256")?, get("jkt")?)
+        }
+        Some(_) => return Err(JwtError::Malformed("cnf is not an object")),
+    };
+    let subject_header = subject
+        .as_deref()
+        .map(HeaderValue::from_str)
+        .transpose()
+        .map_err(|_| JwtError::Malformed("sub is not representable as a header"))?;
+    let scopes_header = HeaderValue::from_str(&scopes.join(" "))
+        .map_err(|_| JwtError::Malformed("scope is not representable as a header"))?;
+    let exp = token::numeric_date(&claims, "exp")?.unwrap_or(0);
+    let expires_at = UNIX_EPOCH + Duration::from_secs(u64::try_from(exp).unwrap_or(0));
+    Ok(Verified {
+        token: VerifiedToken {
+            issuer: policy.issuer.clone(),
+            subject,
+            scopes,
+            expires_at,
+            claims: Arc::new(claims),
+        },
+        issuer_index,
+        cnf_x5t,
+        cnf_jkt,
+        subject_header,
+        scopes_header,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn scopes_normalise_strings_and_arrays() {
+        let claims = ["scope".to_owned(), "scp".to_owned()];
+        assert_eq!(
+            scopes(&obj(json!({"scope": "b a  b"})), &claims).unwrap(),
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            scopes(&obj(json!({"scp": ["z", "a", "a"]})), &claims).unwrap(),
+            vec!["a", "z"]
+        );
+        assert!(scopes(&obj(json!({"scp": [1]})), &claims).is_err());
+        assert!(scopes(&obj(json!({})), &claims).unwrap().is_empty());
+    }
+}
