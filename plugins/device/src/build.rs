@@ -1,0 +1,240 @@
+//! `raw::Device` → [`DeviceFilter`]: every problem is collected with its
+//! key path, not only the first.
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use ztgate_filter::{BuildContext, ConfigProblem};
+
+use crate::fingerprint::{FingerprintError, Fingerprinter, Signal};
+use crate::first_seen::FirstSeen;
+use crate::geoip::{DbKind, GeoIp, GeoIpPaths};
+use crate::policy::{AnonymousPolicy, ClaimBinding, CountryPolicy, DeviceList, Policies};
+use crate::raw;
+use crate::DeviceFilter;
+
+/// Build the filter. Opens (and fully verifies) the GeoIP files, so it is
+/// blocking; the gateway calls it while building a config generation.
+pub fn build(
+    raw: &raw::Device,
+    ctx: &BuildContext,
+    path: &str,
+) -> Result<DeviceFilter, Vec<ConfigProblem>> {
+    let raw::Device {
+        mode: _, // applied by the gateway's Stage
+        secret,
+        previous_secrets,
+        signals,
+        geoip,
+        claim_binding,
+        devices,
+        countries,
+        anonymous_networks,
+        first_seen,
+    } = raw;
+    let mut problems = Vec::new();
+    let mut problem = |key: String, msg: String| problems.push(ConfigProblem::new(key, msg));
+
+    let fingerprinter = match Fingerprinter::new(secret, previous_secrets) {
+        Ok(f) => Some(f),
+        Err(errs) => {
+            for e in errs {
+                let FingerprintError::SecretTooShort { which, .. } = &e;
+                problem(format!("{path}.{which}"), e.to_string());
+            }
+            None
+        }
+    };
+
+    // Signals: canonical order and no duplicates, whatever the config order.
+    let mut sigs: Vec<Signal> = Vec::new();
+    for (i, name) in signals.iter().enumerate() {
+        match Signal::from_name(name) {
+            Some(s) if !sigs.contains(&s) => sigs.push(s),
+            Some(_) => {}
+            None => problem(
+                format!("{path}.signals[{i}]"),
+                format!(
+                    "unknown signal `{name}`; expected one of: {}",
+                    Signal::ALL.map(Signal::as_str).join(", ")
+                ),
+            ),
+        }
+    }
+    sigs.sort();
+    if signals.is_empty() {
+        problem(
+            format!("{path}.signals"),
+            "at least one signal is required".into(),
+        );
+    }
+
+    // GeoIP files.
+    let g = geoip.clone().unwrap_or_default();
+    let paths = GeoIpPaths {
+        location: g.country_db.as_ref().map(|p| ctx.resolve(p)),
+        asn: g.asn_db.as_ref().map(|p| ctx.resolve(p)),
+        anonymous_ip: g.anonymous_ip_db.as_ref().map(|p| ctx.resolve(p)),
+    };
+    let geo = match GeoIp::open(&paths) {
+        Ok(g) => Some(g),
+        Err(errs) => {
+            for (kind, e) in errs {
+                let key = match kind {
+                    DbKind::Location => "country_db",
+                    DbKind::Asn => "asn_db",
+                    DbKind::AnonymousIp => "anonymous_ip_db",
+                };
+                problem(format!("{path}.geoip.{key}"), e.to_string());
+            }
+            None
+        }
+    };
+    let needs = |have: bool, what: &str, key: String, db: &str| {
+        (!have).then(|| (key, format!("{what} needs `geoip.{db}`")))
+    };
+    let mut missing = Vec::new();
+    missing.extend(needs(
+        !sigs.contains(&Signal::Country) || paths.location.is_some(),
+        "signal `country`",
+        format!("{path}.signals"),
+        "country_db",
+    ));
+    missing.extend(needs(
+        !sigs.contains(&Signal::Asn) || paths.asn.is_some(),
+        "signal `asn`",
+        format!("{path}.signals"),
+        "asn_db",
+    ));
+    missing.extend(needs(
+        countries.is_none() || paths.location.is_some(),
+        "`countries`",
+        format!("{path}.countries"),
+        "country_db",
+    ));
+    missing.extend(needs(
+        anonymous_networks.is_none() || paths.anonymous_ip.is_some(),
+        "`anonymous_networks`",
+        format!("{path}.anonymous_networks"),
+        "anonymous_ip_db",
+    ));
+    for (k, m) in missing {
+        problem(k, m);
+    }
+
+    // Policies that read the token need `jwt` to run first.
+    if claim_binding.is_some() || first_seen.is_some() {
+        if let Some(dev) = ctx.position("device") {
+            if ctx.position("jwt").is_none_or(|j| j >= dev) {
+                let key = if claim_binding.is_some() {
+                    "claim_binding"
+                } else {
+                    "first_seen"
+                };
+                problem(
+                    format!("{path}.{key}"),
+                    "needs the `jwt` filter before `device` in `pipeline:`".into(),
+                );
+            }
+        }
+    }
+
+    let mut policies = Policies::default();
+    if let Some(b) = claim_binding {
+        if b.bind_claim.trim().is_empty() {
+            problem(
+                format!("{path}.claim_binding.bind_claim"),
+                "must name a claim".into(),
+            );
+        }
+        policies.claim_binding = Some(ClaimBinding {
+            claim: b.bind_claim.clone(),
+            mode: b.mode,
+        });
+    }
+    if let Some(d) = devices {
+        let mut list = |key: &str, v: &[String]| -> HashSet<String> {
+            for (i, fp) in v.iter().enumerate() {
+                if !is_fingerprint(fp) {
+                    problem(
+                        format!("{path}.devices.{key}[{i}]"),
+                        "not a device fingerprint (43 base64url characters)".into(),
+                    );
+                }
+            }
+            v.iter().cloned().collect()
+        };
+        policies.devices = Some(DeviceList {
+            allow: list("allow", &d.allow),
+            deny: list("deny", &d.deny),
+            mode: d.mode,
+        });
+    }
+    if let Some(c) = countries {
+        let mut list = |key: &str, v: &[String]| -> HashSet<String> {
+            for (i, cc) in v.iter().enumerate() {
+                if !(cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_alphabetic())) {
+                    problem(
+                        format!("{path}.countries.{key}[{i}]"),
+                        format!("`{cc}` is not an ISO 3166-1 alpha-2 country code"),
+                    );
+                }
+            }
+            v.iter().map(|c| c.to_ascii_uppercase()).collect()
+        };
+        policies.countries = Some(CountryPolicy {
+            allow: list("allow", &c.allow),
+            deny: list("deny", &c.deny),
+            unknown: c.unknown_country,
+            mode: c.mode,
+        });
+    }
+    if let Some(a) = anonymous_networks {
+        if a.deny.is_empty() {
+            problem(
+                format!("{path}.anonymous_networks.deny"),
+                "lists no category: remove the section or name one".into(),
+            );
+        }
+        policies.anonymous = Some(AnonymousPolicy {
+            deny: a.deny.clone(),
+            mode: a.mode,
+        });
+    }
+    let mut store = None;
+    if let Some(f) = first_seen {
+        if f.ttl.is_zero() {
+            problem(
+                format!("{path}.first_seen.ttl"),
+                "must be more than 0".into(),
+            );
+        }
+        match NonZeroUsize::new(f.capacity) {
+            Some(cap) => store = Some(FirstSeen::new(f.ttl, cap)),
+            None => problem(
+                format!("{path}.first_seen.capacity"),
+                "must be at least 1".into(),
+            ),
+        }
+        policies.first_seen = Some(f.mode);
+    }
+
+    match (fingerprinter, geo) {
+        (Some(fingerprinter), Some(geo)) if problems.is_empty() => Ok(DeviceFilter {
+            signals: sigs,
+            fingerprinter,
+            geoip: Arc::new(geo),
+            policies,
+            first_seen: store,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// base64url (no padding) of 32 bytes: 43 characters of `[A-Za-z0-9_-]`.
+fn is_fingerprint(s: &str) -> bool {
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

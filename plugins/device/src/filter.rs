@@ -1,0 +1,491 @@
+//! The `device` [`Filter`]: gathers the inputs (GeoIP answers, the
+//! fingerprint under each secret, the token claim, the first-seen store),
+//! then lets [`policy::decide`] judge them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use ztgate_filter::{Decision, DeviceFacts, Facts, Filter, RequestView};
+
+use crate::fingerprint::{self, Fingerprinter, Signal, SignalSource};
+use crate::first_seen::FirstSeen;
+use crate::geoip::{AnonymousFlags, GeoIp, GeoIpError};
+use crate::metrics;
+use crate::policy::{self, ClaimCheck, Inputs, Policies, Verdict};
+
+/// Upstream header carrying the fingerprint (current secret).
+pub const FINGERPRINT_HEADER: HeaderName = HeaderName::from_static("x-device-fingerprint");
+/// Upstream header carrying the ISO country code, when known.
+pub const COUNTRY_HEADER: HeaderName = HeaderName::from_static("x-ztgate-geo-country");
+
+/// The built `device` filter of one config generation.
+pub struct DeviceFilter {
+    pub(crate) signals: Vec<Signal>,
+    pub(crate) fingerprinter: Fingerprinter,
+    pub(crate) geoip: Arc<GeoIp>,
+    pub(crate) policies: Policies,
+    pub(crate) first_seen: Option<FirstSeen>,
+}
+
+impl std::fmt::Debug for DeviceFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceFilter")
+            .field("signals", &self.signals)
+            .field("geoip", &self.geoip)
+            .field("policies", &self.policies)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceFilter {
+    /// The mmdb files in use, for the gateway's file watcher.
+    pub fn watched_paths(&self) -> Vec<PathBuf> {
+        self.geoip.watched_paths()
+    }
+
+    /// Reopen the mmdb files and swap each one that verifies; a failing
+    /// file keeps the old db in service and is returned. Blocking: call it
+    /// from `spawn_blocking` or a watcher thread.
+    pub fn reload_geoip(&self) -> Result<(), Vec<GeoIpError>> {
+        self.geoip.reload()
+    }
+
+    /// The GeoIP databases (shared with `ztgate explain`).
+    pub fn geoip(&self) -> &Arc<GeoIp> {
+        &self.geoip
+    }
+
+    /// Evaluate one request: the filter's whole logic with the verdict of
+    /// every policy, for `ztgate explain` and tests. [`Filter::evaluate`]
+    /// calls this and records metrics.
+    pub fn assess(&self, req: &RequestView<'_>, facts: &mut Facts) -> Verdict {
+        let ip: Option<IpAddr> = req.client_ip.or(req.socket_ip);
+        let p = &self.policies;
+
+        // --- GeoIP lookups (only what something reads) ---
+        let country = ip.and_then(|ip| self.geoip.country(ip));
+        let asn = ip.and_then(|ip| self.geoip.asn(ip));
+        let anonymous = match (&p.anonymous, ip) {
+            (Some(_), Some(ip)) => self.geoip.anonymous(ip),
+            _ => AnonymousFlags::default(),
+        };
+
+        // --- fingerprint ---
+        let ja4 = req.tls.ja4.as_deref();
+        let canonical = fingerprint::canonical(
+            &self.signals,
+            &SignalSource {
+                ja4,
+                headers: req.headers,
+                cert_thumbprint: req.peer().map(|c| &c.sha256),
+                country: country.as_deref(),
+                asn,
+            },
+        );
+        let current = self.fingerprinter.fingerprint(&canonical);
+        let mut fingerprints = vec![current.clone()];
+        if p.devices.is_some() || p.first_seen.is_some() {
+            fingerprints.extend(self.fingerprinter.previous_fingerprints(&canonical));
+        }
+
+        // --- token claim ---
+        let claim = match (&p.claim_binding, &facts.token) {
+            (None, _) | (Some(_), None) => ClaimCheck::NoToken,
+            (Some(b), Some(t)) => match t.claims.get(&b.claim).and_then(|v| v.as_str()) {
+                None => ClaimCheck::Missing,
+                Some(v) if self.fingerprinter.matches(&canonical, v) => ClaimCheck::Matches,
+                Some(_) => ClaimCheck::Differs,
+            },
+        };
+
+        // --- first-seen binding, per (issuer, subject) ---
+        let first_seen = match (&self.first_seen, &facts.token) {
+            (Some(store), Some(t)) => t.subject.as_deref().map(|sub| {
+                let key = format!("{}\u{0}{sub}", t.issuer);
+                store.observe(
+                    &key,
+                    &current,
+                    |stored| {
+                        fingerprints
+                            .iter()
+                            .any(|f| fingerprint::ct_eq_str(f, stored))
+                    },
+                    req.now,
+                )
+            }),
+            _ => None,
+        };
+
+        let verdict = policy::decide(
+            p,
+            &Inputs {
+                fingerprints: &fingerprints,
+                claim,
+                country: country.as_deref(),
+                anonymous,
+                first_seen,
+            },
+        );
+
+        // --- facts and upstream headers ---
+        if let Ok(v) = HeaderValue::from_str(&current) {
+            facts.set_upstream_header(FINGERPRINT_HEADER, v);
+        }
+        if let Some(v) = country
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            facts.set_upstream_header(COUNTRY_HEADER, v);
+        }
+        facts.device = Some(DeviceFacts {
+            fingerprint: current,
+            ja4: ja4.map(str::to_owned),
+            country,
+            asn,
+        });
+        verdict
+    }
+}
+
+#[async_trait::async_trait]
+impl Filter for DeviceFilter {
+    fn name(&self) -> &'static str {
+        "device"
+    }
+
+    async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
+        let verdict = self.assess(req, facts);
+        for (kind, outcome) in &verdict.outcomes {
+            metrics::record(*kind, outcome);
+        }
+        verdict.decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, Method};
+    use std::time::{Duration, SystemTime};
+    use ztgate_filter::{BuildContext, ConfigProblem, Reason, TlsFacts, VerifiedToken};
+
+    const SECRET: &str = "an-example-device-secret-of-40-bytes!!!!";
+    const OLD_SECRET: &str = "the-previous-device-secret-of-40-bytes!!";
+    const JA4: &str = "t13d1516h2_8daaf6152771_e5627efa2ab1";
+
+    fn ctx() -> BuildContext {
+        BuildContext {
+            base_dir: crate::geoip::tests::geo_dir(),
+            upstreams: vec![],
+            pipeline: vec!["sanitize".into(), "jwt".into(), "device".into()],
+        }
+    }
+
+    fn build_yaml(yaml: &str) -> Result<DeviceFilter, Vec<ConfigProblem>> {
+        let raw: crate::raw::Device = serde_yaml::from_str(yaml).unwrap();
+        crate::build(&raw, &ctx(), "device")
+    }
+
+    fn filter(policies: &str) -> DeviceFilter {
+        let yaml = format!(
+            "secret: {SECRET}\nprevious_secrets: [{OLD_SECRET}]\n\
+             geoip:\n  country_db: GeoLite2-City-Test.mmdb\n  asn_db: GeoLite2-ASN-Test.mmdb\n  \
+             anonymous_ip_db: GeoIP2-Anonymous-IP-Test.mmdb\n{policies}"
+        );
+        build_yaml(&yaml).unwrap_or_else(|p| panic!("{p:?}"))
+    }
+
+    struct Req {
+        headers: HeaderMap,
+        tls: TlsFacts,
+        ip: Option<IpAddr>,
+        now: SystemTime,
+    }
+
+    impl Req {
+        fn new(ip: &str, ua: &str) -> Self {
+            let mut headers = HeaderMap::new();
+            headers.insert("user-agent", HeaderValue::from_str(ua).unwrap());
+            Req {
+                headers,
+                tls: TlsFacts {
+                    ja4: Some(JA4.into()),
+                    ..TlsFacts::default()
+                },
+                ip: Some(ip.parse().unwrap()),
+                now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            }
+        }
+
+        fn view(&self) -> RequestView<'_> {
+            RequestView {
+                method: &Method::POST,
+                path: "/shop.v1.Orders/Get",
+                authority: None,
+                headers: &self.headers,
+                tls: &self.tls,
+                client_ip: self.ip,
+                socket_ip: Some("127.0.0.1".parse().unwrap()),
+                now: self.now,
+            }
+        }
+    }
+
+    fn token(sub: &str, claims: serde_json::Value) -> VerifiedToken {
+        VerifiedToken {
+            issuer: "https://idp.test".into(),
+            subject: Some(sub.into()),
+            scopes: vec![],
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000),
+            claims: Arc::new(claims.as_object().unwrap().clone()),
+        }
+    }
+
+    async fn run(f: &DeviceFilter, r: &Req, tok: Option<VerifiedToken>) -> (Decision, Facts) {
+        let mut facts = Facts::default();
+        facts.token = tok;
+        let d = f.evaluate(&r.view(), &mut facts).await;
+        (d, facts)
+    }
+
+    fn denied(d: &Decision) -> Option<(Reason, bool)> {
+        match d {
+            Decision::Deny(x) => Some((x.reason, true)),
+            Decision::ShadowDeny(x) => Some((x.reason, false)),
+            Decision::Continue => None,
+        }
+    }
+
+    fn header<'a>(f: &'a Facts, n: &HeaderName) -> Option<&'a str> {
+        f.upstream_headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .and_then(|(_, v)| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn sets_facts_and_upstream_headers() {
+        let f = filter("");
+        let (d, facts) = run(&f, &Req::new("81.2.69.142", "grpc-go/1.60"), None).await;
+        assert_eq!(d, Decision::Continue);
+        let dev = facts.device.clone().unwrap();
+        assert_eq!(dev.country.as_deref(), Some("GB"));
+        assert_eq!(dev.ja4.as_deref(), Some(JA4));
+        assert_eq!(dev.fingerprint.len(), 43);
+        assert_eq!(
+            header(&facts, &FINGERPRINT_HEADER),
+            Some(dev.fingerprint.as_str())
+        );
+        assert_eq!(header(&facts, &COUNTRY_HEADER), Some("GB"));
+        // Same signals → same fingerprint; another JA4 → another one.
+        let (_, again) = run(&f, &Req::new("81.2.69.142", "grpc-go/1.60"), None).await;
+        assert_eq!(again.fingerprint(), Some(dev.fingerprint.as_str()));
+        let mut other = Req::new("81.2.69.142", "grpc-go/1.60");
+        other.tls.ja4 = Some("t13d1517h2_8daaf6152771_e5627efa2ab1".into());
+        let (_, o) = run(&f, &other, None).await;
+        assert_ne!(o.fingerprint(), Some(dev.fingerprint.as_str()));
+        // ASN known, country unknown: no country header.
+        let (_, t) = run(&f, &Req::new("1.128.0.1", "x"), None).await;
+        assert_eq!(t.device.as_ref().unwrap().asn, Some(1221));
+        assert_eq!(header(&t, &COUNTRY_HEADER), None);
+    }
+
+    #[tokio::test]
+    async fn country_policy_enforce_and_shadow() {
+        let gb = Req::new("81.2.69.142", "ua");
+        let se = Req::new("89.160.20.112", "ua");
+        let f = filter("countries:\n  deny: [gb]\n");
+        assert_eq!(
+            denied(&run(&f, &gb, None).await.0),
+            Some((Reason::GeoDenied, true))
+        );
+        assert_eq!(run(&f, &se, None).await.0, Decision::Continue);
+        let f = filter("countries:\n  mode: shadow\n  allow: [SE]\n  unknown_country: deny\n");
+        assert_eq!(
+            denied(&run(&f, &gb, None).await.0),
+            Some((Reason::GeoDenied, false))
+        );
+        let private = Req::new("10.0.0.1", "ua");
+        assert_eq!(
+            denied(&run(&f, &private, None).await.0),
+            Some((Reason::GeoDenied, false))
+        );
+        assert_eq!(run(&f, &se, None).await.0, Decision::Continue);
+    }
+
+    #[tokio::test]
+    async fn anonymous_networks_enforce_and_shadow() {
+        let f = filter("anonymous_networks: {}\n");
+        let anon = Req::new("81.2.69.142", "ua");
+        assert_eq!(
+            denied(&run(&f, &anon, None).await.0),
+            Some((Reason::AnonymousNetwork, true))
+        );
+        assert_eq!(
+            run(&f, &Req::new("89.160.20.112", "ua"), None).await.0,
+            Decision::Continue
+        );
+        let f = filter("anonymous_networks:\n  mode: shadow\n  deny: [tor]\n");
+        assert_eq!(
+            denied(&run(&f, &anon, None).await.0),
+            Some((Reason::AnonymousNetwork, false))
+        );
+        // 1.2.0.1 is a VPN but not Tor.
+        assert_eq!(
+            run(&f, &Req::new("1.2.0.1", "ua"), None).await.0,
+            Decision::Continue
+        );
+    }
+
+    #[tokio::test]
+    async fn claim_binding_with_rotation() {
+        let f = filter("claim_binding:\n  bind_claim: dfp\n");
+        let r = Req::new("89.160.20.112", "ua");
+        let (_, facts) = run(&f, &r, None).await;
+        let fp = facts.fingerprint().unwrap().to_owned();
+        let ok = token("alice", serde_json::json!({ "dfp": fp }));
+        assert_eq!(run(&f, &r, Some(ok)).await.0, Decision::Continue);
+        let wrong = token("alice", serde_json::json!({ "dfp": "A".repeat(43) }));
+        assert_eq!(
+            denied(&run(&f, &r, Some(wrong.clone())).await.0),
+            Some((Reason::DeviceMismatch, true))
+        );
+        let missing = token("alice", serde_json::json!({}));
+        assert_eq!(
+            denied(&run(&f, &r, Some(missing)).await.0),
+            Some((Reason::DeviceMismatch, true))
+        );
+        // A claim issued under the previous secret is still accepted.
+        let old = build_yaml(&format!("secret: {OLD_SECRET}\n")).unwrap();
+        let (_, of) = run(&old, &r, None).await;
+        let old_fp = of.fingerprint().unwrap().to_owned();
+        assert_ne!(old_fp, fp);
+        let t = token("alice", serde_json::json!({ "dfp": old_fp }));
+        assert_eq!(run(&f, &r, Some(t)).await.0, Decision::Continue);
+        // Shadow never denies but records.
+        let f = filter("claim_binding:\n  bind_claim: dfp\n  mode: shadow\n");
+        let before = crate::DECISIONS
+            .with_label_values(&["claim_binding", "shadow_deny"])
+            .get();
+        assert_eq!(
+            denied(&run(&f, &r, Some(wrong)).await.0),
+            Some((Reason::DeviceMismatch, false))
+        );
+        let after = crate::DECISIONS
+            .with_label_values(&["claim_binding", "shadow_deny"])
+            .get();
+        assert!(after > before);
+    }
+
+    #[tokio::test]
+    async fn device_lists() {
+        let r = Req::new("89.160.20.112", "ua");
+        let (_, facts) = run(&filter(""), &r, None).await;
+        let fp = facts.fingerprint().unwrap().to_owned();
+        let f = filter(&format!("devices:\n  deny: [\"{fp}\"]\n"));
+        assert_eq!(
+            denied(&run(&f, &r, None).await.0),
+            Some((Reason::DeviceDenied, true))
+        );
+        let f = filter(&format!(
+            "devices:\n  mode: shadow\n  allow: [\"{}\"]\n",
+            "A".repeat(43)
+        ));
+        assert_eq!(
+            denied(&run(&f, &r, None).await.0),
+            Some((Reason::DeviceDenied, false))
+        );
+    }
+
+    #[tokio::test]
+    async fn first_seen_changed_then_expires() {
+        let f = filter("first_seen:\n  ttl: 10m\n");
+        let laptop = Req::new("89.160.20.112", "laptop");
+        let mut phone = Req::new("89.160.20.112", "phone");
+        let alice = || Some(token("alice", serde_json::json!({})));
+        assert_eq!(run(&f, &laptop, alice()).await.0, Decision::Continue);
+        assert_eq!(
+            denied(&run(&f, &phone, alice()).await.0),
+            Some((Reason::DeviceChanged, true))
+        );
+        // Another subject is independent.
+        assert_eq!(
+            run(&f, &phone, Some(token("bob", serde_json::json!({}))))
+                .await
+                .0,
+            Decision::Continue
+        );
+        phone.now += Duration::from_secs(600);
+        assert_eq!(run(&f, &phone, alice()).await.0, Decision::Continue);
+        // No token: nothing to bind.
+        assert_eq!(run(&f, &laptop, None).await.0, Decision::Continue);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let yaml =
+            "secret: short\nprevious_secrets: [also-short]\nsignals: [ja4, colour, country]\n\
+                    geoip:\n  asn_db: MaxMind-DB-test-broken-pointers-24.mmdb\n\
+                    countries:\n  deny: [GBR]\nanonymous_networks:\n  deny: []\n\
+                    devices:\n  allow: [nope]\nclaim_binding:\n  bind_claim: ''\n\
+                    first_seen:\n  capacity: 0\n";
+        let problems = build_yaml(yaml).unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "device.secret",
+            "device.previous_secrets[0]",
+            "device.signals[1]",
+            "device.geoip.asn_db",
+            "device.signals",
+            "device.countries",
+            "device.anonymous_networks",
+            "device.claim_binding.bind_claim",
+            "device.devices.allow[0]",
+            "device.countries.deny[0]",
+            "device.anonymous_networks.deny",
+            "device.first_seen.capacity",
+        ] {
+            assert!(paths.contains(&want), "missing {want} in {problems:#?}");
+        }
+        let text = format!("{problems:?}");
+        assert!(!text.contains("also-short"), "secret leaked: {text}");
+        assert!(text.contains("MaxMind-DB-test-broken-pointers-24.mmdb"));
+    }
+
+    #[test]
+    fn token_policies_need_jwt_first() {
+        let raw: crate::raw::Device =
+            serde_yaml::from_str(&format!("secret: {SECRET}\nfirst_seen: {{}}\n")).unwrap();
+        let mut c = ctx();
+        c.pipeline = vec!["device".into(), "jwt".into()];
+        let p = crate::build(&raw, &c, "device").unwrap_err();
+        assert_eq!(p[0].path, "device.first_seen");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_and_defaults_apply() {
+        assert!(serde_yaml::from_str::<crate::raw::Device>(&format!(
+            "secret: {SECRET}\ncolour: red\n"
+        ))
+        .is_err());
+        let raw: crate::raw::Device = serde_yaml::from_str(&format!(
+            "secret: {SECRET}\nfirst_seen: {{}}\nanonymous_networks: {{}}\n"
+        ))
+        .unwrap();
+        let fs = raw.first_seen.unwrap();
+        assert_eq!(fs.ttl, Duration::from_secs(1800));
+        assert_eq!(fs.capacity, 100_000);
+        assert_eq!(raw.anonymous_networks.unwrap().deny.len(), 3);
+        assert_eq!(raw.signals, crate::raw::default_signals());
+        assert_eq!(format!("{:?}", raw.secret), "<redacted>");
+    }
+
+    #[test]
+    fn watched_paths_and_reload() {
+        let f = filter("");
+        assert_eq!(f.watched_paths().len(), 3);
+        f.reload_geoip().unwrap();
+    }
+}
