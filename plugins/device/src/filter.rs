@@ -244,8 +244,10 @@ mod tests {
     }
 
     async fn run(f: &DeviceFilter, r: &Req, tok: Option<VerifiedToken>) -> (Decision, Facts) {
-        let mut facts = Facts::default();
-        facts.token = tok;
+        let mut facts = Facts {
+            token: tok,
+            ..Facts::default()
+        };
         let d = f.evaluate(&r.view(), &mut facts).await;
         (d, facts)
     }
