@@ -95,6 +95,11 @@ impl JwtFilter {
         self.issuers.iter().map(|i| &i.store)
     }
 
+    /// Verified tokens currently cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
     /// Every issuer has keys: part of `/readyz`.
     pub fn ready(&self) -> bool {
         self.issuers.iter().all(|i| i.store.ready())
