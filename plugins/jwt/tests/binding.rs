@@ -1,6 +1,9 @@
 //! Per-request binding checks: RFC 8705 certificate-bound tokens and
 //! RFC 9449 DPoP proofs, with real keys and real client certificates.
 
+// Helpers outside #[test] fns build fixtures and may panic.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;

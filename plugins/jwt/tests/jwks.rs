@@ -1,6 +1,9 @@
 //! Key fetching against a real HTTP IdP on loopback: discovery, rotation
 //! with single-flight refetch, outages before and after the first fetch.
 
+// Helpers outside #[test] fns build fixtures and may panic.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::atomic::Ordering;

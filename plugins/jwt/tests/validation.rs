@@ -1,6 +1,9 @@
 //! The attack matrix: each case asserts the exact reason (and so the exact
 //! gRPC status through the one `Reason` mapping).
 
+// Helpers outside #[test] fns build fixtures and may panic.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;

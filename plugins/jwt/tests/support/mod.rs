@@ -1,7 +1,8 @@
 //! Test support: real keys (ring for EC, the openssl CLI for RSA), real
 //! signed tokens, and a real HTTP IdP on 127.0.0.1 that serves OIDC
 //! discovery and a JWKS and counts fetches.
-#![allow(dead_code)]
+// Fixture code may panic on a broken fixture, like the tests using it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::process::Command;
