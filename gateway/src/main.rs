@@ -1,1 +1,26 @@
-fn main() {}
+//! `ztgate`: a zero-trust L7 gateway for gRPC on Pingora.
+//!
+//! This binary is wiring only: config loading, TLS, the Pingora proxy
+//! service, admin endpoints, reload. Every policy decision lives in the
+//! filter crates under `plugins/`.
+
+mod admin;
+mod audit;
+mod cli;
+mod config;
+mod ja4;
+mod metrics;
+mod proxy;
+mod reload;
+mod request_meta;
+mod respond;
+mod state;
+mod tls;
+mod upstream;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    cli::dispatch(cli)
+}

@@ -1,0 +1,168 @@
+//! The audit trail: one JSON line per decision, written off the request path.
+//!
+//! The request path only formats the line and `try_send`s it into a bounded
+//! queue; a dedicated thread writes. When the queue is full the line is
+//! dropped and counted in `ztgate_audit_dropped_total`: the audit log never
+//! slows or blocks a request. Tokens, keys and secrets are never part of a line.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use ztgate_filter::{Facts, Reason};
+
+use crate::metrics;
+
+/// What one decision line is made of (borrowed from the request context).
+pub struct Line<'a> {
+    pub request_id: &'a str,
+    pub client_ip: Option<IpAddr>,
+    pub facts: &'a Facts,
+    pub path: &'a str,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub decision: &'a str,
+    pub reason: &'a str,
+    pub grpc_status: &'a str,
+    pub shadow: &'a [(&'static str, Reason)],
+    pub duration: Duration,
+}
+
+#[derive(Serialize)]
+struct Json<'a> {
+    time: String,
+    request_id: &'a str,
+    client_ip: Option<String>,
+    spiffe_id: Option<&'a str>,
+    cert_thumbprint: Option<String>,
+    sub: Option<&'a str>,
+    iss: Option<&'a str>,
+    scopes: &'a [String],
+    fingerprint: Option<&'a str>,
+    country: Option<&'a str>,
+    path: &'a str,
+    route: &'a str,
+    upstream: &'a str,
+    decision: &'a str,
+    reason: &'a str,
+    status: &'a str,
+    shadow_deny: Vec<String>,
+    duration_us: u128,
+}
+
+impl Line<'_> {
+    pub fn to_json(&self) -> String {
+        let f = self.facts;
+        let j = Json {
+            time: rfc3339(SystemTime::now()),
+            request_id: self.request_id,
+            client_ip: self.client_ip.map(|i| i.to_string()),
+            spiffe_id: f.spiffe_id(),
+            cert_thumbprint: f.identity.as_ref().map(|i| hex::encode(i.thumbprint)),
+            sub: f.subject(),
+            iss: f.token.as_ref().map(|t| t.issuer.as_ref()),
+            scopes: f.scopes(),
+            fingerprint: f.fingerprint(),
+            country: f.device.as_ref().and_then(|d| d.country.as_deref()),
+            path: self.path,
+            route: self.route,
+            upstream: self.upstream,
+            decision: self.decision,
+            reason: self.reason,
+            status: self.grpc_status,
+            shadow_deny: self
+                .shadow
+                .iter()
+                .map(|(f, r)| format!("{f}:{}", r.as_str()))
+                .collect(),
+            duration_us: self.duration.as_micros(),
+        };
+        serde_json::to_string(&j).unwrap_or_default()
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, without a date crate.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// The audit sink.
+pub struct Audit {
+    tx: SyncSender<String>,
+}
+
+impl Audit {
+    /// Start the writer thread. `output` is `stdout` or a file path (appended).
+    pub fn start(output: &str, queue: usize) -> std::io::Result<Self> {
+        let mut sink: Box<dyn Write + Send> = if output == "stdout" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(output)?,
+            )
+        };
+        let (tx, rx) = sync_channel::<String>(queue.max(1));
+        std::thread::Builder::new()
+            .name("ztgate-audit".into())
+            .spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    let mut ok = writeln!(sink, "{line}").is_ok();
+                    // Drain what queued up meanwhile, then flush once.
+                    while let Ok(line) = rx.try_recv() {
+                        ok &= writeln!(sink, "{line}").is_ok();
+                    }
+                    ok &= sink.flush().is_ok();
+                    if !ok {
+                        tracing::warn!("audit sink write failed");
+                    }
+                }
+            })?;
+        Ok(Self { tx })
+    }
+
+    /// Queue a line; never blocks.
+    pub fn record(&self, line: Line<'_>) {
+        match self.tx.try_send(line.to_json()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                metrics::AUDIT_DROPPED.inc();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_999_999_123);
+        assert_eq!(rfc3339(t), "2026-11-30T00:53:19.123Z");
+    }
+}

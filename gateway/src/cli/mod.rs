@@ -1,0 +1,49 @@
+//! Command line: `run`, `check`, `explain`, `demo`, `probe`.
+
+mod check;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ztgate — zero-trust L7 gateway for gRPC (mTLS + JWT + device + scope routing).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve with the given config.
+    Run {
+        /// The ztgate config file (YAML).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// Run in the background (Pingora daemon mode).
+        #[arg(short, long)]
+        daemon: bool,
+        /// Take the listening sockets over from a running ztgate (graceful upgrade).
+        #[arg(short, long)]
+        upgrade: bool,
+    },
+    /// Validate a config offline; print each problem as FILE:LINE: key: message.
+    Check {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+}
+
+pub fn dispatch(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run {
+            config,
+            daemon,
+            upgrade,
+        } => run::run(&config, daemon, upgrade),
+        Command::Check { config } => check::check(&config),
+    }
+}

@@ -1,0 +1,124 @@
+//! `ztgate run -c FILE`: serve.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::audit::Audit;
+use crate::config::{self, raw::LogFormat, Static};
+use crate::proxy::Gateway;
+use crate::reload::Reloader;
+use crate::state::Shared;
+use crate::tls::{self, Handshake};
+use crate::{metrics, reload};
+
+pub fn init_logging(st: &Static) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&st.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match st.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
+    let (loaded, st, rt) = match config::load_and_build(path) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    drop(loaded);
+    init_logging(&st);
+    metrics::init();
+    reload::record_cert_expiry(&rt);
+
+    let audit = match &st.audit {
+        None => None,
+        Some((out, queue)) => match Audit::start(out, *queue) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("{}: audit.output: cannot open {out}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+
+    let mut conf = ServerConf::default();
+    conf.threads = st.threads;
+    conf.daemon = daemon;
+    conf.pid_file = st.pid_file.clone();
+    conf.upgrade_sock = st.upgrade_sock.clone();
+    conf.grace_period_seconds = Some(st.grace_period.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(st.shutdown_timeout.as_secs().max(1));
+    let opt = Opt {
+        upgrade,
+        daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let shared = Shared::new(path.to_path_buf(), st.clone(), rt, audit);
+
+    // The gRPC listener.
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway {
+            shared: shared.clone(),
+        },
+        "ztgate",
+    );
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut o = HttpServerOptions::default();
+        o.h2_idle_timeout = Some(st.h2_idle_timeout);
+        app.server_options = Some(o);
+    }
+    let handshake = Handshake {
+        material: shared.material.clone(),
+    };
+    let tls = match tls::listener_settings(handshake, st.client_auth, st.min_version) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot set up TLS listener: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    proxy.add_tls_with_settings(&st.listen.to_string(), None, tls);
+
+    // The admin listener.
+    let mut admin = Service::new(
+        "ztgate-admin".to_string(),
+        HttpServer::new_app(Admin {
+            shared: shared.clone(),
+        }),
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&st.admin.to_string());
+
+    // Reload on SIGHUP and on file changes.
+    let reloader = background_service(
+        "ztgate-reload",
+        Reloader {
+            shared: shared.clone(),
+        },
+    );
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(reloader);
+    tracing::info!(listen = %st.listen, admin = %st.admin, "ztgate starting");
+    server.run_forever()
+}

@@ -1,0 +1,260 @@
+//! From the raw config to runtime state, collecting every problem.
+//!
+//! [`Static`] is what only a restart can change (listen addresses, thread
+//! counts); [`Runtime`] is one generation of policy (the filter chain, the
+//! pools, the TLS material) that a reload swaps atomically.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use ztgate_filter::{BuildContext, Chain, ConfigProblem, Filter, Mode, Stage};
+
+use super::raw::{self, ClientAuth, LogFormat, TlsVersion};
+use super::Loaded;
+use crate::tls::ServerMaterial;
+use crate::upstream::Pool;
+
+/// The filters ztgate knows, in a sensible default order.
+pub const KNOWN_FILTERS: &[&str] = &["sanitize", "mtls", "jwt", "device", "route", "ratelimit"];
+
+/// Settings fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct Static {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub client_auth: ClientAuth,
+    pub min_version: TlsVersion,
+    pub h2_idle_timeout: Duration,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub audit: Option<(String, usize)>,
+    /// Files whose change should trigger a reload.
+    pub watched: Vec<PathBuf>,
+}
+
+/// One generation of policy.
+pub struct Runtime {
+    pub chain: Chain,
+    pub pools: HashMap<Arc<str>, Arc<Pool>>,
+    pub material: Arc<ServerMaterial>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Runtime {
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+fn addr(s: &str, path: &str, problems: &mut Vec<ConfigProblem>) -> SocketAddr {
+    match s.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            problems.push(ConfigProblem::new(path, format!("`{s}` is not an ip:port address")));
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        }
+    }
+}
+
+/// Collect a section's build result into the problem list.
+fn take<T>(r: Result<T, Vec<ConfigProblem>>, problems: &mut Vec<ConfigProblem>) -> Option<T> {
+    match r {
+        Ok(t) => Some(t),
+        Err(mut p) => {
+            problems.append(&mut p);
+            None
+        }
+    }
+}
+
+/// Build everything; on failure return every problem found.
+pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
+    let raw = &loaded.raw;
+    let mut problems = Vec::new();
+
+    // --- static settings ----------------------------------------------
+    let listen = addr(&raw.listener.address, "listener.address", &mut problems);
+    let admin = addr(&raw.admin.address, "admin.address", &mut problems);
+    if listen == admin && listen.port() != 0 {
+        problems.push(ConfigProblem::new("admin.address", "must differ from listener.address"));
+    }
+    if raw.server.threads == 0 {
+        problems.push(ConfigProblem::new("server.threads", "must be at least 1"));
+    }
+    if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+        problems.push(ConfigProblem::new("log.level", format!("`{}` is not a valid level/filter", raw.log.level)));
+    }
+    let ctx = BuildContext {
+        base_dir: loaded.base_dir.clone(),
+        upstreams: raw.upstreams.keys().cloned().collect(),
+        pipeline: raw.pipeline.clone(),
+    };
+
+    // --- TLS material ---------------------------------------------------
+    let t = &raw.listener.tls;
+    let (cert, key, ca) = (ctx.resolve(&t.cert), ctx.resolve(&t.key), ctx.resolve(&t.client_ca));
+    let material = match ServerMaterial::load(&cert, &key, &ca) {
+        Ok(m) => Some(m),
+        Err(errs) => {
+            for e in errs {
+                let field = match &e {
+                    crate::tls::material::MaterialError::Read { path, .. }
+                    | crate::tls::material::MaterialError::NoCertificate { path }
+                    | crate::tls::material::MaterialError::BadCertificate { path, .. }
+                    | crate::tls::material::MaterialError::Expired { path }
+                    | crate::tls::material::MaterialError::BadKey { path } => {
+                        if *path == ca.display().to_string() {
+                            "client_ca"
+                        } else if *path == key.display().to_string() {
+                            "key"
+                        } else {
+                            "cert"
+                        }
+                    }
+                    crate::tls::material::MaterialError::KeyMismatch { .. } => "key",
+                };
+                problems.push(ConfigProblem::new(format!("listener.tls.{field}"), e.to_string()));
+            }
+            None
+        }
+    };
+
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.listener.trusted_proxies.iter().enumerate() {
+        let parsed = p
+            .parse::<IpNet>()
+            .or_else(|_| p.parse::<IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => problems.push(ConfigProblem::new(
+                format!("listener.trusted_proxies[{i}]"),
+                format!("`{p}` is not a CIDR or IP address"),
+            )),
+        }
+    }
+
+    // --- upstream pools -------------------------------------------------
+    let mut pools = HashMap::new();
+    for (name, u) in &raw.upstreams {
+        if let Some(pool) = take(Pool::build(name, u, &ctx), &mut problems) {
+            pools.insert(Arc::from(name.as_str()), Arc::new(pool));
+        }
+    }
+
+    // --- the pipeline -----------------------------------------------------
+    let chain = build_chain(raw, &ctx, &mut problems);
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let Some(material) = material else {
+        return Err(vec![ConfigProblem::new("listener.tls", "TLS material missing")]);
+    };
+    let mut watched = vec![loaded.path.clone(), cert, key, ca];
+    for u in raw.upstreams.values() {
+        if let Some(t) = &u.tls {
+            watched.extend(t.ca.iter().chain(&t.cert).chain(&t.key).map(|p| ctx.resolve(p)));
+        }
+    }
+    let st = Static {
+        listen,
+        admin,
+        client_auth: raw.listener.tls.client_auth,
+        min_version: raw.listener.tls.min_version,
+        h2_idle_timeout: raw.listener.h2_idle_timeout,
+        threads: raw.server.threads,
+        grace_period: raw.server.grace_period,
+        shutdown_timeout: raw.server.shutdown_timeout,
+        pid_file: raw.server.pid_file.clone(),
+        upgrade_sock: raw.server.upgrade_sock.clone(),
+        log_format: raw.log.format,
+        log_level: raw.log.level.clone(),
+        audit: raw.audit.as_ref().map(|a| {
+            let out = if a.output == "stdout" {
+                a.output.clone()
+            } else {
+                ctx.resolve(&a.output).display().to_string()
+            };
+            (out, a.queue)
+        }),
+        watched,
+    };
+    let rt = Runtime {
+        chain,
+        pools,
+        material: Arc::new(material),
+        trusted_proxies,
+    };
+    Ok((st, rt))
+}
+
+fn build_chain(raw: &raw::Config, ctx: &BuildContext, problems: &mut Vec<ConfigProblem>) -> Chain {
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    if raw.pipeline.is_empty() {
+        problems.push(ConfigProblem::new("pipeline", "needs at least the `route` filter"));
+    }
+    for (i, name) in raw.pipeline.iter().enumerate() {
+        let at = format!("pipeline[{i}]");
+        if seen.contains(&name.as_str()) {
+            problems.push(ConfigProblem::new(at, format!("`{name}` appears twice")));
+            continue;
+        }
+        seen.push(name);
+        let stage: Option<(Box<dyn Filter>, Mode)> = match name.as_str() {
+            "sanitize" => {
+                let section = raw.sanitize.clone().unwrap_or_default();
+                take(ztgate_sanitize::build(&section, ctx, "sanitize"), problems)
+                    .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
+            }
+            "mtls" => {
+                let section = raw.mtls.clone().unwrap_or_default();
+                take(ztgate_mtls::build(&section, ctx, "mtls"), problems)
+                    .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
+            }
+            "route" => take(ztgate_route::build(&raw.routes, ctx, "routes"), problems)
+                .map(|f| (Box::new(f) as Box<dyn Filter>, Mode::Enforce)),
+            other => {
+                problems.push(ConfigProblem::new(
+                    at,
+                    format!("unknown filter `{other}` (known: {})", KNOWN_FILTERS.join(", ")),
+                ));
+                None
+            }
+        };
+        if let Some((f, mode)) = stage {
+            stages.push(Stage::new(f, mode));
+        }
+    }
+    if !seen.contains(&"route") {
+        problems.push(ConfigProblem::new(
+            "pipeline",
+            "`route` must be in the pipeline: without it no request has an upstream",
+        ));
+    }
+    // A section configured for a filter that never runs is almost always a mistake.
+    let sections: [(&str, bool); 3] = [
+        ("sanitize", raw.sanitize.is_some()),
+        ("mtls", raw.mtls.is_some()),
+        ("routes", !raw.routes.is_empty()),
+    ];
+    for (section, present) in sections {
+        let filter = if section == "routes" { "route" } else { section };
+        if present && !seen.contains(&filter) {
+            problems.push(ConfigProblem::new(
+                section,
+                format!("`{section}` is configured but `{filter}` is not in `pipeline`"),
+            ));
+        }
+    }
+    Chain::new(stages)
+}

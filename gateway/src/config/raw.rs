@@ -1,0 +1,290 @@
+//! The config file exactly as written: serde types mirroring the YAML.
+//!
+//! Every struct refuses unknown keys. Sections that belong to a filter are
+//! defined by that filter's crate (`ztgate_mtls::raw::Mtls`, …); this file
+//! holds the gateway's own sections. Nothing here is validated beyond its
+//! shape: `build.rs` turns it into the runtime config and reports problems.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listener: Listener,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub log: Log,
+    #[serde(default)]
+    pub audit: Option<Audit>,
+    /// Filter names in the order they run.
+    pub pipeline: Vec<String>,
+    #[serde(default)]
+    pub sanitize: Option<ztgate_sanitize::raw::Sanitize>,
+    #[serde(default)]
+    pub mtls: Option<ztgate_mtls::raw::Mtls>,
+    #[serde(default)]
+    pub routes: Vec<ztgate_route::raw::Route>,
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+/// `listener:` — the client-facing TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub address: String,
+    pub tls: ListenerTls,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default = "default_h2_idle", with = "humantime_serde")]
+    pub h2_idle_timeout: Duration,
+}
+
+/// Why 5 minutes: long enough that bursty gRPC clients keep their
+/// connection, short enough that abandoned ones do not pile up.
+fn default_h2_idle() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: String,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// No client certificate, no handshake.
+    #[default]
+    Require,
+    /// The handshake accepts a missing certificate (a presented one must
+    /// still verify); filters and routes decide.
+    Optional,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// `admin:` — health, readiness and metrics on a separate port.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "default_admin")]
+    pub address: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            address: default_admin(),
+        }
+    }
+}
+
+fn default_admin() -> String {
+    "127.0.0.1:9901".into()
+}
+
+/// `server:` — process settings handed to Pingora.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Pingora defaults to 300 s, which makes every stop take five minutes.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub grace_period: Duration,
+    #[serde(default = "default_shutdown", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    #[serde(default = "default_pid")]
+    pub pid_file: String,
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: String,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            threads: default_threads(),
+            grace_period: default_grace(),
+            shutdown_timeout: default_shutdown(),
+            pid_file: default_pid(),
+            upgrade_sock: default_upgrade_sock(),
+        }
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_shutdown() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_pid() -> String {
+    "/tmp/ztgate.pid".into()
+}
+fn default_upgrade_sock() -> String {
+    "/tmp/ztgate_upgrade.sock".into()
+}
+
+/// `log:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: default_level(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `audit:` — one JSON line per decision.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// `stdout` or a file path.
+    #[serde(default = "default_audit_output")]
+    pub output: String,
+    /// Lines buffered between the request path and the writer; beyond it
+    /// lines are dropped and counted, never waited for.
+    #[serde(default = "default_audit_queue")]
+    pub queue: usize,
+}
+
+fn default_audit_output() -> String {
+    "stdout".into()
+}
+fn default_audit_queue() -> usize {
+    8192
+}
+
+/// One upstream pool (`upstreams.NAME`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub backends: Vec<BackendEntry>,
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    #[serde(default)]
+    pub lb: LbPolicy,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Whole-call limit; `0s` disables it (long-lived streams).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(default = "default_max_streams")]
+    pub max_streams_per_connection: usize,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+/// Pingora defaults to 1, i.e. one upstream connection per concurrent RPC.
+/// 100 matches the usual h2 server `SETTINGS_MAX_CONCURRENT_STREAMS`.
+fn default_max_streams() -> usize {
+    100
+}
+
+/// A backend: `"ip:port"` or `{address, weight}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum BackendEntry {
+    Address(String),
+    Weighted(WeightedBackend),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedBackend {
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: usize,
+}
+
+fn default_weight() -> usize {
+    1
+}
+
+impl BackendEntry {
+    pub fn address(&self) -> &str {
+        match self {
+            BackendEntry::Address(a) => a,
+            BackendEntry::Weighted(w) => &w.address,
+        }
+    }
+    pub fn weight(&self) -> usize {
+        match self {
+            BackendEntry::Address(_) => 1,
+            BackendEntry::Weighted(w) => w.weight,
+        }
+    }
+}
+
+/// h2 over TLS to the backends. Verification is always on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// CA bundle to verify backends; absent = the system roots.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Server name to send and verify.
+    pub sni: String,
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+}

@@ -1,0 +1,106 @@
+//! Process-wide Prometheus metrics (names from PRODUCT.md).
+//!
+//! Label values are bounded: route and upstream names come from config,
+//! reasons and decisions from code, never from request data.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec, HistogramVec, IntCounter,
+    IntCounterVec, IntGaugeVec,
+};
+
+/// Buckets for a sub-millisecond proxy: 50 µs … 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+/// Filters run in microseconds: 1 µs … 100 ms.
+const FILTER_BUCKETS: &[f64] = &[
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.001, 0.01, 0.1,
+];
+
+macro_rules! metric {
+    ($name:ident: $ty:ty = $e:expr) => {
+        pub static $name: LazyLock<$ty> = LazyLock::new(|| {
+            #[allow(clippy::expect_used)]
+            // Registration only fails on a duplicate name: a programming error.
+            $e.expect(concat!("register ", stringify!($name)))
+        });
+    };
+}
+
+metric!(REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "ztgate_requests_total",
+    "Requests by route, upstream, decision (allow, deny, shadow_deny, error), reason and gRPC status.",
+    &["route", "upstream", "decision", "reason", "grpc_status"]
+));
+metric!(REQUEST_DURATION: HistogramVec = register_histogram_vec!(
+    "ztgate_request_duration_seconds",
+    "Whole request time in the gateway, from request headers to the end of the response.",
+    &["route"],
+    LATENCY_BUCKETS.to_vec()
+));
+metric!(FILTER_DURATION: HistogramVec = register_histogram_vec!(
+    "ztgate_filter_duration_seconds",
+    "Time spent in each request filter.",
+    &["filter"],
+    FILTER_BUCKETS.to_vec()
+));
+metric!(UPSTREAM_DURATION: HistogramVec = register_histogram_vec!(
+    "ztgate_upstream_duration_seconds",
+    "Time from sending the request upstream to the end of the response.",
+    &["upstream"],
+    LATENCY_BUCKETS.to_vec()
+));
+metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
+    "ztgate_build_info",
+    "Always 1; labels carry the version.",
+    &["version"]
+));
+metric!(CONFIG_RELOADS: IntCounterVec = register_int_counter_vec!(
+    "ztgate_config_reloads_total",
+    "Config and certificate reloads by result (ok, error).",
+    &["result"]
+));
+metric!(CERT_EXPIRY: IntGaugeVec = register_int_gauge_vec!(
+    "ztgate_certificate_expiry_timestamp_seconds",
+    "notAfter of each certificate in use, as a Unix timestamp.",
+    &["name"]
+));
+metric!(HEALTHY_BACKENDS: IntGaugeVec = register_int_gauge_vec!(
+    "ztgate_upstream_healthy_backends",
+    "Backends currently considered healthy, per upstream pool.",
+    &["upstream"]
+));
+metric!(AUDIT_DROPPED: IntCounter = register_int_counter!(
+    "ztgate_audit_dropped_total",
+    "Audit lines dropped because the writer could not keep up."
+));
+
+/// Touch every metric so `/metrics` lists them from the start.
+pub fn init() {
+    BUILD_INFO
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&REQUEST_DURATION);
+    LazyLock::force(&FILTER_DURATION);
+    LazyLock::force(&UPSTREAM_DURATION);
+    for r in ["ok", "error"] {
+        CONFIG_RELOADS.with_label_values(&[r]);
+    }
+    LazyLock::force(&CERT_EXPIRY);
+    LazyLock::force(&HEALTHY_BACKENDS);
+    LazyLock::force(&AUDIT_DROPPED);
+}
+
+/// Render the default registry in the text format.
+pub fn render() -> Vec<u8> {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    if let Err(e) = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf) {
+        tracing::error!(error = %e, "could not encode metrics");
+    }
+    buf
+}

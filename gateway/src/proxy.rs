@@ -1,0 +1,341 @@
+//! The Pingora `ProxyHttp` implementation: wiring only, no policy.
+//!
+//! ```text
+//! request_filter ── build RequestView ── Chain::run ──┬─ deny → write denial (trailers-only / JSON)
+//!                                                     └─ allow → remember route + pool
+//! upstream_peer ─── pool.select() → HttpPeer (h2c / h2+TLS, deadline as read timeout)
+//! upstream_request_filter ── strip client identity headers, add verified ones
+//! response_filter / trailer filters ── note grpc-status for metrics
+//! fail_to_proxy ── connect failure / timeout → UNAVAILABLE / DEADLINE_EXCEEDED
+//! logging ── metrics (+ audit)
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use http::HeaderValue;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::tls::SslDigest;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use ztgate_filter::{ChainOutcome, Decision, Denial, Facts, Reason, RequestView, TlsFacts};
+
+use crate::request_meta;
+use crate::respond;
+use crate::state::Shared;
+use crate::upstream::Pool;
+use crate::{audit, metrics};
+
+/// The proxy service.
+pub struct Gateway {
+    pub shared: Arc<Shared>,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    started: Instant,
+    facts: Facts,
+    grpc: bool,
+    pool: Option<Arc<Pool>>,
+    /// Deadline for the upstream call (client `grpc-timeout` capped by the pool).
+    deadline: Option<Duration>,
+    /// The denial we answered with, if any.
+    denial: Option<Denial>,
+    /// Shadow denials recorded on the way.
+    shadow: Vec<(&'static str, Reason)>,
+    /// `grpc-status` seen from the upstream (headers or trailers).
+    grpc_status: Option<u16>,
+    upstream_started: Option<Instant>,
+    client_ip: Option<std::net::IpAddr>,
+    path: String,
+    tls: Option<Arc<SslDigest>>,
+    /// A connect failure was already retried on another backend.
+    retried: bool,
+}
+
+static NO_TLS: std::sync::LazyLock<TlsFacts> = std::sync::LazyLock::new(TlsFacts::default);
+
+impl Gateway {
+    /// The connection's TLS digest (shared by every stream of an h2
+    /// connection; the handshake callback put our [`TlsFacts`] in it).
+    fn tls_digest(session: &Session) -> Option<Arc<SslDigest>> {
+        session.digest()?.ssl_digest.clone()
+    }
+
+    async fn deny(&self, session: &mut Session, ctx: &mut RequestCtx, d: Denial) -> Result<bool> {
+        respond::write_denial(session, &d, &ctx.facts.request_id, ctx.grpc).await?;
+        ctx.denial = Some(d);
+        Ok(true)
+    }
+
+    fn record_outcome(ctx: &mut RequestCtx, out: &ChainOutcome) {
+        for v in &out.verdicts {
+            metrics::FILTER_DURATION
+                .with_label_values(&[v.filter])
+                .observe(v.elapsed.as_secs_f64());
+            if let Decision::ShadowDeny(d) = &v.decision {
+                ctx.shadow.push((v.filter, d.reason));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            started: Instant::now(),
+            facts: Facts::default(),
+            grpc: false,
+            pool: None,
+            deadline: None,
+            denial: None,
+            shadow: Vec::new(),
+            grpc_status: None,
+            upstream_started: None,
+            client_ip: None,
+            path: String::new(),
+            tls: None,
+            retried: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let rt = self.shared.runtime.load_full();
+        ctx.tls = Self::tls_digest(session);
+        let socket_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let req = session.req_header();
+        let headers = &req.headers;
+        ctx.grpc = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/grpc"));
+        ctx.facts.request_id =
+            request_meta::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()));
+        ctx.client_ip = request_meta::client_ip(
+            socket_ip,
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            |ip| rt.is_trusted_proxy(ip),
+        );
+        ctx.path = req.uri.path().to_owned();
+        let client_deadline = headers
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(request_meta::parse_grpc_timeout);
+        let authority = req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| headers.get("host").and_then(|v| v.to_str().ok()));
+        let view = RequestView {
+            method: &req.method,
+            path: req.uri.path(),
+            authority,
+            headers,
+            tls: ctx
+                .tls
+                .as_deref()
+                .and_then(|d| d.extension.get::<TlsFacts>())
+                .unwrap_or(&NO_TLS),
+            client_ip: ctx.client_ip,
+            socket_ip,
+            now: SystemTime::now(),
+        };
+        let out = rt.chain.run(&view, &mut ctx.facts).await;
+        Self::record_outcome(ctx, &out);
+        if let Some(d) = out.denial {
+            return self.deny(session, ctx, d).await;
+        }
+        let Some(route) = ctx.facts.route.as_ref() else {
+            let d = Denial::new(Reason::NoRoute, "no route for this path");
+            return self.deny(session, ctx, d).await;
+        };
+        let Some(pool) = rt.pools.get(&route.upstream).cloned() else {
+            let d = Denial::new(Reason::Internal, "route names an unknown upstream");
+            return self.deny(session, ctx, d).await;
+        };
+        ctx.deadline = match (client_deadline, pool.request_timeout) {
+            (Some(c), Some(p)) => Some(c.min(p)),
+            (c, p) => c.or(p),
+        };
+        ctx.pool = Some(pool);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let Some(pool) = ctx.pool.as_ref() else {
+            return Err(Error::explain(ErrorType::InternalError, "no pool selected"));
+        };
+        let Some(addr) = pool.select() else {
+            ctx.denial = Some(Denial::new(Reason::NoHealthyBackend, "no healthy backend"));
+            return Err(Error::explain(ErrorType::ConnectNoRoute, "no healthy backend"));
+        };
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(pool.peer(addr, ctx.deadline)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        for name in &ctx.facts.strip_headers {
+            upstream.remove_header(name);
+        }
+        for (name, value) in &ctx.facts.upstream_headers {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
+        upstream.insert_header("x-request-id", ctx.facts.request_id.as_str())?;
+        if let Some(d) = ctx.deadline {
+            upstream.insert_header("grpc-timeout", request_meta::format_grpc_timeout(d))?;
+        }
+        if ctx.grpc {
+            // Required by gRPC; kept h2→h2 by Pingora but make sure.
+            upstream.insert_header("te", "trailers")?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // Trailers-only responses carry grpc-status in the headers.
+        if let Some(s) = grpc_status(resp.headers.get("grpc-status")) {
+            ctx.grpc_status = Some(s);
+        }
+        Ok(())
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(s) = grpc_status(trailers.get("grpc-status")) {
+            ctx.grpc_status = Some(s);
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent: one retry on the next backend is safe.
+        if ctx.pool.as_ref().is_some_and(|p| p.backends.len() > 1) && !ctx.retried {
+            ctx.retried = true;
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+        let reason = ctx.denial.as_ref().map(|d| d.reason).unwrap_or_else(|| match e.etype() {
+            ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout => Reason::UpstreamConnectFailed,
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Reason::UpstreamTimeout,
+            _ => Reason::UpstreamError,
+        });
+        let message = match reason {
+            Reason::NoHealthyBackend => "no healthy backend",
+            Reason::UpstreamConnectFailed => "upstream connect failed",
+            Reason::UpstreamTimeout => "upstream deadline exceeded",
+            _ => "upstream error",
+        };
+        let d = Denial::new(reason, message);
+        let mut code = 0;
+        if session.response_written().is_none() {
+            code = if ctx.grpc { 200 } else { reason.http_status() };
+            if let Err(err) = respond::write_denial(session, &d, &ctx.facts.request_id, ctx.grpc).await {
+                tracing::debug!(error = %err, "could not write error response");
+                code = 0;
+            }
+        }
+        ctx.denial = Some(d);
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: true,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        let route = ctx.facts.route.as_ref().map(|r| r.route.as_ref()).unwrap_or("");
+        let upstream = ctx.facts.route.as_ref().map(|r| r.upstream.as_ref()).unwrap_or("");
+        let (decision, reason, status) = match &ctx.denial {
+            Some(d) if ctx.pool.is_some() && ctx.upstream_started.is_some() => {
+                ("error", d.reason.as_str(), d.reason.grpc_code().as_str())
+            }
+            Some(d) => ("deny", d.reason.as_str(), d.reason.grpc_code().as_str()),
+            None if !ctx.shadow.is_empty() => (
+                "shadow_deny",
+                ctx.shadow.first().map(|s| s.1.as_str()).unwrap_or(""),
+                grpc_status_label(ctx.grpc_status),
+            ),
+            None => ("allow", "", grpc_status_label(ctx.grpc_status)),
+        };
+        metrics::REQUESTS
+            .with_label_values(&[route, upstream, decision, reason, status])
+            .inc();
+        let elapsed = ctx.started.elapsed();
+        metrics::REQUEST_DURATION
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        if let Some(t) = ctx.upstream_started {
+            metrics::UPSTREAM_DURATION
+                .with_label_values(&[upstream])
+                .observe(t.elapsed().as_secs_f64());
+        }
+        if let Some(a) = self.shared.audit.as_ref() {
+            a.record(audit::Line {
+                request_id: &ctx.facts.request_id,
+                client_ip: ctx.client_ip,
+                facts: &ctx.facts,
+                path: &ctx.path,
+                route,
+                upstream,
+                decision,
+                reason,
+                grpc_status: status,
+                shadow: &ctx.shadow,
+                duration: elapsed,
+            });
+        }
+    }
+}
+
+fn grpc_status(v: Option<&HeaderValue>) -> Option<u16> {
+    v.and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok())
+}
+
+/// Bounded label for a gRPC status: 0–16 as numbers, anything else `other`.
+fn grpc_status_label(s: Option<u16>) -> &'static str {
+    const LABELS: [&str; 17] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
+    match s {
+        None => "",
+        Some(n) => LABELS.get(usize::from(n)).copied().unwrap_or("other"),
+    }
+}

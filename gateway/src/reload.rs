@@ -1,0 +1,118 @@
+//! Changes at run time: SIGHUP or a change of the config file or of any
+//! file it names (certificates, CA bundles) → load, validate with the same
+//! code as `check`, build, swap atomically. On any error the old generation
+//! keeps serving and `ztgate_config_reloads_total{result="error"}` counts it.
+//!
+//! Files are watched by polling their metadata (following symlinks) every
+//! [`POLL_INTERVAL`]: it sees Kubernetes' Secret updates, which swap the
+//! `..data` symlink rather than write the files, and editors that replace
+//! files by rename — both cases where inotify on the file itself goes silent.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::config::{self, Runtime};
+use crate::metrics;
+use crate::state::Shared;
+use crate::tls::material;
+
+/// How often watched files are checked.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct Reloader {
+    pub shared: Arc<Shared>,
+}
+
+/// What identifies a file version: modification time, size, inode.
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn stamp(p: &PathBuf) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+impl Reloader {
+    /// Reload now; returns whether the new generation is in service.
+    pub fn reload(&self, why: &str) -> bool {
+        match config::load_and_build(&self.shared.config_path) {
+            Ok((_, st, rt)) => {
+                if st.listen != self.shared.settings.listen || st.admin != self.shared.settings.admin {
+                    tracing::warn!("listen addresses changed: that part takes effect on restart only");
+                }
+                record_cert_expiry(&rt);
+                self.shared.swap(rt);
+                metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+                tracing::info!(trigger = why, "config reloaded");
+                true
+            }
+            Err(e) => {
+                metrics::CONFIG_RELOADS.with_label_values(&["error"]).inc();
+                tracing::error!(trigger = why, problems = %e, "config reload failed; keeping the running config");
+                false
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.shared.listening.store(true, Ordering::Release);
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; file watching only");
+                None
+            }
+        };
+        let watched = self.shared.settings.watched.clone();
+        let mut stamps: Vec<Stamp> = watched.iter().map(stamp).collect();
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                    self.reload("SIGHUP");
+                    stamps = watched.iter().map(stamp).collect();
+                }
+                _ = tick.tick() => {
+                    let now: Vec<Stamp> = watched.iter().map(stamp).collect();
+                    if now != stamps {
+                        // Let a writer finish (cert-manager writes cert then key).
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        self.reload("file change");
+                        stamps = watched.iter().map(stamp).collect();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Set `ztgate_certificate_expiry_timestamp_seconds` for every certificate in use.
+pub fn record_cert_expiry(rt: &Runtime) {
+    let set = |name: String, t: Option<SystemTime>| {
+        if let Some(t) = t {
+            let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            metrics::CERT_EXPIRY
+                .with_label_values(&[&name])
+                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
+    };
+    set("server".into(), rt.material.identity.not_after());
+    for c in &rt.material.client_ca.certs {
+        set(format!("client_ca:{}", material::display_name(c)), material::not_after(c));
+    }
+    for p in rt.pools.values() {
+        if let Some(t) = &p.tls {
+            set(format!("upstream:{}", p.name), t.client_not_after);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Small, pure pieces of per-request metadata: the client IP behind trusted
+//! proxies, the request id, and gRPC deadlines.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The client IP: the socket peer, unless the peer is a trusted proxy; then
+/// the right-most `x-forwarded-for` address that is not itself trusted.
+/// XFF from an untrusted peer is never believed.
+pub fn client_ip<'a>(
+    socket: Option<IpAddr>,
+    xff: impl Iterator<Item = &'a str>,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> Option<IpAddr> {
+    let peer = socket?;
+    if !trusted(peer) {
+        return Some(peer);
+    }
+    let hops: Vec<IpAddr> = xff
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        client = *hop;
+        if !trusted(*hop) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// Longest accepted incoming `x-request-id`.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Keep a sane incoming request id (1–128 of `[A-Za-z0-9._:-]`), else make one.
+pub fn request_id(incoming: Option<&str>) -> String {
+    match incoming {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_REQUEST_ID
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) =>
+        {
+            id.to_owned()
+        }
+        _ => new_request_id(),
+    }
+}
+
+/// 128 random bits as 32 lowercase hex characters.
+pub fn new_request_id() -> String {
+    let v: u128 = rand::random();
+    format!("{v:032x}")
+}
+
+/// Parse a `grpc-timeout` value: 1–8 digits and a unit (H M S m u n).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Format a deadline for `grpc-timeout` in the finest unit that fits 8 digits.
+pub fn format_grpc_timeout(d: Duration) -> String {
+    let ns = d.as_nanos();
+    for (div, unit) in [(1u128, 'n'), (1_000, 'u'), (1_000_000, 'm'), (1_000_000_000, 'S')] {
+        let v = ns.div_ceil(div);
+        if v < 100_000_000 {
+            return format!("{v}{unit}");
+        }
+    }
+    format!("{}M", d.as_secs().div_ceil(60).min(99_999_999))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn xff_only_from_trusted_peers() {
+        let trusted = |a: IpAddr| a.to_string().starts_with("10.");
+        // Untrusted peer: XFF ignored.
+        assert_eq!(
+            client_ip(Some(ip("1.2.3.4")), ["9.9.9.9"].into_iter(), trusted),
+            Some(ip("1.2.3.4"))
+        );
+        // Trusted peer: right-most untrusted hop.
+        assert_eq!(
+            client_ip(
+                Some(ip("10.0.0.1")),
+                ["6.6.6.6, 7.7.7.7", "10.0.0.9"].into_iter(),
+                trusted
+            ),
+            Some(ip("7.7.7.7"))
+        );
+        // Garbage entries are skipped; nothing usable: the peer.
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.1")), ["junk"].into_iter(), trusted),
+            Some(ip("10.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(request_id(Some("abc-123")), "abc-123");
+        assert_eq!(request_id(Some("bad id")).len(), 32);
+        assert_eq!(request_id(Some(&"a".repeat(200))).len(), 32);
+        assert_eq!(request_id(None).len(), 32);
+    }
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(format_grpc_timeout(Duration::from_millis(100)), "100000u");
+        assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000m");
+        let d = parse_grpc_timeout(&format_grpc_timeout(Duration::from_secs(3600))).unwrap();
+        assert_eq!(d, Duration::from_secs(3600));
+    }
+}

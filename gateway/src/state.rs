@@ -1,0 +1,58 @@
+//! State shared by the proxy, the admin listener and the reloader.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::audit::Audit;
+use crate::config::{Runtime, Static};
+use crate::tls::ServerMaterial;
+
+pub struct Shared {
+    /// The current policy generation; each request loads it once.
+    pub runtime: ArcSwap<Runtime>,
+    /// What handshakes use; swapped together with `runtime` on reload.
+    pub material: Arc<ArcSwap<ServerMaterial>>,
+    pub settings: Static,
+    pub config_path: PathBuf,
+    pub audit: Option<Audit>,
+    /// Set once the listeners are up.
+    pub listening: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(config_path: PathBuf, settings: Static, rt: Runtime, audit: Option<Audit>) -> Arc<Self> {
+        let material = Arc::new(ArcSwap::new(rt.material.clone()));
+        Arc::new(Self {
+            runtime: ArcSwap::from_pointee(rt),
+            material,
+            settings,
+            config_path,
+            audit,
+            listening: AtomicBool::new(false),
+        })
+    }
+
+    /// Install a new generation: TLS material first, then the policy.
+    pub fn swap(&self, rt: Runtime) {
+        self.material.store(rt.material.clone());
+        self.runtime.store(Arc::new(rt));
+    }
+
+    /// Why the gateway is not ready, if it is not.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if !self.listening.load(Ordering::Acquire) {
+            why.push("listeners not up".to_owned());
+        }
+        let rt = self.runtime.load();
+        for p in rt.pools.values() {
+            if p.backends.is_empty() {
+                why.push(format!("upstream {} has no backend", p.name));
+            }
+        }
+        why
+    }
+}

@@ -1,0 +1,137 @@
+//! Loading and checking PEM material: certificate chains, private keys, CA
+//! bundles. Used by `check`, by the listener at start, and on every reload,
+//! so all three agree on what a valid file is.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pingora::tls::pkey::{PKey, Private};
+use pingora::tls::x509::store::{X509Store, X509StoreBuilder};
+use pingora::tls::x509::X509;
+
+/// A problem with one file, for the config key that named it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaterialError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: no PEM certificate found")]
+    NoCertificate { path: String },
+    #[error("{path}: not a valid PEM certificate ({reason})")]
+    BadCertificate { path: String, reason: String },
+    #[error("{path}: not a valid PEM private key")]
+    BadKey { path: String },
+    #[error("private key {key} does not match certificate {cert}")]
+    KeyMismatch { cert: String, key: String },
+    #[error("{path}: certificate expired")]
+    Expired { path: String },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, MaterialError> {
+    std::fs::read(path).map_err(|e| MaterialError::Read {
+        path: path.display().to_string(),
+        reason: e.kind().to_string(),
+    })
+}
+
+/// Every certificate in a PEM file, in order (leaf first for a chain).
+pub fn load_certs(path: &Path) -> Result<Vec<X509>, MaterialError> {
+    let pem = read(path)?;
+    let certs = X509::stack_from_pem(&pem).map_err(|e| MaterialError::BadCertificate {
+        path: path.display().to_string(),
+        reason: e
+            .errors()
+            .first()
+            .and_then(|e| e.reason().map(str::to_owned))
+            .unwrap_or_else(|| "parse error".into()),
+    })?;
+    if certs.is_empty() {
+        return Err(MaterialError::NoCertificate {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(certs)
+}
+
+/// A PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PKey<Private>, MaterialError> {
+    let pem = read(path)?;
+    // Never echo the key file's content or OpenSSL's parse detail.
+    PKey::private_key_from_pem(&pem).map_err(|_| MaterialError::BadKey {
+        path: path.display().to_string(),
+    })
+}
+
+/// A certificate chain and its key, checked to belong together.
+pub struct CertAndKey {
+    pub chain: Vec<X509>,
+    pub key: PKey<Private>,
+}
+
+impl CertAndKey {
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, Vec<MaterialError>> {
+        let chain = load_certs(cert);
+        let pkey = load_key(key);
+        match (chain, pkey) {
+            (Ok(chain), Ok(pkey)) => {
+                let matches = chain
+                    .first()
+                    .and_then(|leaf| leaf.public_key().ok())
+                    .is_some_and(|pk| pk.public_eq(&pkey));
+                if !matches {
+                    return Err(vec![MaterialError::KeyMismatch {
+                        cert: cert.display().to_string(),
+                        key: key.display().to_string(),
+                    }]);
+                }
+                Ok(Self { chain, key: pkey })
+            }
+            (a, b) => Err([a.err(), b.err()].into_iter().flatten().collect()),
+        }
+    }
+
+    /// `notAfter` of the leaf.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.chain.first().and_then(|c| not_after(c))
+    }
+}
+
+/// A trust bundle as an OpenSSL verify store.
+pub struct TrustBundle {
+    pub store: X509Store,
+    pub certs: Vec<X509>,
+}
+
+impl TrustBundle {
+    pub fn load(path: &Path) -> Result<Self, MaterialError> {
+        let certs = load_certs(path)?;
+        let bad = |reason: String| MaterialError::BadCertificate {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut b = X509StoreBuilder::new().map_err(|e| bad(e.to_string()))?;
+        for c in &certs {
+            b.add_cert(c.clone()).map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(Self {
+            store: b.build(),
+            certs,
+        })
+    }
+}
+
+/// `notAfter` of a certificate as a `SystemTime`.
+pub fn not_after(cert: &X509) -> Option<SystemTime> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let diff = epoch.diff(cert.not_after()).ok()?;
+    let secs = i64::from(diff.days) * 86_400 + i64::from(diff.secs);
+    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// A human name for a certificate (its subject CN or the whole subject).
+pub fn display_name(cert: &X509) -> String {
+    cert.subject_name()
+        .entries_by_nid(pingora::tls::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok())
+        .unwrap_or_else(|| "unnamed".into())
+}
