@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod harness;
 pub mod pki;
 
 /// Generated code of `proto/orders.proto`.

@@ -1,7 +1,8 @@
 //! Command line: `run`, `check`, `explain`, `demo`, `probe`.
 
 mod check;
-mod run;
+mod demo;
+pub mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ pub enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+    /// Start a throw-away PKI, two sample backends and the gateway on
+    /// loopback, make real calls, and print what happened.
+    Demo,
 }
 
 pub fn dispatch(cli: Cli) -> ExitCode {
@@ -45,5 +49,6 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             upgrade,
         } => run::run(&config, daemon, upgrade),
         Command::Check { config } => check::check(&config),
+        Command::Demo => demo::demo(),
     }
 }

@@ -1,0 +1,135 @@
+//! Running a real `ztgate` process for the demo and the end-to-end tests.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use http::uri::PathAndQuery;
+use tonic::codec::ProstCodec;
+use tonic::transport::Channel;
+
+use crate::proto::{Reply, Request as OrdersRequest};
+
+/// A free loopback port (bound then released; fine for tests and the demo).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running gateway process, killed on drop.
+pub struct GatewayProcess {
+    child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Write `config_yaml` to `dir/ztgate.yaml` and start `bin run -c` on it;
+    /// waits until `/readyz` answers 200 (or fails with the gateway's log).
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        config_yaml: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let config = dir.join("ztgate.yaml");
+        std::fs::write(&config, config_yaml)?;
+        let log = dir.join("ztgate.log");
+        let logf = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let mut gw = Self {
+            child,
+            listen,
+            admin,
+            config,
+            log,
+        };
+        gw.wait_ready(Duration::from_secs(20))?;
+        Ok(gw)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("gateway exited with {status}:\n{}", self.log_text());
+            }
+            if let Ok((200, _)) = http_get(self.admin, "/readyz") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("gateway not ready after {limit:?}:\n{}", self.log_text())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// GET a path on the admin listener.
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        http_get(self.admin, path)
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.listen.port())
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET (admin endpoints only), returning status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("bad HTTP response")?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Call any `/pkg.Service/Method` with the `orders.v1` messages (the sample
+/// backend answers every method of `orders.v1.Orders`; other paths are for
+/// routing tests).
+pub async fn unary_at(
+    ch: Channel,
+    path: &'static str,
+    req: tonic::Request<OrdersRequest>,
+) -> Result<tonic::Response<Reply>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.unary(req, PathAndQuery::from_static(path), ProstCodec::default())
+        .await
+}
