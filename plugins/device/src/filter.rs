@@ -2,6 +2,7 @@
 //! fingerprint under each secret, the token claim, the first-seen store),
 //! then lets [`policy::decide`] judge them.
 
+use std::cell::OnceCell;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,17 +86,25 @@ impl DeviceFilter {
             },
         );
         let current = self.fingerprinter.fingerprint(&canonical);
-        let mut fingerprints = vec![current.clone()];
-        if p.devices.is_some() || p.first_seen.is_some() {
-            fingerprints.extend(self.fingerprinter.previous_fingerprints(&canonical));
-        }
+        // Fingerprints under previous secrets cost one HMAC each: compute
+        // them only when a comparison with the current one has failed or a
+        // deny list must see them.
+        let previous: OnceCell<Vec<String>> = OnceCell::new();
+        let previous =
+            || previous.get_or_init(|| self.fingerprinter.previous_fingerprints(&canonical));
+        let same_device = |presented: &str| {
+            fingerprint::ct_eq_str(&current, presented)
+                || previous()
+                    .iter()
+                    .fold(false, |ok, f| ok | fingerprint::ct_eq_str(f, presented))
+        };
 
         // --- token claim ---
         let claim = match (&p.claim_binding, &facts.token) {
             (None, _) | (Some(_), None) => ClaimCheck::NoToken,
             (Some(b), Some(t)) => match t.claims.get(&b.claim).and_then(|v| v.as_str()) {
                 None => ClaimCheck::Missing,
-                Some(v) if self.fingerprinter.matches(&canonical, v) => ClaimCheck::Matches,
+                Some(v) if same_device(v) => ClaimCheck::Matches,
                 Some(_) => ClaimCheck::Differs,
             },
         };
@@ -104,19 +113,16 @@ impl DeviceFilter {
         let first_seen = match (&self.first_seen, &facts.token) {
             (Some(store), Some(t)) => t.subject.as_deref().map(|sub| {
                 let key = format!("{}\u{0}{sub}", t.issuer);
-                store.observe(
-                    &key,
-                    &current,
-                    |stored| {
-                        fingerprints
-                            .iter()
-                            .any(|f| fingerprint::ct_eq_str(f, stored))
-                    },
-                    req.now,
-                )
+                store.observe(&key, &current, same_device, req.now)
             }),
             _ => None,
         };
+
+        // Deny/allow lists see the device under every secret.
+        let mut fingerprints = vec![current.clone()];
+        if p.devices.is_some() {
+            fingerprints.extend(previous().iter().cloned());
+        }
 
         let verdict = policy::decide(
             p,
