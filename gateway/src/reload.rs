@@ -64,7 +64,21 @@ impl Reloader {
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.shared.listening.store(true, Ordering::Release);
+        // Services start concurrently: /readyz turns green only once the
+        // gRPC listener really accepts connections.
+        let listen = self.shared.settings.listen;
+        tokio::spawn({
+            let shared = self.shared.clone();
+            async move {
+                loop {
+                    if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                        shared.listening.store(true, Ordering::Release);
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {

@@ -133,7 +133,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
         assert_eq!(format_grpc_timeout(Duration::from_millis(100)), "100000u");
-        assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000m");
+        assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000000u");
         let d = parse_grpc_timeout(&format_grpc_timeout(Duration::from_secs(3600))).unwrap();
         assert_eq!(d, Duration::from_secs(3600));
     }

@@ -157,6 +157,30 @@ impl Backend {
     }
 
     pub async fn start_on(name: &str, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_with(name, addr, None).await
+    }
+
+    /// Start a backend speaking h2 over TLS with `cert_pem`/`key_pem`; with
+    /// `client_ca_pem`, it requires and verifies a client certificate.
+    pub async fn start_tls(
+        name: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca_pem: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        if let Some(ca) = client_ca_pem {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        Self::start_with(name, "127.0.0.1:0".parse()?, Some(tls)).await
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (mut health, health_svc) = tonic_health::server::health_reporter();
@@ -167,8 +191,12 @@ impl Backend {
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
         let (tx, rx) = oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
         let task = tokio::spawn(async move {
-            let res = tonic::transport::Server::builder()
+            let res = builder
                 .add_service(health_svc)
                 .add_service(svc)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {

@@ -12,17 +12,51 @@ pub struct MissingVar {
 }
 
 /// Replace `${NAME}` with `lookup(NAME)`; report every unset or malformed one.
+/// YAML comments are left alone, so a comment may mention `${VAR}`.
 pub fn expand(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, Vec<MissingVar>> {
     let mut out = String::with_capacity(text.len());
     let mut missing = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let (code, comment) = line.split_at(comment_start(line));
+        expand_line(code, i + 1, &lookup, &mut out, &mut missing);
+        out.push_str(comment);
+    }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
+}
+
+/// Byte offset where a line's YAML comment starts (`#` at the start or
+/// after whitespace, outside quotes), or the line's length.
+fn comment_start(line: &str) -> usize {
+    let (mut single, mut double, mut prev_space) = (false, false, true);
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev_space => return i,
+            _ => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    line.len()
+}
+
+fn expand_line(
+    text: &str,
+    line: usize,
+    lookup: &impl Fn(&str) -> Option<String>,
+    out: &mut String,
+    missing: &mut Vec<MissingVar>,
+) {
     let mut rest = text;
-    let mut line = 1;
     while let Some(i) = rest.find('$') {
         let (head, tail) = rest.split_at(i);
-        line += head.matches('\n').count();
         out.push_str(head);
         if let Some(after) = tail.strip_prefix("$$") {
             out.push('$');
@@ -42,7 +76,7 @@ pub fn expand(
                 }
                 _ => {
                     missing.push(MissingVar {
-                        name: after.chars().take(32).take_while(|c| *c != '\n').collect(),
+                        name: after.chars().take(32).take_while(|c| *c != '\n' && *c != '}').collect(),
                         line,
                     });
                     out.push_str("${");
@@ -55,11 +89,6 @@ pub fn expand(
         }
     }
     out.push_str(rest);
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(missing)
-    }
 }
 
 fn is_var_name(s: &str) -> bool {
@@ -81,6 +110,14 @@ mod tests {
         assert_eq!(
             expand("a: ${SECRET}\nb: $$5 $x", env).unwrap(),
             "a: s3cr3t\nb: $5 $x"
+        );
+    }
+
+    #[test]
+    fn comments_are_not_expanded() {
+        assert_eq!(
+            expand("a: ${SECRET} # use ${NOPE}\n# ${NOPE}\nb: \"x # ${SECRET}\"\n", env).unwrap(),
+            "a: s3cr3t # use ${NOPE}\n# ${NOPE}\nb: \"x # s3cr3t\"\n"
         );
     }
 

@@ -1,0 +1,116 @@
+//! Shared set-up for the end-to-end tests: a PKI made in the test, sample
+//! backends, and a real `ztgate` process built by Cargo for this package.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use ztgate_testkit::backend::Backend;
+use ztgate_testkit::client::{self, Target};
+use ztgate_testkit::harness::{free_port, GatewayProcess};
+use ztgate_testkit::pki::{Ca, Issued, LeafSpec};
+
+pub const WEB_ID: &str = "spiffe://acme.test/ns/shop/sa/web";
+
+/// A fresh folder per test.
+pub fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ztgate-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct Env {
+    pub dir: PathBuf,
+    pub ca: Ca,
+    pub web: Issued,
+    pub gw: GatewayProcess,
+    pub backends: Vec<Backend>,
+}
+
+/// The parts of a config a test varies.
+pub struct Setup<'a> {
+    pub name: &'a str,
+    /// `pipeline:` and filter sections, YAML at top level.
+    pub policy: &'a str,
+    /// `routes:` and `upstreams:`; `{B0}`, `{B1}` … are backend ports and
+    /// `{DOWN}` a closed port.
+    pub routing: &'a str,
+    pub backends: usize,
+    pub client_auth: &'a str,
+}
+
+impl<'a> Setup<'a> {
+    pub fn new(name: &'a str) -> Self {
+        Self {
+            name,
+            policy: "pipeline: [sanitize, mtls, route]\nmtls:\n  trust_domains: [acme.test]\n  allowed_ids: [\"spiffe://acme.test/ns/shop/**\"]\n",
+            routing: "routes:\n  - name: orders\n    match: { grpc: \"orders.v1.Orders\" }\n    select: [{ upstream: orders }]\n  - name: billing\n    match: { grpc: \"billing.v1.*\" }\n    select: [{ upstream: billing }]\nupstreams:\n  orders:\n    backends: [\"127.0.0.1:{B0}\"]\n  billing:\n    backends: [\"127.0.0.1:{DOWN}\"]\n    connect_timeout: 300ms\n",
+            backends: 1,
+            client_auth: "require",
+        }
+    }
+
+    pub async fn start(self) -> Env {
+        let dir = workdir(self.name);
+        let ca = Ca::new("acme.test").unwrap();
+        ca.write(&dir, "ca").unwrap();
+        ca.server().unwrap().write(&dir, "server").unwrap();
+        let web = ca.svid(WEB_ID).unwrap();
+        let mut backends = Vec::new();
+        let mut routing = self.routing.replace("{DOWN}", &free_port().unwrap().to_string());
+        for i in 0..self.backends {
+            let b = Backend::start(&format!("backend-{i}")).await.unwrap();
+            routing = routing.replace(&format!("{{B{i}}}"), &b.addr.port().to_string());
+            backends.push(b);
+        }
+        let (listen, admin) = (free_port().unwrap(), free_port().unwrap());
+        let yaml = format!(
+            "listener:\n  address: 127.0.0.1:{listen}\n  tls:\n    cert: server.pem\n    key: server-key.pem\n    client_ca: ca.pem\n    client_auth: {}\nadmin:\n  address: 127.0.0.1:{admin}\nserver:\n  threads: 2\n  grace_period: 1s\n  shutdown_timeout: 1s\n  pid_file: ztgate.pid\n  upgrade_sock: upgrade.sock\n{}{}",
+            self.client_auth, self.policy, routing
+        );
+        let gw = GatewayProcess::start(
+            &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
+            &dir,
+            &yaml,
+            ([127, 0, 0, 1], listen).into(),
+            ([127, 0, 0, 1], admin).into(),
+        )
+        .unwrap();
+        Env { dir, ca, web, gw, backends }
+    }
+}
+
+impl Env {
+    pub fn target(&self) -> Target {
+        Target::tls(self.gw.url(), self.ca.cert_pem())
+    }
+
+    /// A channel with the given client certificate.
+    pub async fn channel_as(&self, who: &Issued) -> tonic::transport::Channel {
+        client::connect(&self.target().with_identity(&who.cert_pem, &who.key_pem))
+            .await
+            .unwrap()
+    }
+
+    pub async fn web_channel(&self) -> tonic::transport::Channel {
+        self.channel_as(&self.web).await
+    }
+
+    pub fn svid(&self, id: &str) -> Issued {
+        self.ca.svid(id).unwrap()
+    }
+
+    pub fn leaf(&self, spec: LeafSpec) -> Issued {
+        self.ca.issue(&spec).unwrap()
+    }
+
+    /// The value of one metric series from `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (_, text) = self.gw.admin_get("/metrics").unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
