@@ -95,17 +95,55 @@ impl MethodPattern {
         }
     }
 
-    /// For a glob: the literal text before its first `*` and after its last
-    /// `*` in `service/method` form (the route table indexes globs by these).
-    pub(crate) fn glob_literals(&self) -> Option<(String, String)> {
-        match self {
-            MethodPattern::Glob { service, method } => {
-                let full = format!("{service}/{method}");
-                let prefix = full.split('*').next().unwrap_or("").to_owned();
-                let suffix = full.rsplit('*').next().unwrap_or("").to_owned();
-                Some((prefix, suffix))
+    /// How the route table indexes a glob: by the longest literal it must
+    /// contain at a fixed place (longer literals are shared by fewer globs,
+    /// so fewer candidates are checked per lookup). Ties go to the earlier
+    /// kind in [`GlobAnchor`]'s order.
+    pub(crate) fn glob_anchor(&self) -> Option<GlobAnchor> {
+        let MethodPattern::Glob { service, method } = self else {
+            return None;
+        };
+        let lit_prefix = |s: &str| s.split('*').next().unwrap_or("").to_owned();
+        let lit_suffix = |s: &str| s.rsplit('*').next().unwrap_or("").to_owned();
+        let candidates = [
+            GlobAnchor::Prefix(lit_prefix(&format!("{service}/{method}"))),
+            GlobAnchor::ServiceSuffix(lit_suffix(service)),
+            GlobAnchor::MethodPrefix(lit_prefix(method)),
+            GlobAnchor::MethodSuffix(lit_suffix(method)),
+        ];
+        let mut best = GlobAnchor::None;
+        for c in candidates {
+            if c.literal_len() > best.literal_len() {
+                best = c;
             }
-            _ => None,
+        }
+        Some(best)
+    }
+}
+
+/// The literal a glob is indexed under (see [`crate::table`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GlobAnchor {
+    /// Literal start of `service/method` (`orders.*/Get` → `orders.`).
+    Prefix(String),
+    /// Literal end of the service (`*.Orders/Get*` → `.Orders`).
+    ServiceSuffix(String),
+    /// Literal start of the method (`*/Get*` → `Get`).
+    MethodPrefix(String),
+    /// Literal end of the method (`*/*Item` → `Item`).
+    MethodSuffix(String),
+    /// Starts and ends with `*` in both parts (`*.v1.*/*`): scanned.
+    None,
+}
+
+impl GlobAnchor {
+    fn literal_len(&self) -> usize {
+        match self {
+            GlobAnchor::Prefix(s)
+            | GlobAnchor::ServiceSuffix(s)
+            | GlobAnchor::MethodPrefix(s)
+            | GlobAnchor::MethodSuffix(s) => s.len(),
+            GlobAnchor::None => 0,
         }
     }
 }
@@ -154,6 +192,22 @@ mod tests {
         assert_eq!(MethodPattern::parse("a/**"), Err(DoubleStar));
         assert_eq!(MethodPattern::parse("a/Get?"), Err(BadChar('?')));
         assert_eq!(MethodPattern::parse("a b"), Err(BadChar(' ')));
+    }
+
+    #[test]
+    fn glob_anchors() {
+        use GlobAnchor::*;
+        let a = |s: &str| p(s).glob_anchor().unwrap();
+        assert_eq!(a("orders.*/Get"), Prefix("orders.".into()));
+        assert_eq!(a("a.B/G*t"), Prefix("a.B/G".into()));
+        // the longest literal wins
+        assert_eq!(a("p.*.Orders/List*"), ServiceSuffix(".Orders".into()));
+        assert_eq!(a("p.*/*Items"), MethodSuffix("Items".into()));
+        assert_eq!(a("*.Orders/Get*"), ServiceSuffix(".Orders".into()));
+        assert_eq!(a("*/Get*"), MethodPrefix("Get".into()));
+        assert_eq!(a("*/*Item"), MethodSuffix("Item".into()));
+        assert_eq!(a("*.v1.*/*"), None);
+        assert_eq!(p("a.B/C").glob_anchor(), Option::None);
     }
 
     #[test]

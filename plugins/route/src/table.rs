@@ -5,10 +5,12 @@
 //! test every pattern per request, the table is indexed at build time:
 //! - exact patterns in a hash map keyed by `service/method`;
 //! - prefix patterns in a byte trie walked once along `service/method`;
-//! - globs in a trie keyed by their literal prefix (text before the first
-//!   `*`), or, when they start with `*`, in a trie of reversed literal
-//!   suffixes; only globs that start *and* end with `*` are kept in a plain
-//!   list that is scanned (rare: `*.Orders/*` style patterns).
+//! - globs by the longest literal they must contain at a fixed place: the
+//!   literal start of `service/method` (`orders.*/Get*`), the literal end of
+//!   the service (`*.Orders/*`), or the literal start or end of the method
+//!   (`*/Get*`, `*/*Items`), each kind in its own trie; only globs that
+//!   start and end with `*` in both parts (`*.v1.*/*`) are kept in a list
+//!   that is scanned.
 //!
 //! Every index yields candidate config indices in ascending order; the
 //! lookup keeps the lowest one that also passes the authority (and, for a
@@ -22,7 +24,7 @@ use std::sync::Arc;
 
 use ztgate_filter::Mode;
 
-use crate::pattern::MethodPattern;
+use crate::pattern::{GlobAnchor, MethodPattern};
 use crate::select::SelectEntry;
 use crate::spiffe::SpiffeAllowList;
 use crate::trie::Trie;
@@ -92,7 +94,9 @@ pub struct RouteTable {
     exact: HashMap<String, Vec<u32>>,
     prefixes: Trie,
     globs_by_prefix: Trie,
-    globs_by_suffix: Trie,
+    globs_by_service_suffix: Trie,
+    globs_by_method_prefix: Trie,
+    globs_by_method_suffix: Trie,
     globs_unanchored: Vec<u32>,
 }
 
@@ -104,7 +108,9 @@ impl RouteTable {
             exact: HashMap::new(),
             prefixes: Trie::new(),
             globs_by_prefix: Trie::new(),
-            globs_by_suffix: Trie::new(),
+            globs_by_service_suffix: Trie::new(),
+            globs_by_method_prefix: Trie::new(),
+            globs_by_method_suffix: Trie::new(),
             globs_unanchored: Vec::new(),
         };
         for (i, route) in routes.iter().enumerate() {
@@ -113,14 +119,18 @@ impl RouteTable {
             match &route.pattern {
                 MethodPattern::Exact(key) => table.exact.entry(key.clone()).or_default().push(id),
                 MethodPattern::Prefix(p) => table.prefixes.insert(p.bytes(), id),
-                MethodPattern::Glob { .. } => match route.pattern.glob_literals() {
-                    Some((prefix, _)) if !prefix.is_empty() => {
-                        table.globs_by_prefix.insert(prefix.bytes(), id);
+                MethodPattern::Glob { .. } => match route.pattern.glob_anchor() {
+                    Some(GlobAnchor::Prefix(p)) => table.globs_by_prefix.insert(p.bytes(), id),
+                    Some(GlobAnchor::ServiceSuffix(s)) => {
+                        table.globs_by_service_suffix.insert(s.bytes().rev(), id);
                     }
-                    Some((_, suffix)) if !suffix.is_empty() => {
-                        table.globs_by_suffix.insert(suffix.bytes().rev(), id);
+                    Some(GlobAnchor::MethodPrefix(p)) => {
+                        table.globs_by_method_prefix.insert(p.bytes(), id);
                     }
-                    _ => table.globs_unanchored.push(id),
+                    Some(GlobAnchor::MethodSuffix(s)) => {
+                        table.globs_by_method_suffix.insert(s.bytes().rev(), id);
+                    }
+                    Some(GlobAnchor::None) | None => table.globs_unanchored.push(id),
                 },
             }
         }
@@ -159,14 +169,16 @@ impl RouteTable {
             self.first_fit(ids, &mut best, host, None);
         });
         let glob = Some((service, method));
-        self.globs_by_prefix.for_each_prefix_of(key.bytes(), |ids| {
-            self.first_fit(ids, &mut best, host, glob);
-        });
-        self.globs_by_suffix
-            .for_each_prefix_of(key.bytes().rev(), |ids| {
-                self.first_fit(ids, &mut best, host, glob);
-            });
-        self.first_fit(&self.globs_unanchored, &mut best, host, glob);
+        let mut check_glob = |ids: &[u32]| self.first_fit(ids, &mut best, host, glob);
+        self.globs_by_prefix
+            .for_each_prefix_of(key.bytes(), &mut check_glob);
+        self.globs_by_service_suffix
+            .for_each_prefix_of(service.bytes().rev(), &mut check_glob);
+        self.globs_by_method_prefix
+            .for_each_prefix_of(method.bytes(), &mut check_glob);
+        self.globs_by_method_suffix
+            .for_each_prefix_of(method.bytes().rev(), &mut check_glob);
+        check_glob(&self.globs_unanchored);
         self.routes.get(usize::try_from(best).ok()?)
     }
 
@@ -203,7 +215,9 @@ impl RouteTable {
     pub fn trie_nodes(&self) -> usize {
         self.prefixes.node_count()
             + self.globs_by_prefix.node_count()
-            + self.globs_by_suffix.node_count()
+            + self.globs_by_service_suffix.node_count()
+            + self.globs_by_method_prefix.node_count()
+            + self.globs_by_method_suffix.node_count()
     }
 }
 

@@ -553,6 +553,10 @@ fn indexed_lookup_equals_linear_scan() {
         "*.v1.*",
         "bb.v1.Admin",
         "*/*",
+        "*/Get*",
+        "*/*Order",
+        "*.v1.*/*",
+        "*Stock/*t*",
     ];
     let mut seed: u64 = 0x5eed;
     let mut next = |n: usize| {
