@@ -280,6 +280,15 @@ impl ClientHello {
     /// `cipher_suites` is the 2-byte big-endian list as
     /// `SSL_client_hello_get0_ciphers` returns it; `alpn_ext`,
     /// `sig_algs_ext` and `supported_versions_ext` are raw extension bodies.
+    ///
+    /// Caveat: `SSL_client_hello_get1_extensions_present` returns only the
+    /// extensions OpenSSL recognises (openssl/openssl#27580, #30867), so an
+    /// extension it does not know (e.g. ALPS 0x4469, delegated_credentials
+    /// 0x0022, as Chrome sends) is missing from the count and the hash, and
+    /// the JA4 differs from the reference. Prefer the raw bytes where they
+    /// can be had: [`ClientHello::parse`] on the handshake message (OpenSSL's
+    /// message callback) or [`ClientHello::parse_records`] on the bytes
+    /// peeked before the handshake.
     pub fn from_openssl_parts(
         legacy_version: u16,
         cipher_suites: &[u8],
