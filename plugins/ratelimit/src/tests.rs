@@ -1,0 +1,314 @@
+//! The filter built from YAML, counting real requests against real windows.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Method};
+use ztgate_filter::{
+    BuildContext, Decision, DeviceFacts, Facts, PeerIdentity, Reason, RequestView, SelectedRoute,
+    TlsFacts, VerifiedToken,
+};
+
+use crate::{build, check_route_names, raw, retry_after, RateLimitFilter};
+
+fn ctx() -> BuildContext {
+    BuildContext {
+        base_dir: ".".into(),
+        upstreams: vec![],
+        pipeline: ["mtls", "jwt", "device", "route", "ratelimit"]
+            .map(String::from)
+            .to_vec(),
+    }
+}
+
+fn section(yaml: &str) -> raw::RateLimit {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn filter(yaml: &str) -> RateLimitFilter {
+    build(&section(yaml), &ctx(), "ratelimit").unwrap()
+}
+
+#[derive(Default, Clone)]
+struct Req {
+    issuer: &'static str,
+    subject: Option<&'static str>,
+    spiffe: Option<&'static str>,
+    fingerprint: Option<&'static str>,
+    ip: Option<&'static str>,
+    route: Option<&'static str>,
+}
+
+fn user(sub: &'static str) -> Req {
+    Req {
+        issuer: "https://idp.test",
+        subject: Some(sub),
+        ..Req::default()
+    }
+}
+
+fn decide(f: &RateLimitFilter, r: &Req) -> Decision {
+    let mut facts = Facts::new("rid".into());
+    if let Some(sub) = r.subject {
+        facts.token = Some(VerifiedToken {
+            issuer: Arc::from(r.issuer),
+            subject: Some(sub.into()),
+            scopes: vec![],
+            expires_at: SystemTime::now() + Duration::from_secs(60),
+            claims: Arc::default(),
+        });
+    }
+    if let Some(id) = r.spiffe {
+        facts.identity = Some(PeerIdentity {
+            spiffe_id: Some(id.into()),
+            trust_domain: None,
+            dns_sans: vec![],
+            subject: String::new(),
+            thumbprint: [0; 32],
+        });
+    }
+    if let Some(fp) = r.fingerprint {
+        facts.device = Some(DeviceFacts {
+            fingerprint: fp.into(),
+            ..DeviceFacts::default()
+        });
+    }
+    if let Some(route) = r.route {
+        facts.route = Some(SelectedRoute {
+            route: Arc::from(route),
+            upstream: Arc::from("pool"),
+        });
+    }
+    let (headers, tls) = (HeaderMap::new(), TlsFacts::default());
+    let view = RequestView {
+        method: &Method::POST,
+        path: "/a.B/C",
+        authority: None,
+        headers: &headers,
+        tls: &tls,
+        client_ip: r.ip.map(|ip| ip.parse::<IpAddr>().unwrap()),
+        socket_ip: None,
+        now: SystemTime::now(),
+    };
+    f.decide(&view, &facts)
+}
+
+/// How many of `n` calls pass, and the last denial.
+fn pass_count(f: &RateLimitFilter, r: &Req, n: usize) -> (usize, Option<ztgate_filter::Denial>) {
+    let mut passed = 0;
+    let mut last = None;
+    for _ in 0..n {
+        match decide(f, r) {
+            Decision::Continue => passed += 1,
+            Decision::Deny(d) => last = Some(d),
+            other => panic!("{other:?}"),
+        }
+    }
+    (passed, last)
+}
+
+const PER_SUBJECT: &str = "
+rules:
+  - name: per-subject
+    key: subject
+    limit: 3
+    interval: 1m
+";
+
+#[test]
+fn the_n_plus_first_call_is_refused_for_that_identity_only() {
+    let f = filter(PER_SUBJECT);
+    let (passed, denial) = pass_count(&f, &user("alice"), 3);
+    assert_eq!((passed, denial), (3, None));
+    let Decision::Deny(d) = decide(&f, &user("alice")) else {
+        panic!("4th call must be refused");
+    };
+    assert_eq!(d.reason, Reason::RateLimited);
+    assert_eq!(d.reason.grpc_code().as_str(), "8");
+    assert!(d.message.contains("per-subject"), "{}", d.message);
+    let wait = retry_after(&d).unwrap();
+    assert!(
+        wait >= Duration::from_secs(1) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+    // another subject has its own budget
+    assert_eq!(pass_count(&f, &user("bob"), 3).0, 3);
+    // the same `sub` from another issuer is another principal
+    let other_idp = Req {
+        issuer: "https://other-idp.test",
+        ..user("alice")
+    };
+    assert_eq!(pass_count(&f, &other_idp, 3).0, 3);
+    // alice stays limited
+    assert!(matches!(decide(&f, &user("alice")), Decision::Deny(_)));
+}
+
+#[test]
+fn the_window_rolls_over() {
+    let f = filter(
+        "
+rules:
+  - {name: r, key: client_ip, limit: 2, interval: 1s}
+",
+    );
+    let ip = Req {
+        ip: Some("192.0.2.7"),
+        ..Req::default()
+    };
+    let (passed, denial) = pass_count(&f, &ip, 3);
+    assert_eq!(passed, 2);
+    let wait = retry_after(&denial.unwrap()).unwrap();
+    assert_eq!(wait, Duration::from_secs(1));
+    // Waiting what the denial says is enough: the next window is fresh.
+    // (The window is real time inside pingora-limits, so this test sleeps.)
+    std::thread::sleep(wait + Duration::from_millis(50));
+    assert_eq!(pass_count(&f, &ip, 3).0, 2);
+}
+
+#[test]
+fn requests_without_the_identity_are_not_limited_by_that_rule() {
+    let f = filter(
+        "
+rules:
+  - {name: s, key: subject, limit: 1, interval: 1m}
+  - {name: w, key: spiffe_id, limit: 1, interval: 1m}
+  - {name: d, key: fingerprint, limit: 1, interval: 1m}
+",
+    );
+    assert_eq!(pass_count(&f, &Req::default(), 10).0, 10);
+    let token_without_sub = Req {
+        issuer: "https://idp.test",
+        ..Req::default()
+    };
+    assert_eq!(pass_count(&f, &token_without_sub, 10).0, 10);
+    let wl = Req {
+        spiffe: Some("spiffe://acme.test/a"),
+        ..Req::default()
+    };
+    assert_eq!(pass_count(&f, &wl, 2).0, 1);
+    let dev = Req {
+        fingerprint: Some("fp-1"),
+        ..Req::default()
+    };
+    assert_eq!(pass_count(&f, &dev, 2).0, 1);
+}
+
+#[test]
+fn per_route_rules_count_only_their_route() {
+    let f = filter(
+        "
+rules:
+  - {name: r, key: subject, route: orders-read, limit: 2, interval: 1m}
+",
+    );
+    let on = Req {
+        route: Some("orders-read"),
+        ..user("alice")
+    };
+    let off = Req {
+        route: Some("orders-write"),
+        ..user("alice")
+    };
+    assert_eq!(pass_count(&f, &off, 5).0, 5);
+    assert_eq!(pass_count(&f, &user("alice"), 5).0, 5);
+    assert_eq!(pass_count(&f, &on, 3).0, 2);
+}
+
+#[test]
+fn retry_after_only_reads_rate_limited_denials() {
+    let d = ztgate_filter::Denial::new(Reason::ScopeMissing, "x; retry after 5s");
+    assert_eq!(retry_after(&d), None);
+    let d =
+        ztgate_filter::Denial::new(Reason::RateLimited, "rate limit a exceeded; retry after 7s");
+    assert_eq!(retry_after(&d), Some(Duration::from_secs(7)));
+}
+
+#[test]
+fn build_reports_every_problem_with_its_key_path() {
+    let raw = section(
+        "
+mode: shadow
+rules:
+  - {name: a, key: subject, limit: 0, interval: 500ms}
+  - {name: a, key: client_ip, limit: 1, interval: 2d}
+  - {name: 'b c', key: client_ip, route: '', limit: 1, interval: 1s}
+",
+    );
+    let problems = build(&raw, &ctx(), "ratelimit").unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "ratelimit.rules[0].limit",
+            "ratelimit.rules[0].interval",
+            "ratelimit.rules[1].name",
+            "ratelimit.rules[1].interval",
+            "ratelimit.rules[2].name",
+            "ratelimit.rules[2].route",
+        ],
+        "{problems:#?}"
+    );
+    assert!(problems[2].message.contains("duplicate"));
+}
+
+#[test]
+fn build_checks_the_pipeline_order() {
+    let raw = section(
+        "
+rules:
+  - {name: s, key: subject, limit: 1, interval: 1s}
+  - {name: w, key: spiffe_id, limit: 1, interval: 1s}
+  - {name: d, key: fingerprint, route: r, limit: 1, interval: 1s}
+  - {name: i, key: client_ip, limit: 1, interval: 1s}
+",
+    );
+    let mut c = ctx();
+    c.pipeline = ["ratelimit", "mtls", "jwt", "device", "route"]
+        .map(String::from)
+        .to_vec();
+    let problems = build(&raw, &c, "ratelimit").unwrap_err();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "ratelimit.rules[0].key",
+            "ratelimit.rules[1].key",
+            "ratelimit.rules[2].key",
+            "ratelimit.rules[2].route",
+        ],
+        "{problems:#?}"
+    );
+    assert!(problems[0].message.contains("`jwt` before `ratelimit`"));
+}
+
+#[test]
+fn route_names_are_checked_against_routes() {
+    let raw = section(
+        "
+rules:
+  - {name: a, key: subject, route: orders-read, limit: 1, interval: 1s}
+  - {name: b, key: subject, route: gone, limit: 1, interval: 1s}
+  - {name: c, key: subject, limit: 1, interval: 1s}
+",
+    );
+    let problems = check_route_names(&raw, "ratelimit", &["orders-read"]);
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].path, "ratelimit.rules[1].route");
+}
+
+#[test]
+fn unknown_keys_and_kinds_are_refused() {
+    assert!(serde_yaml::from_str::<raw::RateLimit>(
+        "rules: [{name: a, key: subject, limit: 1, interval: 1s, burst: 2}]"
+    )
+    .is_err());
+    assert!(serde_yaml::from_str::<raw::RateLimit>(
+        "rules: [{name: a, key: tenant, limit: 1, interval: 1s}]"
+    )
+    .is_err());
+    assert!(serde_yaml::from_str::<raw::RateLimit>(
+        "rules: [{name: a, key: subject, limit: 1, interval: soon}]"
+    )
+    .is_err());
+}
