@@ -1,6 +1,25 @@
 //! Route lookup with 10 and 10,000 routes of mixed exact, prefix and glob
 //! patterns (one third each), against a linear first-match scan as the
 //! baseline. Target: at most 1 µs per lookup at 10,000 routes.
+//!
+//! Results (Nov 2026, shared 2-core dev VM under parallel builds, so
+//! absolute numbers are pessimistic; median of criterion's estimate):
+//!
+//! | routes | kind   | indexed | linear scan | ratio |
+//! |--------|--------|---------|-------------|-------|
+//! | 10     | exact  | 233 ns  | 802 ns      | 3.4×  |
+//! | 10     | prefix | 325 ns  | 667 ns      | 2.1×  |
+//! | 10     | glob   | 325 ns  | 725 ns      | 2.2×  |
+//! | 10     | miss   | 249 ns  | 647 ns      | 2.6×  |
+//! | 10,000 | exact  | 872 ns  | 845 µs      | 970×  |
+//! | 10,000 | prefix | 865 ns  | 719 µs      | 830×  |
+//! | 10,000 | glob   | 841 ns  | 928 µs      | 1100× |
+//! | 10,000 | miss   | 323 ns  | 684 µs      | 2100× |
+//!
+//! The hits use the *last* route of each kind, so every lower-index
+//! candidate sharing an index key must be checked first (the worst case of
+//! "first in config order wins"). The 10,000-route cost is dominated by
+//! cache misses while walking the byte tries.
 
 use std::hint::black_box;
 use std::time::Duration;
