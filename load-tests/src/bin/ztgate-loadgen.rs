@@ -1,0 +1,649 @@
+//! `ztgate-loadgen`: the gRPC load generator and report builder.
+//!
+//! Subcommands: `run` (one target, one workload), `self-test` (against an
+//! in-process raw backend: the generator's own ceiling), `mint` and `jwks`
+//! (tokens and the matching key set), `hold` and `handshake` (connection
+//! scale), `report` (assemble `report.md`, `summary.json` and the plot).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use http::{HeaderName, HeaderValue};
+use ztgate_loadtest::conn::{Endpoint, TlsOptions};
+use ztgate_loadtest::engine::{self, Watch, Workload};
+use ztgate_loadtest::grpc::Method;
+use ztgate_loadtest::plot;
+use ztgate_loadtest::report::{self, RunResult, ScaleResult};
+use ztgate_loadtest::scale;
+use ztgate_loadtest::schedule::Pacing;
+use ztgate_loadtest::token::{Alg, Claims, Minter, Pool, TokenSource};
+
+#[derive(Parser)]
+#[command(
+    name = "ztgate-loadgen",
+    version,
+    about = "gRPC load generator for ztgate benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure one target with one workload.
+    Run(RunArgs),
+    /// Measure the generator's own ceiling against an in-process raw h2c backend.
+    SelfTest(SelfTestArgs),
+    /// Mint tokens (one per line) with an issuer key.
+    Mint {
+        #[command(flatten)]
+        mint: MintArgs,
+        /// How many tokens.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a throw-away PKI: ca.pem, server{,-key}.pem (localhost),
+    /// client{,-key}.pem (an X.509-SVID).
+    Pki {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "acme.test")]
+        trust_domain: String,
+        #[arg(long, default_value = "spiffe://acme.test/ns/shop/sa/bench")]
+        spiffe_id: String,
+    },
+    /// Write the JWKS of an issuer key.
+    Jwks {
+        #[command(flatten)]
+        mint: MintArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Hold many idle connections and report the proxy's RSS per connection.
+    Hold(HoldArgs),
+    /// New connections per second (full or resumed TLS handshakes).
+    Handshake(HandshakeArgs),
+    /// Assemble report.md, summary.json and latency.png from a results dir.
+    Report(ReportArgs),
+}
+
+/// Where to send the load.
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// Target address, ip:port.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Speak TLS, verifying the server with this CA (PEM); h2c without it.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// TLS server name to send and verify.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Do not offer TLS session resumption.
+    #[arg(long)]
+    no_resumption: bool,
+    /// Label in the results.
+    #[arg(long, default_value = "target")]
+    target: String,
+    /// Tokio worker threads of the generator (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+impl TargetArgs {
+    fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        Ok(match &self.ca {
+            None => Endpoint::plain(self.addr),
+            Some(ca) => Endpoint::tls(
+                self.addr,
+                &TlsOptions {
+                    ca: ca.clone(),
+                    cert: self.cert.clone(),
+                    key: self.key.clone(),
+                    server_name: self.server_name.clone(),
+                    resumption: !self.no_resumption,
+                },
+            )?,
+        })
+    }
+}
+
+/// Bearer token options.
+#[derive(Args, Clone, Default)]
+struct TokenArgs {
+    /// Send the token in this file (first line) on every call.
+    #[arg(long, conflicts_with = "key_file")]
+    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    mint: OptMintArgs,
+    /// Tokens minted before the run (one per call; the pool wraps around
+    /// when the run makes more calls, and the result says how often).
+    #[arg(long, default_value_t = 20_000)]
+    mint_count: usize,
+}
+
+/// Issuer key and claims (required form, for `mint` / `jwks`).
+#[derive(Args, Clone)]
+struct MintArgs {
+    /// Issuer private key, PEM (PKCS#8; PKCS#1 for RSA).
+    #[arg(long = "mint-key", id = "key_file")]
+    key: PathBuf,
+    #[arg(long = "mint-alg", value_enum, default_value = "RS256")]
+    alg: Alg,
+    #[command(flatten)]
+    claims: ClaimArgs,
+}
+
+/// Issuer key and claims (optional form, for `run`).
+#[derive(Args, Clone, Default)]
+struct OptMintArgs {
+    /// Mint a fresh token per call with this issuer key (cache-miss workload).
+    #[arg(long = "mint-key", id = "key_file")]
+    key: Option<PathBuf>,
+    #[arg(long = "mint-alg", value_enum, default_value = "RS256")]
+    alg: Option<Alg>,
+    #[command(flatten)]
+    claims: ClaimArgs,
+}
+
+#[derive(Args, Clone, Default)]
+struct ClaimArgs {
+    #[arg(long = "mint-iss", default_value = "https://idp.bench.test")]
+    iss: String,
+    #[arg(long = "mint-aud", default_value = "orders")]
+    aud: String,
+    #[arg(long = "mint-sub", default_value = "bench-user")]
+    sub: String,
+    #[arg(long = "mint-scope", default_value = "orders.read orders.write")]
+    scope: String,
+    #[arg(long = "mint-kid", default_value = "bench-1")]
+    kid: String,
+    /// Token lifetime.
+    #[arg(long = "mint-lifetime", value_parser = humantime::parse_duration, default_value = "1h")]
+    lifetime: Duration,
+}
+
+impl ClaimArgs {
+    fn claims(&self) -> Claims {
+        Claims {
+            kid: self.kid.clone(),
+            iss: self.iss.clone(),
+            aud: self.aud.clone(),
+            sub: self.sub.clone(),
+            scope: self.scope.clone(),
+            lifetime_s: self.lifetime.as_secs(),
+        }
+    }
+}
+
+/// The workload.
+#[derive(Args, Clone)]
+struct LoadArgs {
+    #[arg(long, value_enum, default_value = "get")]
+    method: Method,
+    /// Request payload bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Watch: replies per call.
+    #[arg(long, default_value_t = 10)]
+    stream_count: u32,
+    /// Ask the backend to fail every call with this gRPC code (tests the error accounting).
+    #[arg(long, default_value_t = 0)]
+    fail_code: u32,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Concurrent streams per connection.
+    #[arg(long, default_value_t = 16)]
+    streams: usize,
+    /// Open loop: total calls per second (latency from the intended send time).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    warmup: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Client-side deadline per call.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    call_timeout: Duration,
+    /// Extra request header `name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Table of the report this run belongs to.
+    #[arg(long, default_value = "loaded")]
+    group: String,
+    /// Write the result JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Proxy processes to sample.
+#[derive(Args, Clone, Default)]
+struct WatchArgs {
+    /// PID whose CPU and RSS are sampled over the measured window (repeatable).
+    #[arg(long = "watch-pid")]
+    pids: Vec<u32>,
+    /// Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`).
+    #[arg(long, default_value_t = 100)]
+    clk_tck: u64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+    #[command(flatten)]
+    token: TokenArgs,
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
+#[derive(Args)]
+struct SelfTestArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Backend runtime threads (on their own OS threads).
+    #[arg(long, default_value_t = 1)]
+    backend_threads: usize,
+    /// Generator threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(Args)]
+struct HoldArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    token: TokenArgs,
+    #[command(flatten)]
+    watch: WatchArgs,
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Handshakes in flight while opening.
+    #[arg(long, default_value_t = 64)]
+    parallel: usize,
+    /// Wait after the last connection before reading RSS.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    settle: Duration,
+    /// Keep them open this long after measuring.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    hold: Duration,
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct HandshakeArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    token: TokenArgs,
+    #[command(flatten)]
+    watch: WatchArgs,
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    warmup: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    duration: Duration,
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Results folder: runs/*.json, scale/*.json, machine.md, skipped.md.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Target label of the direct path.
+    #[arg(long, default_value = "direct")]
+    direct: String,
+    /// Target label ratios "×HAProxy" compare with.
+    #[arg(long, default_value = "haproxy-jwt")]
+    haproxy: String,
+    /// Group whose runs go into the plot.
+    #[arg(long, default_value = "loaded")]
+    plot_group: String,
+    /// TTF font for the plot text (default: DejaVu Sans if installed).
+    #[arg(long)]
+    font: Option<PathBuf>,
+}
+
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    Ok(rt)
+}
+
+fn headers(raw: &[String]) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
+    raw.iter()
+        .map(|h| {
+            let (k, v) = h.split_once(':').context("--header wants `name: value`")?;
+            Ok((
+                HeaderName::from_bytes(k.trim().as_bytes())?,
+                HeaderValue::from_str(v.trim())?,
+            ))
+        })
+        .collect()
+}
+
+fn workload(l: &LoadArgs) -> anyhow::Result<Workload> {
+    Ok(Workload {
+        method: l.method,
+        payload: l.payload,
+        stream_count: l.stream_count,
+        fail_code: l.fail_code,
+        connections: l.connections.max(1),
+        streams: l.streams.max(1),
+        pacing: match l.rate {
+            Some(rate) if rate > 0.0 => Pacing::Open { rate },
+            Some(_) => bail!("--rate must be positive"),
+            None => Pacing::Closed,
+        },
+        warmup: l.warmup,
+        duration: l.duration,
+        call_timeout: l.call_timeout,
+        headers: headers(&l.headers)?,
+    })
+}
+
+/// Build the token source; returns it with its description and pool size.
+fn tokens(t: &TokenArgs) -> anyhow::Result<(TokenSource, String, usize)> {
+    if let Some(f) = &t.token_file {
+        return Ok((TokenSource::from_file(f)?, "file".into(), 0));
+    }
+    let Some(key) = &t.mint.key else {
+        return Ok((TokenSource::None, "none".into(), 0));
+    };
+    let alg = t.mint.alg.unwrap_or(Alg::Rs256);
+    let minter = Minter::load(key, alg, t.mint.claims.claims())?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = std::time::Instant::now();
+    let pool = Pool::mint(&minter, t.mint_count.max(1), threads)?;
+    eprintln!(
+        "minted {} {} tokens in {:.1} s",
+        pool.len(),
+        alg.as_str(),
+        started.elapsed().as_secs_f64()
+    );
+    let n = pool.len();
+    Ok((
+        TokenSource::Pool(pool.into()),
+        format!("minted-{}", alg.as_str()),
+        n,
+    ))
+}
+
+fn write_json<T: serde::Serialize>(out: Option<&Path>, v: &T) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(v)?;
+    match out {
+        Some(p) => {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(p, text).with_context(|| p.display().to_string())?;
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+fn print_result(r: &RunResult) {
+    println!("{}", report::TABLE_HEADER);
+    println!("{}", report::row(r));
+    if r.outcome.late_sends > 0 {
+        println!(
+            "open loop: {} calls sent late (target slower than the offered rate)",
+            r.outcome.late_sends
+        );
+    }
+}
+
+fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
+    let ep = a.target.endpoint()?;
+    let w = workload(&a.load)?;
+    let (source, token_desc, minted) = tokens(&a.token)?;
+    let watch = Watch {
+        pids: a.watch.pids.clone(),
+        clk_tck: a.watch.clk_tck,
+    };
+    let rt = runtime(a.target.threads)?;
+    let outcome = rt.block_on(engine::run(ep, &w, source.clone(), &watch))?;
+    let reuses = match &source {
+        TokenSource::Pool(p) => p.taken().saturating_sub(p.len()) as u64,
+        _ => 0,
+    };
+    let r = RunResult {
+        target: a.target.target.clone(),
+        group: a.load.group.clone(),
+        method: w.method,
+        payload: w.payload,
+        connections: w.connections,
+        streams: w.streams,
+        threads: a.target.threads,
+        rate: a.load.rate,
+        token: token_desc,
+        tokens_minted: minted,
+        token_reuses: reuses,
+        warmup_s: w.warmup.as_secs_f64(),
+        duration_s: w.duration.as_secs_f64(),
+        outcome,
+    };
+    print_result(&r);
+    if let Some(out) = &a.load.out {
+        write_json(Some(out), &r)?;
+    }
+    if r.outcome.calls_ok == 0 {
+        bail!("no call succeeded (errors: {:?})", r.outcome.errors);
+    }
+    Ok(())
+}
+
+fn self_test(a: SelfTestArgs) -> anyhow::Result<()> {
+    // The backend gets its own runtime on its own threads, as it would in
+    // its own process.
+    let backend_rt = runtime(a.backend_threads)?;
+    let addr = backend_rt.block_on(ztgate_loadtest::backend::spawn_raw(
+        "127.0.0.1:0".parse()?,
+        "raw",
+    ))?;
+    let bg = std::thread::spawn(move || {
+        backend_rt.block_on(std::future::pending::<()>());
+    });
+    drop(bg);
+    run_cmd(RunArgs {
+        target: TargetArgs {
+            addr,
+            ca: None,
+            cert: None,
+            key: None,
+            server_name: "localhost".into(),
+            no_resumption: false,
+            target: "self-test".into(),
+            threads: a.threads,
+        },
+        load: a.load,
+        token: TokenArgs::default(),
+        watch: WatchArgs::default(),
+    })
+}
+
+fn report_cmd(a: ReportArgs) -> anyhow::Result<()> {
+    let runs: Vec<RunResult> = report::read_all(&a.dir.join("runs"))?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    let scale: Vec<ScaleResult> = report::read_all(&a.dir.join("scale"))?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    if runs.is_empty() && scale.is_empty() {
+        bail!("no results under {}", a.dir.display());
+    }
+    let summary = report::summarize(runs, scale, &a.direct, &a.haproxy);
+    let series: Vec<plot::Series<'_>> = summary
+        .runs
+        .iter()
+        .filter(|(r, _)| r.group == a.plot_group && r.outcome.calls_ok > 0)
+        .map(|(r, _)| plot::Series {
+            label: &r.target,
+            curve: &r.outcome.latency.curve,
+        })
+        .collect();
+    let mut plot_file = None;
+    if !series.is_empty() {
+        let text = plot::load_font(a.font.as_deref());
+        plot::percentiles(
+            &a.dir.join("latency.png"),
+            &format!("latency by percentile ({})", a.plot_group),
+            &series,
+            text,
+        )?;
+        plot_file = Some("latency.png");
+    }
+    let read = |name: &str| std::fs::read_to_string(a.dir.join(name)).unwrap_or_default();
+    let md = report::markdown(
+        &summary,
+        &read("machine.md"),
+        plot_file,
+        &read("skipped.md"),
+    );
+    std::fs::write(a.dir.join("report.md"), md)?;
+    write_json(Some(&a.dir.join("summary.json")), &summary)?;
+    println!("{}", a.dir.join("report.md").display());
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run(a) => run_cmd(a),
+        Cmd::SelfTest(a) => self_test(a),
+        Cmd::Mint { mint, count, out } => {
+            let m = Minter::load(&mint.key, mint.alg, mint.claims.claims())?;
+            let mut text = String::new();
+            for _ in 0..count {
+                text.push_str(&m.mint()?);
+                text.push('\n');
+            }
+            std::fs::write(&out, text).with_context(|| out.display().to_string())?;
+            Ok(())
+        }
+        Cmd::Pki {
+            dir,
+            trust_domain,
+            spiffe_id,
+        } => {
+            std::fs::create_dir_all(&dir)?;
+            let ca = ztgate_testkit::pki::Ca::new(&trust_domain)?;
+            ca.write(&dir, "ca")?;
+            ca.server()?.write(&dir, "server")?;
+            ca.svid(&spiffe_id)?.write(&dir, "client")?;
+            Ok(())
+        }
+        Cmd::Jwks { mint, out } => {
+            let m = Minter::load(&mint.key, mint.alg, mint.claims.claims())?;
+            write_json(Some(&out), &m.jwks())
+        }
+        Cmd::Hold(a) => {
+            let ep = a.target.endpoint()?;
+            let (source, _, _) = tokens(&a.token)?;
+            let watch = Watch {
+                pids: a.watch.pids,
+                clk_tck: a.watch.clk_tck,
+            };
+            let rt = runtime(a.target.threads)?;
+            let result = rt.block_on(scale::hold(
+                ep,
+                a.connections,
+                a.parallel,
+                a.settle,
+                a.hold,
+                source,
+                &watch,
+            ))?;
+            eprintln!(
+                "{}: held {} of {} ({} failed{}), {:.1} KiB RSS per connection",
+                a.target.target,
+                result.held,
+                result.wanted,
+                result.failed,
+                result
+                    .first_error
+                    .as_deref()
+                    .map(|e| format!(", first: {e}"))
+                    .unwrap_or_default(),
+                result.rss_per_conn_kib
+            );
+            write_json(
+                a.out.as_deref(),
+                &ScaleResult::Hold {
+                    target: a.target.target.clone(),
+                    result,
+                },
+            )
+        }
+        Cmd::Handshake(a) => {
+            let ep = a.target.endpoint()?;
+            let (source, _, _) = tokens(&a.token)?;
+            let watch = Watch {
+                pids: a.watch.pids,
+                clk_tck: a.watch.clk_tck,
+            };
+            let rt = runtime(a.target.threads)?;
+            let result = rt.block_on(scale::handshakes(
+                ep,
+                a.parallel,
+                a.warmup,
+                a.duration,
+                !a.target.no_resumption,
+                source,
+                &watch,
+            ))?;
+            eprintln!(
+                "{}: {:.0} new connections/s ({} full, {} resumed, {} errors{})",
+                a.target.target,
+                result.per_second,
+                result.full,
+                result.resumed,
+                result.errors,
+                result
+                    .first_error
+                    .as_deref()
+                    .map(|e| format!(", first: {e}"))
+                    .unwrap_or_default(),
+            );
+            write_json(
+                a.out.as_deref(),
+                &ScaleResult::Handshake {
+                    target: a.target.target.clone(),
+                    result,
+                },
+            )
+        }
+        Cmd::Report(a) => report_cmd(a),
+    }
+}
