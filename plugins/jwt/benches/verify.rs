@@ -3,6 +3,12 @@
 //! (pingora-limits style: the baseline runs in the same run).
 //!
 //! Run: `cargo bench -p ztgate-jwt --bench verify`.
+//!
+//! Results on the shared 2-core dev box (criterion, 3 s measurement):
+//! RS256: cache hit 2.18 µs, miss 71.1 µs, jsonwebtoken floor 60.6 µs (miss = floor + 10.5 µs)
+//! ES256: cache hit 1.83 µs, miss 102.4 µs, jsonwebtoken floor 98.2 µs (miss = floor + 4.2 µs)
+//! The hit includes a current-thread `block_on`, a fresh `Facts` and the
+//! `VerifiedToken` clone into it.
 
 // Bench set-up, like tests, may panic on a broken fixture.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

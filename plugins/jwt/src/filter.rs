@@ -140,7 +140,7 @@ impl JwtFilter {
             let mut set = tokio::task::JoinSet::new();
             for store in stores {
                 let first = if store.ready() {
-                    store.next_refresh(None)
+                    store.next_refresh_after_last()
                 } else {
                     Duration::from_secs(1)
                 };

@@ -82,6 +82,8 @@ pub struct KeyStore {
     /// mutex is the single flight: waiters see the fresh keys when it is
     /// released and do not fetch again.
     refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Cache-Control max-age of the last successful fetch.
+    last_max_age: parking_lot::Mutex<Option<Duration>>,
 }
 
 impl KeyStore {
@@ -97,6 +99,7 @@ impl KeyStore {
             settings,
             keys: ArcSwapOption::new(static_keys.map(Arc::new)),
             refetch: tokio::sync::Mutex::new(None),
+            last_max_age: parking_lot::Mutex::new(None),
         }
     }
 
@@ -126,6 +129,7 @@ impl KeyStore {
             Ok((set, max_age)) => {
                 tracing::debug!(issuer = %self.issuer, keys = set.len(), ignored = set.ignored, "JWKS refreshed");
                 self.keys.store(Some(Arc::new(set)));
+                *self.last_max_age.lock() = max_age;
                 Ok(max_age)
             }
             Err(e) => {
@@ -178,6 +182,11 @@ impl KeyStore {
                 }
             };
         }
+    }
+
+    /// When the next background refresh is due after the last good fetch.
+    pub fn next_refresh_after_last(&self) -> Duration {
+        self.next_refresh(*self.last_max_age.lock())
     }
 
     /// Honour the IdP's max-age within the configured bounds.
@@ -275,5 +284,27 @@ mod tests {
         assert_eq!(max_age("no-store"), Some(Duration::ZERO));
         assert_eq!(max_age("public"), None);
         assert_eq!(max_age("max-age=abc"), None);
+    }
+
+    #[test]
+    fn refresh_honours_max_age_within_bounds() {
+        let s = KeyStore::new(
+            "https://idp.example".into(),
+            KeySource::Static,
+            None,
+            StoreSettings {
+                client: reqwest::Client::new(),
+                refresh_min: Duration::from_secs(300),
+                refresh_max: Duration::from_secs(3600),
+                unknown_kid_interval: Duration::from_secs(30),
+                allow_insecure_http: false,
+            },
+        );
+        let m = |s: u64| Some(Duration::from_secs(s));
+        assert_eq!(s.next_refresh(m(10)), Duration::from_secs(300));
+        assert_eq!(s.next_refresh(m(600)), Duration::from_secs(600));
+        assert_eq!(s.next_refresh(m(7200)), Duration::from_secs(3600));
+        assert_eq!(s.next_refresh(None), Duration::from_secs(3600));
+        assert!(!s.ready());
     }
 }
