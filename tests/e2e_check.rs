@@ -44,7 +44,10 @@ fn check(d: &std::path::Path, yaml: &str) -> (bool, String) {
     let f = d.join("ztgate.yaml");
     std::fs::write(&f, yaml).unwrap();
     let out = ztgate().arg("check").arg("-c").arg(&f).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout))
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
 }
 
 #[test]
@@ -61,10 +64,18 @@ fn example_config_parses() {
     // The commented example documents every key; it must at least parse
     // (its files do not exist here, so only file problems are allowed).
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/ztgate.example.yaml");
-    let out = ztgate().arg("check").arg("-c").arg(example).output().unwrap();
+    let out = ztgate()
+        .arg("check")
+        .arg("-c")
+        .arg(example)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     for line in text.lines() {
-        assert!(line.contains("listener.tls") || line.contains("cannot read"), "unexpected problem: {line}");
+        assert!(
+            line.contains("listener.tls") || line.contains("cannot read"),
+            "unexpected problem: {line}"
+        );
     }
 }
 
@@ -72,11 +83,17 @@ fn example_config_parses() {
 fn unknown_key_is_reported_with_its_line() {
     let d = dir("unknown");
     pki(&d);
-    let yaml = GOOD.replace("    client_ca: ca.pem\n", "    client_ca: ca.pem\n    clientca: typo.pem\n");
+    let yaml = GOOD.replace(
+        "    client_ca: ca.pem\n",
+        "    client_ca: ca.pem\n    clientca: typo.pem\n",
+    );
     let (ok, out) = check(&d, &yaml);
     assert!(!ok);
     let f = d.join("ztgate.yaml");
-    assert!(out.contains(&format!("{}:7: listener.tls", f.display())), "{out}");
+    assert!(
+        out.contains(&format!("{}:7: listener.tls", f.display())),
+        "{out}"
+    );
     assert!(out.contains("unknown field `clientca`"), "{out}");
 }
 
@@ -87,13 +104,25 @@ fn every_semantic_problem_is_listed_with_file_line_and_key() {
     let yaml = GOOD
         .replace("cert: server.pem", "cert: missing.pem")
         .replace("upstream: orders }", "upstream: nowhere }")
-        .replace("pipeline: [sanitize, mtls, route]", "pipeline: [sanitize, mtls, route, magic]");
+        .replace(
+            "pipeline: [sanitize, mtls, route]",
+            "pipeline: [sanitize, mtls, route, magic]",
+        );
     let (ok, out) = check(&d, &yaml);
     assert!(!ok, "{out}");
     let f = d.join("ztgate.yaml").display().to_string();
-    assert!(out.contains(&format!("{f}:4: listener.tls.cert: cannot read")), "{out}");
-    assert!(out.contains(&format!("{f}:7: pipeline[3]: unknown filter `magic`")), "{out}");
-    assert!(out.contains(&format!("{f}:11: routes[0].select[0].upstream")), "{out}");
+    assert!(
+        out.contains(&format!("{f}:4: listener.tls.cert: cannot read")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{f}:7: pipeline[3]: unknown filter `magic`")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{f}:11: routes[0].select[0].upstream")),
+        "{out}"
+    );
     assert!(out.contains("nowhere"), "{out}");
     assert!(out.lines().count() >= 3, "{out}");
 }

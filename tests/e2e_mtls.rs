@@ -18,9 +18,12 @@ async fn refused(t: &Target) -> bool {
             // The refusal arrives as a transport error (broken pipe, closed
             // connection), never as a gRPC status from the gateway or backend.
             Err(s) => {
-                matches!(s.code(), tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled)
-                    && s.metadata().get("x-request-id").is_none()
-                    && s.message().contains("transport error") | s.message().contains("connection closed")
+                matches!(
+                    s.code(),
+                    tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+                ) && s.metadata().get("x-request-id").is_none()
+                    && s.message().contains("transport error")
+                        | s.message().contains("connection closed")
                         | s.message().contains("canceled")
             }
         },
@@ -42,9 +45,21 @@ async fn handshake_refuses_missing_foreign_and_expired_certs() {
         expired: true,
         ..LeafSpec::default()
     });
-    assert!(refused(&env.target().with_identity(&expired.cert_pem, &expired.key_pem)).await);
+    assert!(
+        refused(
+            &env.target()
+                .with_identity(&expired.cert_pem, &expired.key_pem)
+        )
+        .await
+    );
     // And the good one works.
-    assert!(!refused(&env.target().with_identity(&env.web.cert_pem, &env.web.key_pem)).await);
+    assert!(
+        !refused(
+            &env.target()
+                .with_identity(&env.web.cert_pem, &env.web.key_pem)
+        )
+        .await
+    );
 }
 
 #[tokio::test]
@@ -56,30 +71,56 @@ async fn spiffe_policy_and_svid_rules() {
     let other_ns = env.svid("spiffe://acme.test/ns/dev/sa/web");
     let err = call(env.channel_as(&other_ns).await).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(err.message().starts_with("spiffe_id_not_allowed"), "{}", err.message());
+    assert!(
+        err.message().starts_with("spiffe_id_not_allowed"),
+        "{}",
+        err.message()
+    );
 
     // Foreign trust domain (same CA).
     let foreign = env.svid("spiffe://partner.test/ns/shop/sa/web");
     let err = call(env.channel_as(&foreign).await).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(err.message().starts_with("trust_domain_not_allowed"), "{}", err.message());
+    assert!(
+        err.message().starts_with("trust_domain_not_allowed"),
+        "{}",
+        err.message()
+    );
 
     // Two URI SANs: not an SVID.
     let two = env.leaf(LeafSpec {
         common_name: "two".into(),
-        uris: vec![support::WEB_ID.into(), "spiffe://acme.test/ns/shop/sa/other".into()],
+        uris: vec![
+            support::WEB_ID.into(),
+            "spiffe://acme.test/ns/shop/sa/other".into(),
+        ],
         ..LeafSpec::default()
     });
     let err = call(env.channel_as(&two).await).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    assert!(err.message().starts_with("invalid_svid"), "{}", err.message());
+    assert!(
+        err.message().starts_with("invalid_svid"),
+        "{}",
+        err.message()
+    );
     assert_eq!(
-        err.metadata().get("www-authenticate").and_then(|v| v.to_str().ok()),
+        err.metadata()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
         Some("Bearer error=\"invalid_token\"")
     );
 
-    assert_eq!(env.metric("ztgate_requests_total", &[("decision", "deny"), ("grpc_status", "7")]), 2.0);
-    assert_eq!(env.metric("ztgate_requests_total", &[("reason", "invalid_svid")]), 1.0);
+    assert_eq!(
+        env.metric(
+            "ztgate_requests_total",
+            &[("decision", "deny"), ("grpc_status", "7")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        env.metric("ztgate_requests_total", &[("reason", "invalid_svid")]),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -89,22 +130,42 @@ async fn optional_client_auth_lets_filters_decide() {
     let env = setup.start().await;
     // The handshake succeeds without a certificate; mtls denies the request.
     let ch = client::connect(&env.target()).await.unwrap();
-    let err = client::orders(ch).get(Request::default()).await.unwrap_err();
+    let err = client::orders(ch)
+        .get(Request::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    assert!(err.message().starts_with("client_cert_missing"), "{}", err.message());
+    assert!(
+        err.message().starts_with("client_cert_missing"),
+        "{}",
+        err.message()
+    );
     // With a certificate it passes.
-    client::orders(env.web_channel().await).get(Request::default()).await.unwrap();
+    client::orders(env.web_channel().await)
+        .get(Request::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn shadow_mode_records_but_does_not_deny() {
     let mut setup = Setup::new("shadow");
-    setup.policy = "pipeline: [sanitize, mtls, route]\nmtls:\n  mode: shadow\n  trust_domains: [acme.test]\n";
+    setup.policy =
+        "pipeline: [sanitize, mtls, route]\nmtls:\n  mode: shadow\n  trust_domains: [acme.test]\n";
     let env = setup.start().await;
     let foreign = env.svid("spiffe://partner.test/ns/shop/sa/web");
-    client::orders(env.channel_as(&foreign).await).get(Request::default()).await.unwrap();
+    client::orders(env.channel_as(&foreign).await)
+        .get(Request::default())
+        .await
+        .unwrap();
     assert_eq!(
-        env.metric("ztgate_requests_total", &[("decision", "shadow_deny"), ("reason", "trust_domain_not_allowed")]),
+        env.metric(
+            "ztgate_requests_total",
+            &[
+                ("decision", "shadow_deny"),
+                ("reason", "trust_domain_not_allowed")
+            ]
+        ),
         1.0
     );
 }

@@ -172,13 +172,20 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let Some(pool) = ctx.pool.as_ref() else {
             return Err(Error::explain(ErrorType::InternalError, "no pool selected"));
         };
         let Some(addr) = pool.select() else {
             ctx.denial = Some(Denial::new(Reason::NoHealthyBackend, "no healthy backend"));
-            return Err(Error::explain(ErrorType::ConnectNoRoute, "no healthy backend"));
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "no healthy backend",
+            ));
         };
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(pool.peer(addr, ctx.deadline)))
@@ -203,7 +210,22 @@ impl ProxyHttp for Gateway {
         if ctx.grpc {
             // Required by gRPC; kept h2→h2 by Pingora but make sure.
             upstream.insert_header("te", "trailers")?;
+            // gRPC messages are self-delimiting. Forwarding a client's
+            // content-length made Pingora 0.9.1 drop the upstream END_STREAM
+            // (curl --http2 hung until the deadline), so it is not sent on.
+            upstream.remove_header("content-length");
         }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        tracing::debug!(len = body.as_ref().map(|b| b.len()), end_of_stream, "ZZ request body chunk");
         Ok(())
     }
 
@@ -247,17 +269,26 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
-        let reason = ctx.denial.as_ref().map(|d| d.reason).unwrap_or_else(|| match e.etype() {
-            ErrorType::ConnectTimedout
-            | ErrorType::ConnectRefused
-            | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-            | ErrorType::TLSHandshakeFailure
-            | ErrorType::TLSHandshakeTimedout => Reason::UpstreamConnectFailed,
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Reason::UpstreamTimeout,
-            _ => Reason::UpstreamError,
-        });
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let reason = ctx
+            .denial
+            .as_ref()
+            .map(|d| d.reason)
+            .unwrap_or_else(|| match e.etype() {
+                ErrorType::ConnectTimedout
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::ConnectError
+                | ErrorType::TLSHandshakeFailure
+                | ErrorType::TLSHandshakeTimedout => Reason::UpstreamConnectFailed,
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => Reason::UpstreamTimeout,
+                _ => Reason::UpstreamError,
+            });
         let message = match reason {
             Reason::NoHealthyBackend => "no healthy backend",
             Reason::UpstreamConnectFailed => "upstream connect failed",
@@ -268,7 +299,9 @@ impl ProxyHttp for Gateway {
         let mut code = 0;
         if session.response_written().is_none() {
             code = if ctx.grpc { 200 } else { reason.http_status() };
-            if let Err(err) = respond::write_denial(session, &d, &ctx.facts.request_id, ctx.grpc).await {
+            if let Err(err) =
+                respond::write_denial(session, &d, &ctx.facts.request_id, ctx.grpc).await
+            {
                 tracing::debug!(error = %err, "could not write error response");
                 code = 0;
             }
@@ -281,8 +314,18 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        let route = ctx.facts.route.as_ref().map(|r| r.route.as_ref()).unwrap_or("");
-        let upstream = ctx.facts.route.as_ref().map(|r| r.upstream.as_ref()).unwrap_or("");
+        let route = ctx
+            .facts
+            .route
+            .as_ref()
+            .map(|r| r.route.as_ref())
+            .unwrap_or("");
+        let upstream = ctx
+            .facts
+            .route
+            .as_ref()
+            .map(|r| r.upstream.as_ref())
+            .unwrap_or("");
         let (decision, reason, status) = match &ctx.denial {
             Some(d) if ctx.pool.is_some() && ctx.upstream_started.is_some() => {
                 ("error", d.reason.as_str(), d.reason.grpc_code().as_str())

@@ -27,6 +27,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct Reloader {
     pub shared: Arc<Shared>,
+    /// The JWKS refresh loop of the generation in service.
+    pub refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What identifies a file version: modification time, size, inode.
@@ -39,25 +41,83 @@ fn stamp(p: &PathBuf) -> Stamp {
 }
 
 impl Reloader {
-    /// Reload now; returns whether the new generation is in service.
-    pub fn reload(&self, why: &str) -> bool {
-        match config::load_and_build(&self.shared.config_path) {
-            Ok((_, st, rt)) => {
-                if st.listen != self.shared.settings.listen || st.admin != self.shared.settings.admin {
-                    tracing::warn!("listen addresses changed: that part takes effect on restart only");
-                }
-                record_cert_expiry(&rt);
-                self.shared.swap(rt);
-                metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
-                tracing::info!(trigger = why, "config reloaded");
-                true
-            }
-            Err(e) => {
-                metrics::CONFIG_RELOADS.with_label_values(&["error"]).inc();
-                tracing::error!(trigger = why, problems = %e, "config reload failed; keeping the running config");
-                false
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            refresh: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Fetch the generation's signing keys and start its refresh loop
+    /// (replacing the previous generation's). Returns whether every issuer
+    /// has keys.
+    async fn activate_jwt(&self, rt: &Runtime) -> bool {
+        let Some(jwt) = rt.jwt.clone() else {
+            self.stop_refresh();
+            return true;
+        };
+        for (issuer, res) in jwt.start().await {
+            if let Err(e) = res {
+                tracing::warn!(issuer = %issuer, error = %e, "initial JWKS fetch failed");
             }
         }
+        let ready = jwt.ready();
+        self.start_refresh(&jwt);
+        ready
+    }
+
+    fn start_refresh(&self, jwt: &ztgate_jwt::JwtFilter) {
+        self.stop_refresh();
+        if let Ok(mut slot) = self.refresh.lock() {
+            *slot = Some(tokio::spawn(jwt.refresh_loop()));
+        }
+    }
+
+    fn stop_refresh(&self) {
+        if let Some(h) = self.refresh.lock().ok().and_then(|mut s| s.take()) {
+            h.abort();
+        }
+    }
+
+    /// Reload now; returns whether the new generation is in service.
+    pub async fn reload(&self, why: &str) -> bool {
+        let path = self.shared.config_path.clone();
+        // Building opens and verifies files (mmdb, PEM): off the async threads.
+        let built = tokio::task::spawn_blocking(move || config::load_and_build(&path)).await;
+        let (st, rt) = match built {
+            Ok(Ok((_, st, rt))) => (st, rt),
+            Ok(Err(e)) => return self.failed(why, &e.to_string()),
+            Err(e) => return self.failed(why, &e.to_string()),
+        };
+        if st.listen != self.shared.settings.listen || st.admin != self.shared.settings.admin {
+            tracing::warn!("listen addresses changed: that part takes effect on restart only");
+        }
+        if let Some(jwt) = rt.jwt.clone() {
+            // The new generation must have keys before it takes traffic.
+            for (issuer, res) in jwt.start().await {
+                if let Err(e) = res {
+                    return self.failed(why, &format!("jwt issuer {issuer}: {e}"));
+                }
+            }
+            self.start_refresh(&jwt);
+        } else {
+            self.stop_refresh();
+        }
+        record_cert_expiry(&rt);
+        self.shared.swap(rt);
+        metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+        tracing::info!(trigger = why, "config reloaded");
+        true
+    }
+
+    fn failed(&self, why: &str, problems: &str) -> bool {
+        metrics::CONFIG_RELOADS.with_label_values(&["error"]).inc();
+        tracing::error!(
+            trigger = why,
+            problems,
+            "config reload failed; keeping the running config"
+        );
+        false
     }
 }
 
@@ -86,6 +146,11 @@ impl BackgroundService for Reloader {
                 None
             }
         };
+        let initial = self.shared.runtime.load_full();
+        if !self.activate_jwt(&initial).await {
+            tracing::warn!("not every JWT issuer has keys yet; /readyz stays red until the refresh loop gets them");
+        }
+        drop(initial);
         let watched = self.shared.settings.watched.clone();
         let mut stamps: Vec<Stamp> = watched.iter().map(stamp).collect();
         let mut tick = tokio::time::interval(POLL_INTERVAL);
@@ -93,7 +158,7 @@ impl BackgroundService for Reloader {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                    self.reload("SIGHUP");
+                    self.reload("SIGHUP").await;
                     stamps = watched.iter().map(stamp).collect();
                 }
                 _ = tick.tick() => {
@@ -101,7 +166,7 @@ impl BackgroundService for Reloader {
                     if now != stamps {
                         // Let a writer finish (cert-manager writes cert then key).
                         tokio::time::sleep(Duration::from_millis(200)).await;
-                        self.reload("file change");
+                        self.reload("file change").await;
                         stamps = watched.iter().map(stamp).collect();
                     }
                 }
@@ -114,7 +179,10 @@ impl BackgroundService for Reloader {
 pub fn record_cert_expiry(rt: &Runtime) {
     let set = |name: String, t: Option<SystemTime>| {
         if let Some(t) = t {
-            let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let secs = t
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             metrics::CERT_EXPIRY
                 .with_label_values(&[&name])
                 .set(i64::try_from(secs).unwrap_or(i64::MAX));
@@ -122,7 +190,10 @@ pub fn record_cert_expiry(rt: &Runtime) {
     };
     set("server".into(), rt.material.identity.not_after());
     for c in &rt.material.client_ca.certs {
-        set(format!("client_ca:{}", material::display_name(c)), material::not_after(c));
+        set(
+            format!("client_ca:{}", material::display_name(c)),
+            material::not_after(c),
+        );
     }
     for p in rt.pools.values() {
         if let Some(t) = &p.tls {

@@ -76,7 +76,12 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 /// Format a deadline for `grpc-timeout` in the finest unit that fits 8 digits.
 pub fn format_grpc_timeout(d: Duration) -> String {
     let ns = d.as_nanos();
-    for (div, unit) in [(1u128, 'n'), (1_000, 'u'), (1_000_000, 'm'), (1_000_000_000, 'S')] {
+    for (div, unit) in [
+        (1u128, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+    ] {
         let v = ns.div_ceil(div);
         if v < 100_000_000 {
             return format!("{v}{unit}");

@@ -46,12 +46,23 @@ pub fn denial_header(d: &Denial, request_id: &str, grpc: bool) -> pingora::Resul
         resp.insert_header("x-request-id", request_id)?;
     }
     if reason.is_unauthenticated() {
-        resp.insert_header("www-authenticate", "Bearer error=\"invalid_token\"")?;
+        resp.insert_header("www-authenticate", www_authenticate(reason))?;
     }
-    if reason == Reason::RateLimited {
-        resp.insert_header("retry-after", "1")?;
+    if let Some(wait) = ztgate_ratelimit::retry_after(d) {
+        resp.insert_header("retry-after", wait.as_secs().max(1).to_string())?;
     }
     Ok(resp)
+}
+
+/// The challenge for a 401: DPoP failures name the DPoP scheme (RFC 9449 §7.1).
+fn www_authenticate(reason: Reason) -> &'static str {
+    match reason {
+        Reason::DpopProofMissing
+        | Reason::DpopProofInvalid
+        | Reason::DpopReplay
+        | Reason::DpopBindingMismatch => "DPoP error=\"invalid_dpop_proof\"",
+        _ => "Bearer error=\"invalid_token\"",
+    }
 }
 
 /// Send a denial downstream. gRPC gets one HEADERS frame with END_STREAM
@@ -100,7 +111,10 @@ mod tests {
         let h = denial_header(&d, "rid", true).unwrap();
         assert_eq!(h.status.as_u16(), 200);
         assert_eq!(h.headers["grpc-status"], "16");
-        assert_eq!(h.headers["www-authenticate"], "Bearer error=\"invalid_token\"");
+        assert_eq!(
+            h.headers["www-authenticate"],
+            "Bearer error=\"invalid_token\""
+        );
         assert_eq!(h.headers["x-request-id"], "rid");
         let h = denial_header(&Denial::new(Reason::NoRoute, "x"), "rid", false).unwrap();
         assert_eq!(h.status.as_u16(), 404);

@@ -23,7 +23,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config_path: PathBuf, settings: Static, rt: Runtime, audit: Option<Audit>) -> Arc<Self> {
+    pub fn new(
+        config_path: PathBuf,
+        settings: Static,
+        rt: Runtime,
+        audit: Option<Audit>,
+    ) -> Arc<Self> {
         let material = Arc::new(ArcSwap::new(rt.material.clone()));
         Arc::new(Self {
             runtime: ArcSwap::from_pointee(rt),
@@ -48,6 +53,9 @@ impl Shared {
             why.push("listeners not up".to_owned());
         }
         let rt = self.runtime.load();
+        if rt.jwt.as_ref().is_some_and(|j| !j.ready()) {
+            why.push("jwt: not every issuer has signing keys yet".to_owned());
+        }
         for p in rt.pools.values() {
             if p.backends.is_empty() {
                 why.push(format!("upstream {} has no backend", p.name));

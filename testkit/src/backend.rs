@@ -1,3 +1,4 @@
+#![allow(clippy::result_large_err)] // tonic::Status is large by design
 //! The sample `orders.v1.Orders` backend over h2c, plus the standard gRPC
 //! health service.
 

@@ -30,7 +30,11 @@ impl Target {
         }
     }
 
-    pub fn with_identity(mut self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+    pub fn with_identity(
+        mut self,
+        cert_pem: impl Into<String>,
+        key_pem: impl Into<String>,
+    ) -> Self {
         self.identity = Some((cert_pem.into(), key_pem.into()));
         self
     }

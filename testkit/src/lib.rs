@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod client;
 pub mod harness;
+pub mod idp;
 pub mod pki;
 
 /// Generated code of `proto/orders.proto`.

@@ -51,7 +51,8 @@ impl Ca {
     /// A new self-signed CA named after its trust domain.
     pub fn new(name: &str) -> anyhow::Result<Self> {
         let mut p = CertificateParams::default();
-        p.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
+        p.distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let now = OffsetDateTime::now_utc();
@@ -83,7 +84,8 @@ impl Ca {
                 .push(SanType::DnsName(d.clone().try_into()?));
         }
         for u in &spec.uris {
-            p.subject_alt_names.push(SanType::URI(u.clone().try_into()?));
+            p.subject_alt_names
+                .push(SanType::URI(u.clone().try_into()?));
         }
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

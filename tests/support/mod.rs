@@ -11,6 +11,13 @@ use ztgate_testkit::pki::{Ca, Issued, LeafSpec};
 
 pub const WEB_ID: &str = "spiffe://acme.test/ns/shop/sa/web";
 
+/// Where the shared test data lives (`ZTGATE_TESTDATA` overrides).
+pub fn testdata() -> PathBuf {
+    std::env::var_os("ZTGATE_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata")))
+}
+
 /// A fresh folder per test.
 pub fn workdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ztgate-e2e-{name}-{}", std::process::id()));
@@ -37,6 +44,8 @@ pub struct Setup<'a> {
     pub routing: &'a str,
     pub backends: usize,
     pub client_auth: &'a str,
+    /// Extra YAML under `listener:` (indented two spaces), e.g. trusted_proxies.
+    pub listener_extra: &'a str,
 }
 
 impl<'a> Setup<'a> {
@@ -47,6 +56,7 @@ impl<'a> Setup<'a> {
             routing: "routes:\n  - name: orders\n    match: { grpc: \"orders.v1.Orders\" }\n    select: [{ upstream: orders }]\n  - name: billing\n    match: { grpc: \"billing.v1.*\" }\n    select: [{ upstream: billing }]\nupstreams:\n  orders:\n    backends: [\"127.0.0.1:{B0}\"]\n  billing:\n    backends: [\"127.0.0.1:{DOWN}\"]\n    connect_timeout: 300ms\n",
             backends: 1,
             client_auth: "require",
+            listener_extra: "",
         }
     }
 
@@ -57,7 +67,9 @@ impl<'a> Setup<'a> {
         ca.server().unwrap().write(&dir, "server").unwrap();
         let web = ca.svid(WEB_ID).unwrap();
         let mut backends = Vec::new();
-        let mut routing = self.routing.replace("{DOWN}", &free_port().unwrap().to_string());
+        let mut routing = self
+            .routing
+            .replace("{DOWN}", &free_port().unwrap().to_string());
         for i in 0..self.backends {
             let b = Backend::start(&format!("backend-{i}")).await.unwrap();
             routing = routing.replace(&format!("{{B{i}}}"), &b.addr.port().to_string());
@@ -65,8 +77,8 @@ impl<'a> Setup<'a> {
         }
         let (listen, admin) = (free_port().unwrap(), free_port().unwrap());
         let yaml = format!(
-            "listener:\n  address: 127.0.0.1:{listen}\n  tls:\n    cert: server.pem\n    key: server-key.pem\n    client_ca: ca.pem\n    client_auth: {}\nadmin:\n  address: 127.0.0.1:{admin}\nserver:\n  threads: 2\n  grace_period: 1s\n  shutdown_timeout: 1s\n  pid_file: ztgate.pid\n  upgrade_sock: upgrade.sock\n{}{}",
-            self.client_auth, self.policy, routing
+            "listener:\n  address: 127.0.0.1:{listen}\n  tls:\n    cert: server.pem\n    key: server-key.pem\n    client_ca: ca.pem\n    client_auth: {}\n{}admin:\n  address: 127.0.0.1:{admin}\nserver:\n  threads: 2\n  grace_period: 1s\n  shutdown_timeout: 1s\n  pid_file: ztgate.pid\n  upgrade_sock: upgrade.sock\n{}{}",
+            self.client_auth, self.listener_extra, self.policy, routing
         );
         let gw = GatewayProcess::start(
             &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
@@ -76,7 +88,13 @@ impl<'a> Setup<'a> {
             ([127, 0, 0, 1], admin).into(),
         )
         .unwrap();
-        Env { dir, ca, web, gw, backends }
+        Env {
+            dir,
+            ca,
+            web,
+            gw,
+            backends,
+        }
     }
 }
 
@@ -109,7 +127,11 @@ impl Env {
         let (_, text) = self.gw.admin_get("/metrics").unwrap();
         text.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }

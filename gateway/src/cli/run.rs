@@ -23,7 +23,9 @@ pub fn init_logging(st: &Static) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&st.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match st.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -111,9 +113,7 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
     // Reload on SIGHUP and on file changes.
     let reloader = background_service(
         "ztgate-reload",
-        Reloader {
-            shared: shared.clone(),
-        },
+        Reloader::new(shared.clone()),
     );
 
     server.add_service(proxy);

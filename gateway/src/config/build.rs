@@ -47,6 +47,9 @@ pub struct Runtime {
     pub pools: HashMap<Arc<str>, Arc<Pool>>,
     pub material: Arc<ServerMaterial>,
     pub trusted_proxies: Vec<IpNet>,
+    /// The `jwt` filter, kept apart from the chain for its background work
+    /// (initial JWKS fetch, refresh loop) and readiness.
+    pub jwt: Option<Arc<ztgate_jwt::JwtFilter>>,
 }
 
 impl Runtime {
@@ -59,7 +62,10 @@ fn addr(s: &str, path: &str, problems: &mut Vec<ConfigProblem>) -> SocketAddr {
     match s.parse() {
         Ok(a) => a,
         Err(_) => {
-            problems.push(ConfigProblem::new(path, format!("`{s}` is not an ip:port address")));
+            problems.push(ConfigProblem::new(
+                path,
+                format!("`{s}` is not an ip:port address"),
+            ));
             SocketAddr::from(([0, 0, 0, 0], 0))
         }
     }
@@ -85,13 +91,19 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
     let listen = addr(&raw.listener.address, "listener.address", &mut problems);
     let admin = addr(&raw.admin.address, "admin.address", &mut problems);
     if listen == admin && listen.port() != 0 {
-        problems.push(ConfigProblem::new("admin.address", "must differ from listener.address"));
+        problems.push(ConfigProblem::new(
+            "admin.address",
+            "must differ from listener.address",
+        ));
     }
     if raw.server.threads == 0 {
         problems.push(ConfigProblem::new("server.threads", "must be at least 1"));
     }
     if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
-        problems.push(ConfigProblem::new("log.level", format!("`{}` is not a valid level/filter", raw.log.level)));
+        problems.push(ConfigProblem::new(
+            "log.level",
+            format!("`{}` is not a valid level/filter", raw.log.level),
+        ));
     }
     let ctx = BuildContext {
         base_dir: loaded.base_dir.clone(),
@@ -101,7 +113,11 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
 
     // --- TLS material ---------------------------------------------------
     let t = &raw.listener.tls;
-    let (cert, key, ca) = (ctx.resolve(&t.cert), ctx.resolve(&t.key), ctx.resolve(&t.client_ca));
+    let (cert, key, ca) = (
+        ctx.resolve(&t.cert),
+        ctx.resolve(&t.key),
+        ctx.resolve(&t.client_ca),
+    );
     let material = match ServerMaterial::load(&cert, &key, &ca) {
         Ok(m) => Some(m),
         Err(errs) => {
@@ -122,7 +138,10 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
                     }
                     crate::tls::material::MaterialError::KeyMismatch { .. } => "key",
                 };
-                problems.push(ConfigProblem::new(format!("listener.tls.{field}"), e.to_string()));
+                problems.push(ConfigProblem::new(
+                    format!("listener.tls.{field}"),
+                    e.to_string(),
+                ));
             }
             None
         }
@@ -151,18 +170,35 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
     }
 
     // --- the pipeline -----------------------------------------------------
-    let chain = build_chain(raw, &ctx, &mut problems);
+    let mut jwt = None;
+    let chain = build_chain(raw, &ctx, &mut problems, &mut jwt);
 
     if !problems.is_empty() {
         return Err(problems);
     }
     let Some(material) = material else {
-        return Err(vec![ConfigProblem::new("listener.tls", "TLS material missing")]);
+        return Err(vec![ConfigProblem::new(
+            "listener.tls",
+            "TLS material missing",
+        )]);
     };
     let mut watched = vec![loaded.path.clone(), cert, key, ca];
+    if let Some(g) = raw.device.as_ref().and_then(|d| d.geoip.as_ref()) {
+        watched.extend(
+            [&g.country_db, &g.asn_db, &g.anonymous_ip_db]
+                .into_iter()
+                .flatten()
+                .map(|p| ctx.resolve(p)),
+        );
+    }
     for u in raw.upstreams.values() {
         if let Some(t) = &u.tls {
-            watched.extend(t.ca.iter().chain(&t.cert).chain(&t.key).map(|p| ctx.resolve(p)));
+            watched.extend(
+                t.ca.iter()
+                    .chain(&t.cert)
+                    .chain(&t.key)
+                    .map(|p| ctx.resolve(p)),
+            );
         }
     }
     let st = Static {
@@ -193,15 +229,24 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
         pools,
         material: Arc::new(material),
         trusted_proxies,
+        jwt,
     };
     Ok((st, rt))
 }
 
-fn build_chain(raw: &raw::Config, ctx: &BuildContext, problems: &mut Vec<ConfigProblem>) -> Chain {
+fn build_chain(
+    raw: &raw::Config,
+    ctx: &BuildContext,
+    problems: &mut Vec<ConfigProblem>,
+    jwt_out: &mut Option<Arc<ztgate_jwt::JwtFilter>>,
+) -> Chain {
     let mut stages: Vec<Stage> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     if raw.pipeline.is_empty() {
-        problems.push(ConfigProblem::new("pipeline", "needs at least the `route` filter"));
+        problems.push(ConfigProblem::new(
+            "pipeline",
+            "needs at least the `route` filter",
+        ));
     }
     for (i, name) in raw.pipeline.iter().enumerate() {
         let at = format!("pipeline[{i}]");
@@ -221,12 +266,41 @@ fn build_chain(raw: &raw::Config, ctx: &BuildContext, problems: &mut Vec<ConfigP
                 take(ztgate_mtls::build(&section, ctx, "mtls"), problems)
                     .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
             }
+            "jwt" => match &raw.jwt {
+                None => {
+                    problems.push(ConfigProblem::new(at, "`jwt` needs a `jwt:` section with at least one issuer"));
+                    None
+                }
+                Some(section) => take(ztgate_jwt::build(section, ctx, "jwt"), problems).map(|f| {
+                    let f = Arc::new(f);
+                    *jwt_out = Some(f.clone());
+                    (Box::new(f) as Box<dyn Filter>, section.mode)
+                }),
+            },
+            "device" => match &raw.device {
+                None => {
+                    problems.push(ConfigProblem::new(at, "`device` needs a `device:` section (at least `secret`)"));
+                    None
+                }
+                Some(section) => take(ztgate_device::build(section, ctx, "device"), problems)
+                    .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode)),
+            },
             "route" => take(ztgate_route::build(&raw.routes, ctx, "routes"), problems)
                 .map(|f| (Box::new(f) as Box<dyn Filter>, Mode::Enforce)),
+            "ratelimit" => {
+                let section = raw.ratelimit.clone().unwrap_or_default();
+                let names: Vec<&str> = raw.routes.iter().map(|r| r.name.as_str()).collect();
+                problems.extend(ztgate_ratelimit::check_route_names(&section, "ratelimit", &names));
+                take(ztgate_ratelimit::build(&section, ctx, "ratelimit"), problems)
+                    .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
+            }
             other => {
                 problems.push(ConfigProblem::new(
                     at,
-                    format!("unknown filter `{other}` (known: {})", KNOWN_FILTERS.join(", ")),
+                    format!(
+                        "unknown filter `{other}` (known: {})",
+                        KNOWN_FILTERS.join(", ")
+                    ),
                 ));
                 None
             }
@@ -242,13 +316,20 @@ fn build_chain(raw: &raw::Config, ctx: &BuildContext, problems: &mut Vec<ConfigP
         ));
     }
     // A section configured for a filter that never runs is almost always a mistake.
-    let sections: [(&str, bool); 3] = [
+    let sections: [(&str, bool); 6] = [
         ("sanitize", raw.sanitize.is_some()),
+        ("jwt", raw.jwt.is_some()),
         ("mtls", raw.mtls.is_some()),
+        ("device", raw.device.is_some()),
         ("routes", !raw.routes.is_empty()),
+        ("ratelimit", raw.ratelimit.is_some()),
     ];
     for (section, present) in sections {
-        let filter = if section == "routes" { "route" } else { section };
+        let filter = if section == "routes" {
+            "route"
+        } else {
+            section
+        };
         if present && !seen.contains(&filter) {
             problems.push(ConfigProblem::new(
                 section,

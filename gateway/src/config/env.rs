@@ -76,7 +76,11 @@ fn expand_line(
                 }
                 _ => {
                     missing.push(MissingVar {
-                        name: after.chars().take(32).take_while(|c| *c != '\n' && *c != '}').collect(),
+                        name: after
+                            .chars()
+                            .take(32)
+                            .take_while(|c| *c != '\n' && *c != '}')
+                            .collect(),
                         line,
                     });
                     out.push_str("${");
@@ -116,7 +120,11 @@ mod tests {
     #[test]
     fn comments_are_not_expanded() {
         assert_eq!(
-            expand("a: ${SECRET} # use ${NOPE}\n# ${NOPE}\nb: \"x # ${SECRET}\"\n", env).unwrap(),
+            expand(
+                "a: ${SECRET} # use ${NOPE}\n# ${NOPE}\nb: \"x # ${SECRET}\"\n",
+                env
+            )
+            .unwrap(),
             "a: s3cr3t # use ${NOPE}\n# ${NOPE}\nb: \"x # s3cr3t\"\n"
         );
     }
@@ -124,7 +132,13 @@ mod tests {
     #[test]
     fn reports_missing_with_line() {
         let err = expand("a: 1\nb: ${NOPE}\nc: ${1BAD}", env).unwrap_err();
-        assert_eq!(err[0], MissingVar { name: "NOPE".into(), line: 2 });
+        assert_eq!(
+            err[0],
+            MissingVar {
+                name: "NOPE".into(),
+                line: 2
+            }
+        );
         assert_eq!(err[1].line, 3);
     }
 }

@@ -15,8 +15,14 @@ pub struct LineIndex {
 
 enum Frame {
     /// In a mapping; `Some(key)` when the next node is that key's value.
-    Map { path: String, key: Option<String> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        key: Option<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 struct Recv {

@@ -81,9 +81,8 @@ impl ConfigErrors {
 
 /// Read and parse a config file (no semantic checks yet).
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::one(path, None, ".", format!("cannot read config file: {e}"))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::one(path, None, ".", format!("cannot read config file: {e}")))?;
     parse(path, &text, |k| std::env::var(k).ok())
 }
 

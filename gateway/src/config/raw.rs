@@ -30,7 +30,13 @@ pub struct Config {
     #[serde(default)]
     pub mtls: Option<ztgate_mtls::raw::Mtls>,
     #[serde(default)]
+    pub jwt: Option<ztgate_jwt::raw::JwtSection>,
+    #[serde(default)]
+    pub device: Option<ztgate_device::raw::Device>,
+    #[serde(default)]
     pub routes: Vec<ztgate_route::raw::Route>,
+    #[serde(default)]
+    pub ratelimit: Option<ztgate_ratelimit::raw::RateLimit>,
     pub upstreams: BTreeMap<String, Upstream>,
 }
 

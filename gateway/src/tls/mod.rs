@@ -136,7 +136,8 @@ pub fn listener_settings(
     };
     tls.set_min_proto_version(Some(min))
         .or_err(InternalError, "min TLS version")?;
-    crate::ja4::install(&mut tls).map_err(|e| Error::because(InternalError, "client hello callback", e))?;
+    crate::ja4::install(&mut tls)
+        .map_err(|e| Error::because(InternalError, "client hello callback", e))?;
     tls.enable_h2();
     Ok(tls)
 }

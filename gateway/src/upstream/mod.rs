@@ -60,7 +60,10 @@ impl Pool {
         for (i, b) in raw.backends.iter().enumerate() {
             let at = format!("{path}.backends[{i}]");
             if b.weight() == 0 {
-                problems.push(ConfigProblem::new(format!("{at}.weight"), "weight must be at least 1"));
+                problems.push(ConfigProblem::new(
+                    format!("{at}.weight"),
+                    "weight must be at least 1",
+                ));
             }
             // Resolved once here: Pingora's HttpPeer::new would panic on a
             // DNS failure at request time (notes §5).
@@ -149,7 +152,11 @@ impl Pool {
     }
 }
 
-fn pool_tls(t: &raw::UpstreamTls, ctx: &BuildContext, path: &str) -> Result<PoolTls, Vec<ConfigProblem>> {
+fn pool_tls(
+    t: &raw::UpstreamTls,
+    ctx: &BuildContext,
+    path: &str,
+) -> Result<PoolTls, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
     let ca = match &t.ca {
         None => None,
@@ -162,7 +169,10 @@ fn pool_tls(t: &raw::UpstreamTls, ctx: &BuildContext, path: &str) -> Result<Pool
         },
     };
     if t.sni.is_empty() {
-        problems.push(ConfigProblem::new(format!("{path}.sni"), "must name the backend's server name"));
+        problems.push(ConfigProblem::new(
+            format!("{path}.sni"),
+            "must name the backend's server name",
+        ));
     }
     let (client, client_not_after) = match (&t.cert, &t.key) {
         (None, None) => (None, None),

@@ -32,7 +32,9 @@ pub struct VerifiedToken {
 
 impl VerifiedToken {
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.binary_search_by(|s| s.as_str().cmp(scope)).is_ok()
+        self.scopes
+            .binary_search_by(|s| s.as_str().cmp(scope))
+            .is_ok()
     }
 }
 
@@ -96,6 +98,9 @@ impl Facts {
     }
 
     pub fn scopes(&self) -> &[String] {
-        self.token.as_ref().map(|t| t.scopes.as_slice()).unwrap_or(&[])
+        self.token
+            .as_ref()
+            .map(|t| t.scopes.as_slice())
+            .unwrap_or(&[])
     }
 }

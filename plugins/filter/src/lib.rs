@@ -87,3 +87,16 @@ pub trait Filter: Send + Sync {
     /// headers for the upstream go into `facts.upstream_headers`.
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision;
 }
+
+/// A shared filter is a filter: the gateway keeps an `Arc` to filters that
+/// have background work (JWKS refresh) and puts a clone in the chain.
+#[async_trait::async_trait]
+impl<T: Filter + ?Sized> Filter for std::sync::Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
+        (**self).evaluate(req, facts).await
+    }
+}

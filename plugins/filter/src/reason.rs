@@ -180,6 +180,9 @@ mod tests {
         assert_eq!(Reason::RateLimited.http_status(), 429);
         assert_eq!(Reason::UpstreamConnectFailed.http_status(), 502);
         assert_eq!(Reason::NoHealthyBackend.http_status(), 503);
-        assert_eq!(Reason::UpstreamTimeout.grpc_code(), GrpcCode::DeadlineExceeded);
+        assert_eq!(
+            Reason::UpstreamTimeout.grpc_code(),
+            GrpcCode::DeadlineExceeded
+        );
     }
 }

@@ -163,7 +163,12 @@ mod tests {
     fn parses_valid_ids() {
         let id = SpiffeId::parse("spiffe://acme.test/ns/shop/sa/orders").unwrap();
         assert_eq!(id.trust_domain(), "acme.test");
-        assert_eq!(SpiffeId::parse("spiffe://acme.test").unwrap().trust_domain(), "acme.test");
+        assert_eq!(
+            SpiffeId::parse("spiffe://acme.test")
+                .unwrap()
+                .trust_domain(),
+            "acme.test"
+        );
     }
 
     #[test]

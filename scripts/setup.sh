@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install what building ztgate needs on Debian/Ubuntu, if it is missing:
+# cmake (Pingora's zlib-ng), perl + make + a C compiler (vendored OpenSSL),
+# protoc (the sample gRPC service), pkg-config.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v perl >/dev/null || need+=(perl)
+command -v make >/dev/null || need+=(make)
+command -v cc >/dev/null || need+=(gcc g++)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+command -v cargo >/dev/null || { echo "Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up and run every check CI runs: format, lints, unit and end-to-end tests.
+# Tests read shared test data from ../shared/testdata (override: ZTGATE_TESTDATA).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --workspace --no-fail-fast
+  cargo test --workspace --doc
+else
+  cargo test --workspace --no-fail-fast
+fi

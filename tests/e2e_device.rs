@@ -1,0 +1,149 @@
+//! The `device` filter end to end: JA4 captured in the real handshake, the
+//! keyed fingerprint forwarded, spoofing stripped, GeoIP behind a trusted
+//! proxy, country policy — with the real MaxMind test databases.
+
+mod support;
+
+use std::process::Command;
+
+use prost::Message;
+use support::{testdata, Setup};
+use ztgate_testkit::client;
+use ztgate_testkit::proto::{Reply, Request};
+
+const SECRET: &str = "device-secret-0123456789abcdef0123456789";
+
+fn policy(extra: &str) -> String {
+    format!(
+        "pipeline: [sanitize, mtls, device, route]\nmtls:\n  trust_domains: [acme.test]\ndevice:\n  secret: {SECRET}\n  signals: [ja4]\n  geoip:\n    country_db: {}\n{extra}",
+        testdata().join("geoip/GeoLite2-City-Test.mmdb").display()
+    )
+}
+
+async fn fingerprint_via_tonic(env: &support::Env, req: tonic::Request<Request>) -> Result<Reply, tonic::Status> {
+    // A new channel: a new TLS connection and ClientHello.
+    let ch = env.web_channel().await;
+    client::orders(ch).get(req).await.map(|r| r.into_inner())
+}
+
+/// One gRPC call with curl (OpenSSL client stack), returning the decoded reply.
+fn call_with_curl(env: &support::Env, extra: &[&str]) -> Reply {
+    let dir = &env.dir;
+    let (cert, key) = env.web.write(dir, "curl-client").unwrap();
+    let frame = {
+        let body = Request::default().encode_to_vec();
+        let mut f = vec![0u8];
+        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        f.extend_from_slice(&body);
+        f
+    };
+    let req = dir.join("req.bin");
+    std::fs::write(&req, frame).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "-v", "--http2", "--cacert"])
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers", "--data-binary"])
+        .arg(format!("@{}", req.display()))
+        .args(extra)
+        .arg(format!("{}/orders.v1.Orders/Get", env.gw.url()))
+        .output()
+        .expect("curl is installed");
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    let body = out.stdout;
+    assert!(body.len() >= 5, "no gRPC message from curl call: {}", String::from_utf8_lossy(&out.stderr));
+    Reply::decode(&body[5..]).unwrap()
+}
+
+#[tokio::test]
+async fn ja4_fingerprint_is_stable_per_client_stack_and_forwarded() {
+    let mut setup = Setup::new("device-ja4");
+    let policy = policy("");
+    setup.policy = &policy;
+    let env = setup.start().await;
+
+    let early = call_with_curl(&env, &[]);
+    eprintln!("EARLY OK {}", early.backend);
+    // Same client settings, two connections: same fingerprint.
+    let mut forged = tonic::Request::new(Request::default());
+    forged.metadata_mut().insert("x-device-fingerprint", "forged-value".parse().unwrap());
+    let a = fingerprint_via_tonic(&env, forged).await.unwrap();
+    let b = fingerprint_via_tonic(&env, tonic::Request::new(Request::default())).await.unwrap();
+    let fp_a = a.metadata.get("x-device-fingerprint").cloned().unwrap();
+    let fp_b = b.metadata.get("x-device-fingerprint").cloned().unwrap();
+    assert_eq!(fp_a, fp_b);
+    assert_eq!(fp_a.len(), 43, "base64url of a SHA-256 HMAC");
+    assert_ne!(fp_a, "forged-value");
+
+    // Another TLS stack (curl/OpenSSL) and another cipher configuration
+    // give other fingerprints; the same curl settings twice give the same.
+    let c1 = call_with_curl(&env, &[]);
+    let c2 = call_with_curl(&env, &[]);
+    let c3 = call_with_curl(&env, &["--tls13-ciphers", "TLS_CHACHA20_POLY1305_SHA256"]);
+    let fp = |r: &Reply| r.metadata.get("x-device-fingerprint").cloned().unwrap();
+    assert_eq!(fp(&c1), fp(&c2));
+    assert_ne!(fp(&c1), fp_a);
+    assert_ne!(fp(&c1), fp(&c3));
+    // Loopback is in no GeoIP database: no country header.
+    assert!(!a.metadata.contains_key("x-ztgate-geo-country"));
+}
+
+#[tokio::test]
+async fn geoip_country_behind_a_trusted_proxy_and_country_policy() {
+    let mut setup = Setup::new("device-geo");
+    let policy = policy("  countries:\n    deny: [BT]\n");
+    setup.policy = &policy;
+    setup.listener_extra = "  trusted_proxies: [127.0.0.1/32]\n";
+    let env = setup.start().await;
+
+    // 81.2.69.142 is GB in the test database (testdata/geoip/README.md).
+    let mut req = tonic::Request::new(Request::default());
+    req.metadata_mut().insert("x-forwarded-for", "81.2.69.142".parse().unwrap());
+    let r = fingerprint_via_tonic(&env, req).await.unwrap();
+    assert_eq!(r.metadata.get("x-ztgate-geo-country").map(String::as_str), Some("GB"));
+
+    // 67.43.156.1 is BT: denied by the country policy.
+    let mut req = tonic::Request::new(Request::default());
+    req.metadata_mut().insert("x-forwarded-for", "67.43.156.1".parse().unwrap());
+    let err = fingerprint_via_tonic(&env, req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().starts_with("geo_denied"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let mut setup = Setup::new("device-untrusted");
+    let policy = policy("  countries:\n    deny: [BT]\n");
+    setup.policy = &policy;
+    let env = setup.start().await;
+    let mut req = tonic::Request::new(Request::default());
+    req.metadata_mut().insert("x-forwarded-for", "67.43.156.1".parse().unwrap());
+    let r = fingerprint_via_tonic(&env, req).await.unwrap();
+    assert!(!r.metadata.contains_key("x-ztgate-geo-country"));
+}
+
+#[tokio::test]
+async fn zz_scratch_curl_direct() {
+    let b = ztgate_testkit::backend::Backend::start("direct").await.unwrap();
+    let dir = support::workdir("scratch");
+    let body = Request::default().encode_to_vec();
+    let mut f = vec![0u8];
+    f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    f.extend_from_slice(&body);
+    std::fs::write(dir.join("req.bin"), f).unwrap();
+    let addr = b.addr;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "-v", "--max-time", "5", "--http2-prior-knowledge", "-H", "content-type: application/grpc", "-H", "te: trailers", "--data-binary"])
+            .arg(format!("@{}", dir.join("req.bin").display()))
+            .arg(format!("http://{addr}/orders.v1.Orders/Get"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    panic!("stdout {} stderr {}", out.stdout.len(), String::from_utf8_lossy(&out.stderr));
+}
