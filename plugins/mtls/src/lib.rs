@@ -125,7 +125,10 @@ impl std::fmt::Display for SvidError {
         match self {
             SvidError::NoUriSan => f.write_str("client certificate has no URI SAN"),
             SvidError::ManyUriSans(n) => {
-                write!(f, "client certificate has {n} URI SANs, an SVID has exactly one")
+                write!(
+                    f,
+                    "client certificate has {n} URI SANs, an SVID has exactly one"
+                )
             }
             SvidError::NotSpiffe(e) => write!(f, "URI SAN is not a SPIFFE ID: {e}"),
             SvidError::LeafIsCa => f.write_str("client certificate is a CA certificate"),
@@ -184,7 +187,10 @@ impl MtlsFilter {
         if self.trust_domains.is_empty() && self.allowed_ids.is_empty() {
             Decision::Continue
         } else {
-            Decision::deny(Reason::SpiffeIdNotAllowed, "client certificate has no SPIFFE ID")
+            Decision::deny(
+                Reason::SpiffeIdNotAllowed,
+                "client certificate has no SPIFFE ID",
+            )
         }
     }
 
@@ -194,7 +200,8 @@ impl MtlsFilter {
         {
             return Decision::deny(Reason::TrustDomainNotAllowed, "trust domain not allowed");
         }
-        if !self.allowed_ids.is_empty() && !self.allowed_ids.iter().any(|p| p.matches(id.as_str())) {
+        if !self.allowed_ids.is_empty() && !self.allowed_ids.iter().any(|p| p.matches(id.as_str()))
+        {
             return Decision::deny(Reason::SpiffeIdNotAllowed, "SPIFFE ID not allowed");
         }
         Decision::Continue
@@ -270,7 +277,10 @@ mod tests {
         let (id, d) = f.decide(Some(&ok));
         assert_eq!(d, Decision::Continue);
         let id = id.unwrap();
-        assert_eq!(id.spiffe_id.as_deref(), Some("spiffe://acme.test/ns/a/sa/b"));
+        assert_eq!(
+            id.spiffe_id.as_deref(),
+            Some("spiffe://acme.test/ns/a/sa/b")
+        );
         assert_eq!(id.trust_domain.as_deref(), Some("acme.test"));
         let two = cert(&["spiffe://acme.test/a", "spiffe://acme.test/b"], false);
         assert_eq!(reason(&f.decide(Some(&two)).1), Some(Reason::InvalidSvid));
@@ -316,7 +326,11 @@ mod tests {
         let paths: Vec<_> = errs.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["mtls.trust_domains[0]", "mtls.allowed_ids[0]", "mtls.allowed_ids[1]"]
+            [
+                "mtls.trust_domains[0]",
+                "mtls.allowed_ids[0]",
+                "mtls.allowed_ids[1]"
+            ]
         );
     }
 }
