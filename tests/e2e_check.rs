@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 //! `ztgate check`: every problem of a broken config, each with its line.
 
 use std::path::PathBuf;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 //! Downstream mTLS: the handshake refuses what it must, the `mtls` filter
 //! applies the X.509-SVID rules and the SPIFFE policy.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 //! Proxying gRPC through ztgate: every RPC kind, large messages, backend
 //! statuses and trailers, routing failures, header hygiene, metrics.
 

@@ -225,7 +225,11 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
-        tracing::debug!(len = body.as_ref().map(|b| b.len()), end_of_stream, "ZZ request body chunk");
+        tracing::debug!(
+            len = body.as_ref().map(|b| b.len()),
+            end_of_stream,
+            "ZZ request body chunk"
+        );
         Ok(())
     }
 

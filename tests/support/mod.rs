@@ -1,6 +1,6 @@
 //! Shared set-up for the end-to-end tests: a PKI made in the test, sample
 //! backends, and a real `ztgate` process built by Cargo for this package.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
@@ -15,7 +15,12 @@ pub const WEB_ID: &str = "spiffe://acme.test/ns/shop/sa/web";
 pub fn testdata() -> PathBuf {
     std::env::var_os("ZTGATE_TESTDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/testdata"
+            ))
+        })
 }
 
 /// A fresh folder per test.

@@ -56,13 +56,15 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
         },
     };
 
-    let mut conf = ServerConf::default();
-    conf.threads = st.threads;
-    conf.daemon = daemon;
-    conf.pid_file = st.pid_file.clone();
-    conf.upgrade_sock = st.upgrade_sock.clone();
-    conf.grace_period_seconds = Some(st.grace_period.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(st.shutdown_timeout.as_secs().max(1));
+    let conf = ServerConf {
+        threads: st.threads,
+        daemon,
+        pid_file: st.pid_file.clone(),
+        upgrade_sock: st.upgrade_sock.clone(),
+        grace_period_seconds: Some(st.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(st.shutdown_timeout.as_secs().max(1)),
+        ..ServerConf::default()
+    };
     let opt = Opt {
         upgrade,
         daemon,
@@ -111,10 +113,7 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
     admin.add_tcp(&st.admin.to_string());
 
     // Reload on SIGHUP and on file changes.
-    let reloader = background_service(
-        "ztgate-reload",
-        Reloader::new(shared.clone()),
-    );
+    let reloader = background_service("ztgate-reload", Reloader::new(shared.clone()));
 
     server.add_service(proxy);
     server.add_service(admin);

@@ -268,7 +268,10 @@ fn build_chain(
             }
             "jwt" => match &raw.jwt {
                 None => {
-                    problems.push(ConfigProblem::new(at, "`jwt` needs a `jwt:` section with at least one issuer"));
+                    problems.push(ConfigProblem::new(
+                        at,
+                        "`jwt` needs a `jwt:` section with at least one issuer",
+                    ));
                     None
                 }
                 Some(section) => take(ztgate_jwt::build(section, ctx, "jwt"), problems).map(|f| {
@@ -279,7 +282,10 @@ fn build_chain(
             },
             "device" => match &raw.device {
                 None => {
-                    problems.push(ConfigProblem::new(at, "`device` needs a `device:` section (at least `secret`)"));
+                    problems.push(ConfigProblem::new(
+                        at,
+                        "`device` needs a `device:` section (at least `secret`)",
+                    ));
                     None
                 }
                 Some(section) => take(ztgate_device::build(section, ctx, "device"), problems)
@@ -290,9 +296,16 @@ fn build_chain(
             "ratelimit" => {
                 let section = raw.ratelimit.clone().unwrap_or_default();
                 let names: Vec<&str> = raw.routes.iter().map(|r| r.name.as_str()).collect();
-                problems.extend(ztgate_ratelimit::check_route_names(&section, "ratelimit", &names));
-                take(ztgate_ratelimit::build(&section, ctx, "ratelimit"), problems)
-                    .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
+                problems.extend(ztgate_ratelimit::check_route_names(
+                    &section,
+                    "ratelimit",
+                    &names,
+                ));
+                take(
+                    ztgate_ratelimit::build(&section, ctx, "ratelimit"),
+                    problems,
+                )
+                .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
             }
             other => {
                 problems.push(ConfigProblem::new(

@@ -75,10 +75,8 @@ impl MarkedEventReceiver for Recv {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let line = mark.line();
         match ev {
-            Event::Scalar(s, ..) => {
-                if !self.key(&s, line) {
-                    self.enter(line);
-                }
+            Event::Scalar(s, ..) if !self.key(&s, line) => {
+                self.enter(line);
             }
             Event::Alias(_) => {
                 self.enter(line);
@@ -94,7 +92,8 @@ impl MarkedEventReceiver for Recv {
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
             }
-            _ => {}
+            Event::Scalar(..) | Event::Nothing | Event::StreamStart | Event::StreamEnd => {}
+            Event::DocumentStart | Event::DocumentEnd => {}
         }
     }
 }

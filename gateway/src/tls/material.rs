@@ -91,7 +91,7 @@ impl CertAndKey {
 
     /// `notAfter` of the leaf.
     pub fn not_after(&self) -> Option<SystemTime> {
-        self.chain.first().and_then(|c| not_after(c))
+        self.chain.first().and_then(not_after)
     }
 }
 
