@@ -31,7 +31,7 @@ async fn fingerprint_via_tonic(
 }
 
 /// One gRPC call with curl (OpenSSL client stack), returning the decoded reply.
-fn call_with_curl(env: &support::Env, extra: &[&str]) -> Reply {
+async fn call_with_curl(env: &support::Env, extra: &[&str]) -> Reply {
     let dir = &env.dir;
     let (cert, key) = env.web.write(dir, "curl-client").unwrap();
     let frame = {
@@ -43,8 +43,8 @@ fn call_with_curl(env: &support::Env, extra: &[&str]) -> Reply {
     };
     let req = dir.join("req.bin");
     std::fs::write(&req, frame).unwrap();
-    let out = Command::new("curl")
-        .args(["-sS", "--http2", "--cacert"])
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http2", "--cacert"])
         .arg(dir.join("ca.pem"))
         .arg("--cert")
         .arg(&cert)
@@ -59,8 +59,13 @@ fn call_with_curl(env: &support::Env, extra: &[&str]) -> Reply {
         ])
         .arg(format!("@{}", req.display()))
         .args(extra)
-        .arg(format!("{}/orders.v1.Orders/Get", env.gw.url()))
-        .output()
+        .arg(format!("{}/orders.v1.Orders/Get", env.gw.url()));
+    // curl blocks: run it off the runtime thread. The backend is spawned on
+    // this (current-thread) test runtime; blocking here starves it and the
+    // gateway's upstream call times out.
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
         .expect("curl is installed");
     assert!(
         out.status.success(),
@@ -100,9 +105,9 @@ async fn ja4_fingerprint_is_stable_per_client_stack_and_forwarded() {
 
     // Another TLS stack (curl/OpenSSL) and another cipher configuration
     // give other fingerprints; the same curl settings twice give the same.
-    let c1 = call_with_curl(&env, &[]);
-    let c2 = call_with_curl(&env, &[]);
-    let c3 = call_with_curl(&env, &["--tls13-ciphers", "TLS_CHACHA20_POLY1305_SHA256"]);
+    let c1 = call_with_curl(&env, &[]).await;
+    let c2 = call_with_curl(&env, &[]).await;
+    let c3 = call_with_curl(&env, &["--tls13-ciphers", "TLS_CHACHA20_POLY1305_SHA256"]).await;
     let fp = |r: &Reply| r.metadata.get("x-device-fingerprint").cloned().unwrap();
     assert_eq!(fp(&c1), fp(&c2));
     assert_ne!(fp(&c1), fp_a);

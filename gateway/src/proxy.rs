@@ -210,26 +210,7 @@ impl ProxyHttp for Gateway {
         if ctx.grpc {
             // Required by gRPC; kept h2→h2 by Pingora but make sure.
             upstream.insert_header("te", "trailers")?;
-            // gRPC messages are self-delimiting. Forwarding a client's
-            // content-length made Pingora 0.9.1 drop the upstream END_STREAM
-            // (curl --http2 hung until the deadline), so it is not sent on.
-            upstream.remove_header("content-length");
         }
-        Ok(())
-    }
-
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<bytes::Bytes>,
-        end_of_stream: bool,
-        _ctx: &mut Self::CTX,
-    ) -> Result<()> {
-        tracing::debug!(
-            len = body.as_ref().map(|b| b.len()),
-            end_of_stream,
-            "ZZ request body chunk"
-        );
         Ok(())
     }
 
