@@ -14,6 +14,9 @@ use crate::engine::{probe, Watch};
 use crate::procstat;
 use crate::token::TokenSource;
 
+/// Longest wait for one connection (TCP, TLS, HTTP/2 and the probe call).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Result of `hold`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HoldResult {
@@ -52,9 +55,15 @@ pub async fn hold(
         let (ep, sem, tokens) = (ep.clone(), sem.clone(), tokens.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.map_err(|e| e.to_string())?;
-            let (mut send, _) = ep.connect().await.map_err(|e| e.to_string())?;
-            probe(&mut send, &ep, &tokens).await?;
-            Ok::<_, String>(send)
+            // A proxy at its connection limit stops accepting: give up on
+            // that connection instead of waiting for ever.
+            tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let (mut send, _) = ep.connect().await.map_err(|e| e.to_string())?;
+                probe(&mut send, &ep, &tokens).await?;
+                Ok::<_, String>(send)
+            })
+            .await
+            .map_err(|_| "timed out".to_string())?
         }));
     }
     let mut held = Vec::with_capacity(n);
@@ -146,12 +155,13 @@ pub async fn handshakes(
                 if t >= end {
                     break;
                 }
-                let res = async {
+                let res = tokio::time::timeout(CONNECT_TIMEOUT, async {
                     let (mut send, kind) = ep.connect().await.map_err(|e| e.to_string())?;
                     probe(&mut send, &ep, &tokens).await?;
                     Ok::<_, String>(kind)
-                }
-                .await;
+                })
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
                 if t < measure_start {
                     continue;
                 }

@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# One run of the ztgate side-by-side benchmark. See load-tests/README.md.
+#
+# Builds once (release), makes a throw-away PKI and JWT keys, starts the
+# benchmark backend, then measures the same workload through each target:
+#   direct        generator -> backend (h2c)
+#   ztgate-full   mTLS + SPIFFE + JWT RS256 (cache) + device/GeoIP + scope routing
+#   ztgate-miss   the same, a fresh token on every call (cache misses), RS256 and ES256
+#   ztgate-mtls   mTLS pass-through
+#   haproxy-mtls  HAProxy 2.6 mTLS pass-through
+#   haproxy-jwt   HAProxy 2.6 mTLS + jwt_verify RS256 + scope ACL routing
+#   nginx         nginx mTLS + grpc_pass
+# The proxy is pinned to --proxy-cores, generator and backend to --load-cores.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+
+NCPU=$(nproc)
+PROXY_CORES=$((NCPU - 1))
+LOAD_CORES=$([ "$NCPU" -gt 1 ] && echo "0-$((NCPU - 2))" || echo 0)
+PROXY_THREADS=1
+GEN_THREADS=1
+BACKEND_THREADS=1
+CONNECTIONS=4
+STREAMS=16
+PAYLOAD=64
+METHOD=get
+WARMUP=3s
+DURATION=10s
+UNLOADED_DURATION=5s
+TARGETS="selftest,direct,ztgate-full,ztgate-miss-rs256,ztgate-miss-es256,ztgate-mtls,haproxy-mtls,haproxy-jwt,nginx"
+SCALE=1
+SCALE_CONNECTIONS=10000
+OUT=""
+MINT_COUNT=""
+
+usage() {
+    cat <<USAGE
+usage: $0 [options]
+  --proxy-cores LIST      cpus for the proxy (taskset list, default $PROXY_CORES)
+  --load-cores LIST       cpus for generator + backend (default $LOAD_CORES)
+  --proxy-threads N       proxy worker threads (default $PROXY_THREADS)
+  --gen-threads N         generator threads (default $GEN_THREADS)
+  --backend-threads N     backend threads (default $BACKEND_THREADS)
+  --connections N         HTTP/2 connections (default $CONNECTIONS)
+  --streams M             concurrent streams per connection (default $STREAMS)
+  --payload BYTES         request payload (default $PAYLOAD)
+  --method get|watch      unary Get or server-streaming Watch (default $METHOD)
+  --warmup D --duration D warm-up and measured window (default $WARMUP, $DURATION)
+  --targets LIST          comma list (default: $TARGETS)
+  --no-scale              skip the idle-connection and handshake-rate modes
+  --scale-connections N   idle connections to hold (default $SCALE_CONNECTIONS)
+  --mint-count N          tokens minted for the cache-miss runs
+  --quick                 short smoke run (1s warm-up, 3s windows, 1000 idle connections)
+  --out DIR               results folder (default load-tests/results/<date>)
+USAGE
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --proxy-cores) PROXY_CORES=$2; shift ;;
+        --load-cores) LOAD_CORES=$2; shift ;;
+        --proxy-threads) PROXY_THREADS=$2; shift ;;
+        --gen-threads) GEN_THREADS=$2; shift ;;
+        --backend-threads) BACKEND_THREADS=$2; shift ;;
+        --connections) CONNECTIONS=$2; shift ;;
+        --streams) STREAMS=$2; shift ;;
+        --payload) PAYLOAD=$2; shift ;;
+        --method) METHOD=$2; shift ;;
+        --warmup) WARMUP=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --targets) TARGETS=$2; shift ;;
+        --no-scale) SCALE=0 ;;
+        --scale-connections) SCALE_CONNECTIONS=$2; shift ;;
+        --mint-count) MINT_COUNT=$2; shift ;;
+        --quick) WARMUP=1s; DURATION=3s; UNLOADED_DURATION=2s; SCALE_CONNECTIONS=1000 ;;
+        --out) OUT=$2; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+want() { [[ ",$TARGETS," == *",$1,"* ]]; }
+log() { printf '\n== %s\n' "$*" >&2; }
+
+OUT=${OUT:-$HERE/results/$(date +%F)}
+WORK=$OUT/work
+rm -rf "$OUT/runs" "$OUT/scale" "$WORK"
+mkdir -p "$OUT/runs" "$OUT/scale" "$WORK/nginx-tmp"
+: >"$OUT/skipped.md"
+skip() { echo "- **$1**: $2" | tee -a "$OUT/skipped.md" >&2; }
+
+# ---- build (once) -----------------------------------------------------------
+TD=${CARGO_TARGET_DIR:-$ROOT/target}
+log "building (release) into $TD"
+(cd "$ROOT" && cargo build --release -p ztgate-loadtest)
+LOADGEN=$TD/release/ztgate-loadgen
+BENCHD=$TD/release/ztgate-benchd
+ZTGATE=""
+if want ztgate-full || want ztgate-mtls || want ztgate-miss-rs256 || want ztgate-miss-es256; then
+    if (cd "$ROOT" && cargo build --release -p ztgate) >"$WORK/ztgate-build.log" 2>&1 && [ -x "$TD/release/ztgate" ]; then
+        ZTGATE=$TD/release/ztgate
+    else
+        skip "ztgate targets" "\`cargo build --release -p ztgate\` failed or made no binary (see work/ztgate-build.log)"
+    fi
+fi
+
+# ---- peers --------------------------------------------------------------------
+install_pkg() {
+    command -v "$1" >/dev/null && return 0
+    log "installing $2"
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    fi
+}
+if want haproxy-mtls || want haproxy-jwt; then install_pkg haproxy haproxy || skip haproxy "apt-get install haproxy failed"; fi
+if want nginx; then install_pkg nginx nginx-light || skip nginx "apt-get install nginx-light failed"; fi
+
+# ---- PKI, keys, tokens ----------------------------------------------------------
+ISS=https://idp.bench.test
+AUD=orders
+SCOPE="orders.read orders.write"
+log "PKI and tokens in $WORK"
+"$LOADGEN" pki --dir "$WORK"
+cat "$WORK/server.pem" "$WORK/server-key.pem" >"$WORK/server-combined.pem"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/jwt-rs256.pem" 2>/dev/null
+openssl pkey -in "$WORK/jwt-rs256.pem" -pubout -out "$WORK/jwt-rs256.pub.pem"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/jwt-es256.pem" 2>/dev/null
+CLAIMS=(--mint-iss "$ISS" --mint-aud "$AUD" --mint-scope "$SCOPE")
+"$LOADGEN" jwks --mint-key "$WORK/jwt-rs256.pem" --mint-alg RS256 --mint-kid rs1 "${CLAIMS[@]}" --out "$WORK/jwks-rs.json"
+"$LOADGEN" jwks --mint-key "$WORK/jwt-es256.pem" --mint-alg ES256 --mint-kid es1 "${CLAIMS[@]}" --out "$WORK/jwks-es.json"
+python3 - "$WORK" <<'PY' 2>/dev/null || jq -s '{keys: (.[0].keys + .[1].keys)}' "$WORK/jwks-rs.json" "$WORK/jwks-es.json" >"$WORK/jwks.json"
+import json, sys
+w = sys.argv[1]
+keys = json.load(open(f"{w}/jwks-rs.json"))["keys"] + json.load(open(f"{w}/jwks-es.json"))["keys"]
+json.dump({"keys": keys}, open(f"{w}/jwks.json", "w"))
+PY
+"$LOADGEN" mint --mint-key "$WORK/jwt-rs256.pem" --mint-alg RS256 --mint-kid rs1 "${CLAIMS[@]}" --mint-lifetime 6h --count 1 --out "$WORK/token-rs256.txt"
+TESTDATA=${ZTGATE_TESTDATA:-$ROOT/../shared/testdata}
+DEVICE_SECRET=$(openssl rand -hex 32)
+
+render() { # template out port admin_port
+    sed -e "s#@WORK@#$WORK#g" -e "s#@PORT@#$3#g" -e "s#@ADMIN_PORT@#${4:-0}#g" \
+        -e "s#@BACKEND_PORT@#$BACKEND_PORT#g" -e "s#@THREADS@#$PROXY_THREADS#g" \
+        -e "s#@ISS@#$ISS#g" -e "s#@AUD@#$AUD#g" -e "s#@TESTDATA@#$TESTDATA#g" \
+        -e "s#@DEVICE_SECRET@#$DEVICE_SECRET#g" "$1" >"$2"
+}
+
+BACKEND_PORT=50151
+CLK_TCK=$(getconf CLK_TCK)
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ---- process helpers ----------------------------------------------------------
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() { # port
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# Foreground only: a function run with `&` would be a subshell, and $! would
+# name the subshell instead of the process to watch and stop.
+on_load() { taskset -c "$LOAD_CORES" "$@"; }
+
+GEN=(--threads "$GEN_THREADS")
+WORKLOAD=(--method "$METHOD" --payload "$PAYLOAD" --warmup "$WARMUP" --duration "$DURATION")
+TLS=(--ca "$WORK/ca.pem" --cert "$WORK/client.pem" --key "$WORK/client-key.pem" --server-name localhost)
+MINT_COUNT=${MINT_COUNT:-40000}
+
+# measure NAME ADDR PIDS EXTRA... : loaded run, then unloaded run
+measure() {
+    local name=$1 addr=$2 pids=$3; shift 3
+    local watch=()
+    for p in $pids; do watch+=(--watch-pid "$p"); done
+    log "$name: loaded ($CONNECTIONS x $STREAMS)"
+    on_load "$LOADGEN" run --addr "$addr" --target "$name" "${GEN[@]}" "${WORKLOAD[@]}" \
+        --connections "$CONNECTIONS" --streams "$STREAMS" --group loaded \
+        --clk-tck "$CLK_TCK" "${watch[@]}" "$@" --out "$OUT/runs/1-$name.json" ||
+        skip "$name" "loaded run failed"
+    log "$name: unloaded (1 x 1)"
+    on_load "$LOADGEN" run --addr "$addr" --target "$name" "${GEN[@]}" --method "$METHOD" \
+        --payload "$PAYLOAD" --warmup 1s --duration "$UNLOADED_DURATION" \
+        --connections 1 --streams 1 --group unloaded \
+        --clk-tck "$CLK_TCK" "${watch[@]}" "$@" --out "$OUT/runs/2-$name.json" ||
+        skip "$name (unloaded)" "run failed"
+}
+
+# scale NAME ADDR PIDS EXTRA... : idle connections, then handshake rates
+scale() {
+    local name=$1 addr=$2 pids=$3; shift 3
+    [ "$SCALE" = 1 ] || return 0
+    local watch=()
+    for p in $pids; do watch+=(--watch-pid "$p"); done
+    log "$name: holding $SCALE_CONNECTIONS idle connections"
+    on_load "$LOADGEN" hold --addr "$addr" --target "$name" "${TLS[@]}" "${watch[@]}" "$@" \
+        --connections "$SCALE_CONNECTIONS" --out "$OUT/scale/1-$name-hold.json" ||
+        skip "$name (hold)" "failed"
+    log "$name: handshake rate (full, resumed)"
+    on_load "$LOADGEN" handshake --addr "$addr" --target "$name-full" "${TLS[@]}" --no-resumption \
+        --clk-tck "$CLK_TCK" "${watch[@]}" "$@" --out "$OUT/scale/2-$name-full.json" ||
+        skip "$name (handshakes)" "failed"
+    on_load "$LOADGEN" handshake --addr "$addr" --target "$name-resumed" "${TLS[@]}" \
+        --clk-tck "$CLK_TCK" "${watch[@]}" "$@" --out "$OUT/scale/3-$name-resumed.json" ||
+        skip "$name (resumed handshakes)" "failed"
+}
+
+# ---- machine ----------------------------------------------------------------------
+{
+    echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $NCPU cores online; kernel $(uname -r)"
+    echo "- proxy on cpus \`$PROXY_CORES\` with $PROXY_THREADS thread(s); generator ($GEN_THREADS thread(s)) and backend ($BACKEND_THREADS thread(s)) on cpus \`$LOAD_CORES\`"
+    echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews RPS and latency more than CPU µs/call)"
+    command -v haproxy >/dev/null && echo "- $(haproxy -v | head -1 | cut -d' ' -f1-3)"
+    command -v nginx >/dev/null && echo "- $(nginx -v 2>&1)"
+    [ -n "$ZTGATE" ] && echo "- ztgate $(cd "$ROOT" && git rev-parse --short HEAD)"
+    echo "- $(date -u +%FT%TZ); \`load-tests/run.sh --connections $CONNECTIONS --streams $STREAMS --payload $PAYLOAD --method $METHOD --duration $DURATION\`"
+} >"$OUT/machine.md"
+
+# ---- generator ceiling --------------------------------------------------------------
+if want selftest; then
+    log "self-test: generator ceiling against the raw h2 backend on the proxy cores"
+    taskset -c "$PROXY_CORES" "$BENCHD" --mode raw --listen 127.0.0.1:50150 --threads "$PROXY_THREADS" &
+    RAW=$!; PIDS+=("$RAW")
+    wait_port 50150
+    on_load "$LOADGEN" run --addr 127.0.0.1:50150 --target generator-ceiling "${GEN[@]}" "${WORKLOAD[@]}" \
+        --connections "$CONNECTIONS" --streams "$STREAMS" --group "generator ceiling" \
+        --out "$OUT/runs/0-generator-ceiling.json" || skip selftest "failed"
+    stop "$RAW"
+fi
+
+# ---- backend --------------------------------------------------------------------------
+taskset -c "$LOAD_CORES" "$BENCHD" --listen "127.0.0.1:$BACKEND_PORT" --threads "$BACKEND_THREADS" &
+BACKEND=$!; PIDS+=("$BACKEND")
+wait_port "$BACKEND_PORT" || { echo "backend did not start" >&2; exit 1; }
+
+if want direct; then measure direct "127.0.0.1:$BACKEND_PORT" ""; fi
+
+# ---- ztgate -------------------------------------------------------------------------------
+ztgate_target() { # name template port admin token-args...
+    local name=$1 tmpl=$2 port=$3 admin=$4; shift 4
+    local cfg=$WORK/$name.yaml
+    render "$HERE/conf/$tmpl" "$cfg" "$port" "$admin"
+    if ! "$ZTGATE" check -c "$cfg" >"$WORK/$name-check.log" 2>&1; then
+        skip "$name" "\`ztgate check\` refused the generated config: $(head -3 "$WORK/$name-check.log" | tr '\n' ' ')"
+        return 0
+    fi
+    taskset -c "$PROXY_CORES" "$ZTGATE" run -c "$cfg" >"$WORK/$name.log" 2>&1 &
+    local pid=$!; PIDS+=("$pid")
+    if ! wait_port "$port"; then
+        skip "$name" "ztgate did not listen on $port (see work/$name.log)"
+        stop "$pid"; return 0
+    fi
+    measure "$name" "127.0.0.1:$port" "$pid" "${TLS[@]}" "$@"
+    if [ "$name" = ztgate-mtls ]; then scale ztgate "127.0.0.1:$port" "$pid"; fi
+    stop "$pid"
+}
+if [ -n "$ZTGATE" ]; then
+    want ztgate-full && ztgate_target ztgate-full ztgate-full.yaml.in 8443 9901 --token-file "$WORK/token-rs256.txt"
+    want ztgate-miss-rs256 && ztgate_target ztgate-miss-rs256 ztgate-full.yaml.in 8443 9901 \
+        --mint-key "$WORK/jwt-rs256.pem" --mint-alg RS256 --mint-kid rs1 "${CLAIMS[@]}" --mint-count "$MINT_COUNT"
+    want ztgate-miss-es256 && ztgate_target ztgate-miss-es256 ztgate-full.yaml.in 8443 9901 \
+        --mint-key "$WORK/jwt-es256.pem" --mint-alg ES256 --mint-kid es1 "${CLAIMS[@]}" --mint-count "$MINT_COUNT"
+    want ztgate-mtls && ztgate_target ztgate-mtls ztgate-mtls.yaml.in 8444 9902
+fi
+
+# ---- HAProxy ----------------------------------------------------------------------------------
+haproxy_target() { # name variant(jwt|mtls) token-args...
+    local name=$1 variant=$2; shift 2
+    local cfg=$WORK/$name.cfg
+    render "$HERE/conf/haproxy.cfg.in" "$cfg.tmp" 8441
+    # HAProxy refuses to start when maxconn needs more fds than ulimit-n
+    # (about 2 per connection), and ulimit -Hn may not be raisable here.
+    local maxconn=$(( ($(ulimit -n) - 200) / 2 )); [ "$maxconn" -gt 10500 ] && maxconn=10500
+    sed -i -e "s#@ULIMIT@#$(ulimit -n)#g" -e "s#@MAXCONN@#$maxconn#g" "$cfg.tmp"
+    if [ "$variant" = jwt ]; then
+        sed -e '/#MTLS$/d' -e 's/[[:space:]]*#JWT$//' "$cfg.tmp" >"$cfg"
+    else
+        sed -e '/#JWT$/d' -e 's/[[:space:]]*#MTLS$//' "$cfg.tmp" >"$cfg"
+    fi
+    haproxy -c -f "$cfg" >"$WORK/$name-check.log" 2>&1 || { skip "$name" "haproxy -c failed: $(tail -3 "$WORK/$name-check.log" | tr '\n' ' ')"; return 0; }
+    taskset -c "$PROXY_CORES" haproxy -db -f "$cfg" >"$WORK/$name.log" 2>&1 &
+    local pid=$!; PIDS+=("$pid")
+    wait_port 8441 || { skip "$name" "haproxy did not start"; return 0; }
+    measure "$name" 127.0.0.1:8441 "$pid" "${TLS[@]}" "$@"
+    if [ "$variant" = mtls ]; then
+        local keep=$SCALE_CONNECTIONS
+        if [ "$keep" -gt $((maxconn - 50)) ]; then
+            keep=$((maxconn - 50))
+            echo "- **haproxy (hold)**: held $keep instead of $SCALE_CONNECTIONS connections: ulimit -n $(ulimit -n) caps HAProxy's maxconn at $maxconn" >>"$OUT/skipped.md"
+        fi
+        SCALE_CONNECTIONS=$keep scale haproxy 127.0.0.1:8441 "$pid"
+    fi
+    stop "$pid"
+}
+if command -v haproxy >/dev/null; then
+    want haproxy-mtls && haproxy_target haproxy-mtls mtls
+    want haproxy-jwt && haproxy_target haproxy-jwt jwt --token-file "$WORK/token-rs256.txt"
+fi
+
+# ---- nginx --------------------------------------------------------------------------------------
+if want nginx && command -v nginx >/dev/null; then
+    render "$HERE/conf/nginx.conf.in" "$WORK/nginx.conf" 8442
+    if nginx -t -c "$WORK/nginx.conf" -p "$WORK/" >"$WORK/nginx-check.log" 2>&1; then
+        taskset -c "$PROXY_CORES" nginx -c "$WORK/nginx.conf" -p "$WORK/" &
+        NGINX=$!; PIDS+=("$NGINX")
+        if wait_port 8442; then
+            NGINX_PIDS="$NGINX $(pgrep -P "$NGINX" | xargs)"
+            measure nginx 127.0.0.1:8442 "$NGINX_PIDS" "${TLS[@]}"
+            scale nginx 127.0.0.1:8442 "$NGINX_PIDS"
+        else
+            skip nginx "nginx did not start (see work/nginx-error.log)"
+        fi
+        stop "$NGINX"
+    else
+        skip nginx "nginx -t failed: $(tail -3 "$WORK/nginx-check.log" | tr '\n' ' ')"
+    fi
+fi
+
+stop "$BACKEND"
+
+# ---- report ---------------------------------------------------------------------------------------
+log "report"
+"$LOADGEN" report --dir "$OUT" --direct direct --haproxy haproxy-jwt
+echo "report: $OUT/report.md"
