@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod probe;
 pub mod run;
 
 use std::path::PathBuf;
@@ -39,6 +40,14 @@ pub enum Command {
     /// Start a throw-away PKI, two sample backends and the gateway on
     /// loopback, make real calls, and print what happened.
     Demo,
+    /// GET an admin URL and exit 0 on 2xx: a health probe that needs no shell.
+    Probe {
+        /// e.g. http://127.0.0.1:9901/readyz
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 pub fn dispatch(cli: Cli) -> ExitCode {
@@ -50,5 +59,6 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         } => run::run(&config, daemon, upgrade),
         Command::Check { config } => check::check(&config),
         Command::Demo => demo::demo(),
+        Command::Probe { url, timeout } => probe::probe(&url, timeout),
     }
 }
