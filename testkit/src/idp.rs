@@ -55,7 +55,9 @@ impl Idp {
         let counter = fetches.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (discovery, jwks, counter) = (discovery.clone(), jwks.clone(), counter.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
@@ -78,12 +80,26 @@ impl Idp {
                 });
             }
         });
-        Ok(Self { addr, issuer, kid, key, jwks_fetches: fetches, task })
+        Ok(Self {
+            addr,
+            issuer,
+            kid,
+            key,
+            jwks_fetches: fetches,
+            task,
+        })
     }
 
     /// Sign an access token (`typ: at+jwt`) for `sub` with `scope`, valid
     /// for `ttl_secs` (negative: already expired); `extra` claims are merged.
-    pub fn token(&self, sub: &str, scope: &str, aud: &str, ttl_secs: i64, extra: Value) -> anyhow::Result<String> {
+    pub fn token(
+        &self,
+        sub: &str,
+        scope: &str,
+        aud: &str,
+        ttl_secs: i64,
+        extra: Value,
+    ) -> anyhow::Result<String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
         let mut claims = json!({
             "iss": self.issuer, "sub": sub, "aud": aud, "scope": scope,

@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod explain;
 mod probe;
 pub mod run;
 
@@ -37,6 +38,37 @@ pub enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+    /// Run the filter chain offline on a described request and print every
+    /// filter's verdict, the identity, token, fingerprint, route and result.
+    /// Exit 0 when the request would be forwarded, 2 when denied.
+    Explain {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+        /// gRPC path, e.g. /orders.v1.Orders/Get
+        #[arg(long)]
+        path: String,
+        /// Client certificate (PEM) as presented in the handshake.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// File with the bearer token (or a whole `Bearer …`/`DPoP …` value).
+        #[arg(long)]
+        token: Option<PathBuf>,
+        /// Extra request header, NAME:VALUE (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// The connection's peer address.
+        #[arg(long)]
+        client_ip: Option<std::net::IpAddr>,
+        /// :authority of the request.
+        #[arg(long, default_value = "localhost")]
+        authority: String,
+        /// JA4 of the client's ClientHello (not observable offline).
+        #[arg(long)]
+        ja4: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// Start a throw-away PKI, two sample backends and the gateway on
     /// loopback, make real calls, and print what happened.
     Demo,
@@ -50,6 +82,12 @@ pub enum Command {
     },
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    Text,
+    Json,
+}
+
 pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run {
@@ -59,6 +97,27 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         } => run::run(&config, daemon, upgrade),
         Command::Check { config } => check::check(&config),
         Command::Demo => demo::demo(),
+        Command::Explain {
+            config,
+            path,
+            cert,
+            token,
+            headers,
+            client_ip,
+            authority,
+            ja4,
+            format,
+        } => explain::explain(explain::Request {
+            config,
+            path,
+            authority,
+            cert,
+            token,
+            headers,
+            client_ip,
+            ja4,
+            json: matches!(format, Format::Json),
+        }),
         Command::Probe { url, timeout } => probe::probe(&url, timeout),
     }
 }

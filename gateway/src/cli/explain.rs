@@ -1,0 +1,315 @@
+//! `ztgate explain`: run the configured filter chain offline on a described
+//! request and print what each filter saw and decided.
+//!
+//! It builds the same `Runtime` as `run` (same config code) and calls the
+//! same `Chain::run` over a `RequestView` built the same way as the proxy
+//! builds it; only the sources differ (files and flags instead of a socket).
+//! JWT issuers configured by discovery/`jwks_uri` are fetched once over the
+//! network, like the gateway does at start; static `keys_file` issuers need
+//! no network.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde_json::json;
+use ztgate_filter::{ChainOutcome, Decision, Facts, PeerCertificate, RequestView, TlsFacts};
+
+use crate::config::{self, Runtime};
+use crate::request_meta;
+
+/// What the user described.
+pub struct Request {
+    pub config: PathBuf,
+    pub path: String,
+    pub authority: String,
+    pub cert: Option<PathBuf>,
+    pub token: Option<PathBuf>,
+    pub headers: Vec<String>,
+    pub client_ip: Option<IpAddr>,
+    pub ja4: Option<String>,
+    pub json: bool,
+}
+
+pub fn explain(req: Request) -> ExitCode {
+    let (_, _, rt) = match config::load_and_build(&req.config) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&req, &rt)) {
+        Ok(allowed) => {
+            if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => {
+            eprintln!("explain: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn peer_from_pem(path: &Path) -> Result<PeerCertificate, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let x509 = openssl::x509::X509::from_pem(&pem)
+        .map_err(|_| format!("{}: not a PEM certificate", path.display()))?;
+    let der = x509.to_der().map_err(|e| e.to_string())?;
+    PeerCertificate::from_der(&der).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn headers(req: &Request) -> Result<HeaderMap, String> {
+    let mut h = HeaderMap::new();
+    h.insert("content-type", HeaderValue::from_static("application/grpc"));
+    h.insert("te", HeaderValue::from_static("trailers"));
+    for kv in &req.headers {
+        let (k, v) = kv
+            .split_once(':')
+            .ok_or_else(|| format!("--header {kv}: expected NAME:VALUE"))?;
+        let name = HeaderName::from_bytes(k.trim().to_ascii_lowercase().as_bytes())
+            .map_err(|_| format!("--header {kv}: bad header name"))?;
+        let value =
+            HeaderValue::from_str(v.trim()).map_err(|_| format!("--header {kv}: bad value"))?;
+        h.append(name, value);
+    }
+    if let Some(p) = &req.token {
+        let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let t = t.trim();
+        // A file may hold the bare token or a whole `Bearer …`/`DPoP …` value.
+        let value = if t.starts_with("Bearer ") || t.starts_with("DPoP ") {
+            t.to_owned()
+        } else {
+            format!("Bearer {t}")
+        };
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&value)
+                .map_err(|_| "token file: not a valid header value".to_owned())?,
+        );
+    }
+    Ok(h)
+}
+
+async fn run(req: &Request, rt: &Runtime) -> Result<bool, String> {
+    if let Some(jwt) = &rt.jwt {
+        for (issuer, res) in jwt.start().await {
+            if let Err(e) = res {
+                eprintln!("note: JWKS for {issuer} unavailable: {e}");
+            }
+        }
+    }
+    let tls = TlsFacts {
+        peer: match &req.cert {
+            Some(p) => Some(Arc::new(peer_from_pem(p)?)),
+            None => None,
+        },
+        ja4: req.ja4.as_deref().map(Arc::from),
+        sni: None,
+        alpn: Some("h2".into()),
+    };
+    let headers = headers(req)?;
+    let client_ip = request_meta::client_ip(
+        req.client_ip,
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        |ip| rt.is_trusted_proxy(ip),
+    );
+    let view = RequestView {
+        method: &Method::POST,
+        path: &req.path,
+        authority: Some(&req.authority),
+        headers: &headers,
+        tls: &tls,
+        client_ip,
+        socket_ip: req.client_ip,
+        now: SystemTime::now(),
+    };
+    let mut facts = Facts::new(request_meta::new_request_id());
+    let out = rt.chain.run(&view, &mut facts).await;
+    let allowed = out.denial.is_none() && facts.route.is_some();
+    if req.json {
+        println!("{}", to_json(req, rt, &facts, &out, client_ip));
+    } else {
+        print_text(req, rt, &facts, &out, client_ip);
+    }
+    Ok(allowed)
+}
+
+fn verdict(d: &Decision) -> (String, Option<(&'static str, String)>) {
+    match d {
+        Decision::Continue => ("continue".into(), None),
+        Decision::Deny(d) => (
+            "deny".into(),
+            Some((d.reason.as_str(), d.message.to_string())),
+        ),
+        Decision::ShadowDeny(d) => (
+            "shadow_deny".into(),
+            Some((d.reason.as_str(), d.message.to_string())),
+        ),
+    }
+}
+
+/// (final decision, reason, gRPC status, HTTP status)
+fn final_status(facts: &Facts, out: &ChainOutcome) -> (&'static str, &'static str, String, u16) {
+    match &out.denial {
+        Some(d) => (
+            "deny",
+            d.reason.as_str(),
+            d.reason.grpc_code().as_str().to_owned(),
+            d.reason.http_status(),
+        ),
+        None if facts.route.is_none() => ("deny", "no_route", "12".into(), 404),
+        None => ("allow", "", "forwarded".into(), 200),
+    }
+}
+
+fn backends(rt: &Runtime, facts: &Facts) -> Vec<String> {
+    facts
+        .route
+        .as_ref()
+        .and_then(|r| rt.pools.get(&r.upstream))
+        .map(|p| p.backends.iter().map(|b| b.to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn to_json(
+    req: &Request,
+    rt: &Runtime,
+    facts: &Facts,
+    out: &ChainOutcome,
+    client_ip: Option<IpAddr>,
+) -> String {
+    let (decision, reason, grpc, http) = final_status(facts, out);
+    let filters: Vec<_> = out
+        .verdicts
+        .iter()
+        .map(|v| {
+            let (d, why) = verdict(&v.decision);
+            json!({
+                "filter": v.filter, "mode": v.mode.as_str(), "decision": d,
+                "reason": why.as_ref().map(|w| w.0), "message": why.map(|w| w.1),
+                "micros": v.elapsed.as_secs_f64() * 1e6,
+            })
+        })
+        .collect();
+    json!({
+        "request": {"path": req.path, "authority": req.authority, "client_ip": client_ip.map(|i| i.to_string())},
+        "identity": facts.identity.as_ref().map(|i| json!({
+            "spiffe_id": i.spiffe_id, "trust_domain": i.trust_domain, "dns_sans": i.dns_sans,
+            "subject": i.subject, "thumbprint_sha256": hex::encode(i.thumbprint),
+        })),
+        "token": facts.token.as_ref().map(|t| json!({
+            "issuer": t.issuer.as_ref(), "subject": t.subject, "scopes": t.scopes,
+        })),
+        "device": facts.device.as_ref().map(|d| json!({
+            "fingerprint": d.fingerprint, "ja4": d.ja4, "country": d.country, "asn": d.asn,
+        })),
+        "filters": filters,
+        "route": facts.route.as_ref().map(|r| json!({
+            "route": r.route.as_ref(), "upstream": r.upstream.as_ref(), "backends": backends(rt, facts),
+        })),
+        "upstream_headers": facts.upstream_headers.iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        "decision": decision, "reason": reason, "grpc_status": grpc, "http_status": http,
+    })
+    .to_string()
+}
+
+fn print_text(
+    req: &Request,
+    rt: &Runtime,
+    facts: &Facts,
+    out: &ChainOutcome,
+    client_ip: Option<IpAddr>,
+) {
+    println!("request    POST {}  authority={}", req.path, req.authority);
+    println!(
+        "client ip  {}",
+        client_ip
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "(none given)".into())
+    );
+    match &facts.identity {
+        Some(i) => println!(
+            "identity   {} (subject {}, sha256 {})",
+            i.spiffe_id.as_deref().unwrap_or("(no SPIFFE ID)"),
+            i.subject,
+            hex::encode(i.thumbprint)
+        ),
+        None => println!("identity   (no client certificate)"),
+    }
+    if let Some(t) = &facts.token {
+        println!(
+            "token      iss={} sub={} scopes=[{}]",
+            t.issuer,
+            t.subject.as_deref().unwrap_or("-"),
+            t.scopes.join(" ")
+        );
+    }
+    if let Some(d) = &facts.device {
+        println!(
+            "device     fingerprint={} ja4={} country={} asn={}",
+            d.fingerprint,
+            d.ja4.as_deref().unwrap_or("-"),
+            d.country.as_deref().unwrap_or("-"),
+            d.asn.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("filters");
+    for v in &out.verdicts {
+        let (d, why) = verdict(&v.decision);
+        let why = why.map(|(r, m)| format!("{r}: {m}")).unwrap_or_default();
+        println!("  {:<10} {:<8} {:<12} {why}", v.filter, v.mode.as_str(), d);
+    }
+    let ran: Vec<_> = out.verdicts.iter().map(|v| v.filter).collect();
+    for name in rt.chain.names().filter(|n| !ran.contains(n)) {
+        println!("  {name:<10} (not run: an earlier filter denied)");
+    }
+    if let Some(r) = &facts.route {
+        println!(
+            "route      {} → upstream {} [{}]",
+            r.route,
+            r.upstream,
+            backends(rt, facts).join(", ")
+        );
+    }
+    if !facts.upstream_headers.is_empty() {
+        println!("upstream headers");
+        for (k, v) in &facts.upstream_headers {
+            println!("  {k}: {}", String::from_utf8_lossy(v.as_bytes()));
+        }
+    }
+    let (decision, reason, grpc, http) = final_status(facts, out);
+    if decision == "allow" {
+        println!(
+            "result     ALLOW → forwarded to {}",
+            facts
+                .route
+                .as_ref()
+                .map(|r| r.upstream.as_ref())
+                .unwrap_or("-")
+        );
+    } else {
+        println!("result     DENY {reason}: grpc-status {grpc}, HTTP {http}");
+    }
+}
