@@ -40,6 +40,10 @@ impl ServeHttp for Admin {
                 }
             }
             "/metrics" => response(200, "text/plain; version=0.0.4", metrics::render()),
+            "/.well-known/jwks.json" => match &self.shared.runtime.load().assertion {
+                Some(a) => response(200, "application/json", a.jwks().to_string().into_bytes()),
+                None => response(404, "text/plain", b"no assertion key configured\n".to_vec()),
+            },
             _ => response(404, "text/plain", b"not found\n".to_vec()),
         }
     }

@@ -107,41 +107,132 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Where lines go: stdout, or a file that can be reopened (log rotation)
+/// and rotated by size.
+enum Sink {
+    Stdout(std::io::Stdout),
+    File {
+        path: std::path::PathBuf,
+        file: std::io::BufWriter<std::fs::File>,
+        written: u64,
+        max_size: Option<u64>,
+    },
+}
+
+impl Sink {
+    fn open(output: &str, max_size: Option<u64>) -> std::io::Result<Self> {
+        if output == "stdout" {
+            return Ok(Sink::Stdout(std::io::stdout()));
+        }
+        let path = std::path::PathBuf::from(output);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Sink::File {
+            path,
+            file: std::io::BufWriter::new(file),
+            written,
+            max_size,
+        })
+    }
+
+    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(s) => writeln!(s, "{line}"),
+            Sink::File { file, written, .. } => {
+                writeln!(file, "{line}")?;
+                *written += line.len() as u64 + 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(s) => s.flush(),
+            Sink::File { file, .. } => file.flush(),
+        }
+    }
+
+    /// Reopen the file (after an external rotation moved it away), or rotate
+    /// it ourselves when it grew past `max_size` (keeping one `.1` file).
+    fn maybe_reopen(&mut self, forced: bool) -> std::io::Result<()> {
+        let Sink::File {
+            path,
+            file,
+            written,
+            max_size,
+        } = self
+        else {
+            return Ok(());
+        };
+        let full = max_size.is_some_and(|m| *written >= m);
+        if !forced && !full {
+            return Ok(());
+        }
+        file.flush()?;
+        if full {
+            let mut rotated = path.clone().into_os_string();
+            rotated.push(".1");
+            std::fs::rename(&*path, rotated)?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&*path)?;
+        *written = f.metadata().map(|m| m.len()).unwrap_or(0);
+        *file = std::io::BufWriter::new(f);
+        Ok(())
+    }
+}
+
 /// The audit sink.
 pub struct Audit {
     tx: SyncSender<String>,
+    reopen: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Audit {
     /// Start the writer thread. `output` is `stdout` or a file path (appended).
-    pub fn start(output: &str, queue: usize) -> std::io::Result<Self> {
-        let mut sink: Box<dyn Write + Send> = if output == "stdout" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(output)?,
-            )
-        };
+    pub fn start(output: &str, queue: usize, max_size: Option<u64>) -> std::io::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let mut sink = Sink::open(output, max_size)?;
         let (tx, rx) = sync_channel::<String>(queue.max(1));
+        let reopen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = reopen.clone();
         std::thread::Builder::new()
             .name("ztgate-audit".into())
-            .spawn(move || {
-                while let Ok(line) = rx.recv() {
-                    let mut ok = writeln!(sink, "{line}").is_ok();
+            .spawn(move || loop {
+                let first = match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(line) => Some(line),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                };
+                let mut ok = true;
+                if let Some(line) = first {
+                    ok &= sink.write_line(&line).is_ok();
                     // Drain what queued up meanwhile, then flush once.
                     while let Ok(line) = rx.try_recv() {
-                        ok &= writeln!(sink, "{line}").is_ok();
+                        ok &= sink.write_line(&line).is_ok();
                     }
                     ok &= sink.flush().is_ok();
-                    if !ok {
-                        tracing::warn!("audit sink write failed");
-                    }
+                }
+                ok &= sink
+                    .maybe_reopen(flag.swap(false, Ordering::AcqRel))
+                    .is_ok();
+                if !ok {
+                    tracing::warn!("audit sink write failed");
                 }
             })?;
-        Ok(Self { tx })
+        Ok(Self { tx, reopen })
+    }
+
+    /// Ask the writer to reopen its file (SIGUSR1, after logrotate moved it).
+    pub fn reopen(&self) {
+        self.reopen
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Queue a line; never blocks.

@@ -5,6 +5,7 @@
 //! filter crates under `plugins/`.
 
 mod admin;
+mod assertion;
 mod audit;
 mod cli;
 mod config;

@@ -25,7 +25,7 @@ use ztgate_filter::{ChainOutcome, Decision, Denial, Facts, Reason, RequestView, 
 use crate::request_meta;
 use crate::respond;
 use crate::state::Shared;
-use crate::upstream::Pool;
+use crate::upstream::{Lease, Pool};
 use crate::{audit, metrics};
 
 /// The proxy service.
@@ -51,8 +51,16 @@ pub struct RequestCtx {
     client_ip: Option<std::net::IpAddr>,
     path: String,
     tls: Option<Arc<SslDigest>>,
+    /// The generation's assertion signer, when configured.
+    assertion: Option<Arc<crate::assertion::Asserter>>,
     /// A connect failure was already retried on another backend.
     retried: bool,
+    /// The backend in use; holding it counts the call as in flight.
+    lease: Option<Lease>,
+    /// Backends tried for this call, so a retry goes elsewhere.
+    tried: Vec<std::net::SocketAddr>,
+    /// The last connect attempt failed.
+    connect_failed: bool,
 }
 
 static NO_TLS: std::sync::LazyLock<TlsFacts> = std::sync::LazyLock::new(TlsFacts::default);
@@ -101,6 +109,10 @@ impl ProxyHttp for Gateway {
             path: String::new(),
             tls: None,
             retried: false,
+            lease: None,
+            tried: Vec::new(),
+            connect_failed: false,
+            assertion: None,
         }
     }
 
@@ -169,6 +181,7 @@ impl ProxyHttp for Gateway {
             (c, p) => c.or(p),
         };
         ctx.pool = Some(pool);
+        ctx.assertion = rt.assertion.clone();
         Ok(false)
     }
 
@@ -180,15 +193,21 @@ impl ProxyHttp for Gateway {
         let Some(pool) = ctx.pool.as_ref() else {
             return Err(Error::explain(ErrorType::InternalError, "no pool selected"));
         };
-        let Some(addr) = pool.select() else {
+        let Some(lease) = pool.select(&ctx.facts, &ctx.tried) else {
             ctx.denial = Some(Denial::new(Reason::NoHealthyBackend, "no healthy backend"));
             return Err(Error::explain(
                 ErrorType::ConnectNoRoute,
                 "no healthy backend",
             ));
         };
+        let addr = lease.addr;
+        let peer = pool.peer(addr, ctx.deadline);
+        ctx.tried.push(addr);
+        // Replacing a previous attempt's lease releases it.
+        ctx.lease = Some(lease);
+        ctx.connect_failed = false;
         ctx.upstream_started = Some(Instant::now());
-        Ok(Box::new(pool.peer(addr, ctx.deadline)))
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -204,6 +223,11 @@ impl ProxyHttp for Gateway {
             upstream.insert_header(name.clone(), value.clone())?;
         }
         upstream.insert_header("x-request-id", ctx.facts.request_id.as_str())?;
+        if let Some(a) = &ctx.assertion {
+            if let Some(tok) = a.assertion(&ctx.facts, SystemTime::now()) {
+                upstream.insert_header("x-ztgate-assertion", tok.as_ref())?;
+            }
+        }
         if let Some(d) = ctx.deadline {
             upstream.insert_header("grpc-timeout", request_meta::format_grpc_timeout(d))?;
         }
@@ -246,8 +270,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // Nothing was sent: one retry on the next backend is safe.
-        if ctx.pool.as_ref().is_some_and(|p| p.backends.len() > 1) && !ctx.retried {
+        ctx.connect_failed = true;
+        if let (Some(pool), Some(lease)) = (ctx.pool.as_ref(), ctx.lease.as_ref()) {
+            pool.connect_failed(lease);
+        }
+        // Nothing was sent: one retry on another backend is safe.
+        if !ctx.retried && ctx.pool.as_ref().is_some_and(|p| p.has_other(&ctx.tried)) {
             ctx.retried = true;
             e.set_retry(true);
         }
@@ -299,6 +327,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        // The call is over: end its passive-ejection streak (the connection
+        // was made) and its in-flight count.
+        if let Some(lease) = ctx.lease.take() {
+            if !ctx.connect_failed {
+                lease.health().connect_succeeded();
+            }
+        }
         let route = ctx
             .facts
             .route

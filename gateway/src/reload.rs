@@ -146,6 +146,8 @@ impl BackgroundService for Reloader {
                 None
             }
         };
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
         let initial = self.shared.runtime.load_full();
         if !self.activate_jwt(&initial).await {
             tracing::warn!("not every JWT issuer has keys yet; /readyz stays red until the refresh loop gets them");
@@ -160,6 +162,12 @@ impl BackgroundService for Reloader {
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
                     self.reload("SIGHUP").await;
                     stamps = watched.iter().map(stamp).collect();
+                }
+                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => None } } => {
+                    if let Some(a) = &self.shared.audit {
+                        a.reopen();
+                        tracing::info!("SIGUSR1: audit file reopened");
+                    }
                 }
                 _ = tick.tick() => {
                     let now: Vec<Stamp> = watched.iter().map(stamp).collect();

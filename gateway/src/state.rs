@@ -57,8 +57,8 @@ impl Shared {
             why.push("jwt: not every issuer has signing keys yet".to_owned());
         }
         for p in rt.pools.values() {
-            if p.backends.is_empty() {
-                why.push(format!("upstream {} has no backend", p.name));
+            if p.healthy_count() == 0 {
+                why.push(format!("upstream {} has no healthy backend", p.name));
             }
         }
         why

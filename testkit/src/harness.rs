@@ -36,6 +36,37 @@ impl GatewayProcess {
         listen: SocketAddr,
         admin: SocketAddr,
     ) -> anyhow::Result<Self> {
+        let mut gw = Self::spawn(bin, dir, config_yaml, listen, admin)?;
+        gw.wait_until(Duration::from_secs(20), |gw| {
+            matches!(http_get(gw.admin, "/readyz"), Ok((200, _)))
+        })?;
+        Ok(gw)
+    }
+
+    /// Like [`GatewayProcess::start`] but only waits for the admin listener
+    /// to answer (for gateways that are expected not to be ready).
+    pub fn start_listening(
+        bin: &Path,
+        dir: &Path,
+        config_yaml: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let mut gw = Self::spawn(bin, dir, config_yaml, listen, admin)?;
+        gw.wait_until(Duration::from_secs(20), |gw| {
+            http_get(gw.admin, "/healthz").is_ok()
+                && std::net::TcpStream::connect(gw.listen).is_ok()
+        })?;
+        Ok(gw)
+    }
+
+    fn spawn(
+        bin: &Path,
+        dir: &Path,
+        config_yaml: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let config = dir.join("ztgate.yaml");
         std::fs::write(&config, config_yaml)?;
         let log = dir.join("ztgate.log");
@@ -49,24 +80,22 @@ impl GatewayProcess {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("spawn {}", bin.display()))?;
-        let mut gw = Self {
+        Ok(Self {
             child,
             listen,
             admin,
             config,
             log,
-        };
-        gw.wait_ready(Duration::from_secs(20))?;
-        Ok(gw)
+        })
     }
 
-    fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+    fn wait_until(&mut self, limit: Duration, ok: impl Fn(&Self) -> bool) -> anyhow::Result<()> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Some(status) = self.child.try_wait()? {
                 bail!("gateway exited with {status}:\n{}", self.log_text());
             }
-            if let Ok((200, _)) = http_get(self.admin, "/readyz") {
+            if ok(self) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));

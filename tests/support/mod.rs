@@ -51,6 +51,8 @@ pub struct Setup<'a> {
     pub client_auth: &'a str,
     /// Extra YAML under `listener:` (indented two spaces), e.g. trusted_proxies.
     pub listener_extra: &'a str,
+    /// Wait for `/readyz` (off: for tests of a gateway that must not be ready).
+    pub wait_ready: bool,
 }
 
 impl<'a> Setup<'a> {
@@ -62,6 +64,7 @@ impl<'a> Setup<'a> {
             backends: 1,
             client_auth: "require",
             listener_extra: "",
+            wait_ready: true,
         }
     }
 
@@ -85,7 +88,12 @@ impl<'a> Setup<'a> {
             "listener:\n  address: 127.0.0.1:{listen}\n  tls:\n    cert: server.pem\n    key: server-key.pem\n    client_ca: ca.pem\n    client_auth: {}\n{}admin:\n  address: 127.0.0.1:{admin}\nserver:\n  threads: 2\n  grace_period: 1s\n  shutdown_timeout: 1s\n  pid_file: ztgate.pid\n  upgrade_sock: upgrade.sock\n{}{}",
             self.client_auth, self.listener_extra, self.policy, routing
         );
-        let gw = GatewayProcess::start(
+        let start = if self.wait_ready {
+            GatewayProcess::start
+        } else {
+            GatewayProcess::start_listening
+        };
+        let gw = start(
             &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
             &dir,
             &yaml,

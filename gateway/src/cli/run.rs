@@ -17,6 +17,7 @@ use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::state::Shared;
 use crate::tls::{self, Handshake};
+use crate::upstream::checker::HealthChecker;
 use crate::{metrics, reload};
 
 pub fn init_logging(st: &Static) {
@@ -47,7 +48,7 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
 
     let audit = match &st.audit {
         None => None,
-        Some((out, queue)) => match Audit::start(out, *queue) {
+        Some((out, queue, max_size)) => match Audit::start(out, *queue, *max_size) {
             Ok(a) => Some(a),
             Err(e) => {
                 eprintln!("{}: audit.output: cannot open {out}: {e}", path.display());
@@ -118,6 +119,11 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(reloader);
+    // Active gRPC health checks of the pools in service.
+    server.add_service(background_service(
+        "ztgate-health",
+        HealthChecker::new(shared.clone()),
+    ));
     tracing::info!(listen = %st.listen, admin = %st.admin, "ztgate starting");
     server.run_forever()
 }

@@ -36,7 +36,8 @@ pub struct Static {
     pub upgrade_sock: String,
     pub log_format: LogFormat,
     pub log_level: String,
-    pub audit: Option<(String, usize)>,
+    /// `(output, queue, max_size)`.
+    pub audit: Option<(String, usize, Option<u64>)>,
     /// Files whose change should trigger a reload.
     pub watched: Vec<PathBuf>,
 }
@@ -50,6 +51,8 @@ pub struct Runtime {
     /// The `jwt` filter, kept apart from the chain for its background work
     /// (initial JWKS fetch, refresh loop) and readiness.
     pub jwt: Option<Arc<ztgate_jwt::JwtFilter>>,
+    /// Signs `x-ztgate-assertion`, when configured.
+    pub assertion: Option<Arc<crate::assertion::Asserter>>,
 }
 
 impl Runtime {
@@ -170,6 +173,30 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
     }
 
     // --- the pipeline -----------------------------------------------------
+    let assertion = raw.assertion.as_ref().and_then(|a| {
+        let prev: Vec<PathBuf> = a.previous_keys.iter().map(|p| ctx.resolve(p)).collect();
+        match crate::assertion::Asserter::load(
+            &ctx.resolve(&a.key),
+            &prev,
+            a.issuer.clone(),
+            a.audience.clone(),
+            a.ttl,
+        ) {
+            Ok(x) => Some(Arc::new(x)),
+            Err(errs) => {
+                for e in errs {
+                    problems.push(ConfigProblem::new("assertion.key", e.to_string()));
+                }
+                None
+            }
+        }
+    });
+    if raw.assertion.as_ref().is_some_and(|a| a.ttl.is_zero()) {
+        problems.push(ConfigProblem::new(
+            "assertion.ttl",
+            "must be longer than 0s",
+        ));
+    }
     let mut jwt = None;
     let chain = build_chain(raw, &ctx, &mut problems, &mut jwt);
 
@@ -183,6 +210,13 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
         )]);
     };
     let mut watched = vec![loaded.path.clone(), cert, key, ca];
+    if let Some(a) = &raw.assertion {
+        watched.extend(
+            std::iter::once(&a.key)
+                .chain(&a.previous_keys)
+                .map(|p| ctx.resolve(p)),
+        );
+    }
     if let Some(g) = raw.device.as_ref().and_then(|d| d.geoip.as_ref()) {
         watched.extend(
             [&g.country_db, &g.asn_db, &g.anonymous_ip_db]
@@ -220,7 +254,7 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
             } else {
                 ctx.resolve(&a.output).display().to_string()
             };
-            (out, a.queue)
+            (out, a.queue, a.max_size)
         }),
         watched,
     };
@@ -230,6 +264,7 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
         material: Arc::new(material),
         trusted_proxies,
         jwt,
+        assertion,
     };
     Ok((st, rt))
 }

@@ -23,6 +23,8 @@ pub struct Config {
     pub log: Log,
     #[serde(default)]
     pub audit: Option<Audit>,
+    #[serde(default)]
+    pub assertion: Option<Assertion>,
     /// Filter names in the order they run.
     pub pipeline: Vec<String>,
     #[serde(default)]
@@ -199,6 +201,9 @@ pub struct Audit {
     /// lines are dropped and counted, never waited for.
     #[serde(default = "default_audit_queue")]
     pub queue: usize,
+    /// Rotate the file (to `FILE.1`) when it reaches this many bytes.
+    #[serde(default)]
+    pub max_size: Option<u64>,
 }
 
 fn default_audit_output() -> String {
@@ -206,6 +211,34 @@ fn default_audit_output() -> String {
 }
 fn default_audit_queue() -> usize {
     8192
+}
+
+/// `assertion:` — the signed identity assertion sent upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assertion {
+    /// EC P-256 private key (PEM) that signs assertions.
+    pub key: String,
+    /// Keys still published in the JWKS during a rotation (PEM private keys).
+    #[serde(default)]
+    pub previous_keys: Vec<String>,
+    #[serde(default = "default_assertion_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_assertion_audience")]
+    pub audience: String,
+    /// Lifetime of one assertion; they are cached and reused for half of it.
+    #[serde(default = "default_assertion_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+fn default_assertion_issuer() -> String {
+    "ztgate".into()
+}
+fn default_assertion_audience() -> String {
+    "ztgate-upstream".into()
+}
+fn default_assertion_ttl() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// One upstream pool (`upstreams.NAME`).
@@ -217,6 +250,16 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     #[serde(default)]
     pub lb: LbPolicy,
+    /// The identity `consistent_hash` keys on; required by it, refused otherwise.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+    /// Active gRPC health checks; absent = none (backends count as healthy
+    /// unless passively ejected).
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Passive ejection on consecutive connect failures.
+    #[serde(default)]
+    pub passive: Passive,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Whole-call limit; `0s` disables it (long-lived streams).
@@ -293,4 +336,78 @@ pub struct UpstreamTls {
 pub enum LbPolicy {
     #[default]
     RoundRobin,
+    /// Fewest in-flight calls (relative to weight).
+    LeastConnections,
+    /// Rendezvous hash of the `hash_on` identity: a caller sticks to one
+    /// backend while it is available.
+    ConsistentHash,
+}
+
+/// Which verified identity `consistent_hash` keys on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// The token's `sub`.
+    Subject,
+    /// The client certificate's SPIFFE ID.
+    SpiffeId,
+    /// The device fingerprint.
+    Fingerprint,
+}
+
+/// `upstreams.NAME.health_check`: `grpc.health.v1.Health/Check` probes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "default_hc_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_hc_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Service name asked about; empty = the server as a whole.
+    #[serde(default)]
+    pub service: String,
+    /// Consecutive successes that bring a backend back.
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a backend out.
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_hc_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_hc_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_threshold() -> u32 {
+    2
+}
+
+/// `upstreams.NAME.passive`: skip a backend after consecutive connect failures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Passive {
+    /// Consecutive connect failures that eject a backend; `0` disables.
+    #[serde(default = "default_passive_failures")]
+    pub failures: u32,
+    /// How long an ejected backend is skipped.
+    #[serde(default = "default_passive_ejection", with = "humantime_serde")]
+    pub ejection: Duration,
+}
+
+impl Default for Passive {
+    fn default() -> Self {
+        Self {
+            failures: default_passive_failures(),
+            ejection: default_passive_ejection(),
+        }
+    }
+}
+
+fn default_passive_failures() -> u32 {
+    3
+}
+fn default_passive_ejection() -> Duration {
+    Duration::from_secs(10)
 }

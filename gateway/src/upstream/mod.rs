@@ -1,7 +1,16 @@
-//! Upstream pools: backends, the TLS settings to reach them, and selection.
+//! Upstream pools: backends, the TLS settings to reach them, health and
+//! selection.
 //!
 //! A pool is built from config once per generation; selection is lock-free
-//! (an atomic round-robin counter over a weight-expanded list).
+//! (atomics only). Backend health lives in [`health::BackendHealth`], shared
+//! across generations; [`checker::HealthChecker`] probes the pools of the
+//! current generation. Backend names resolve at load and at every reload,
+//! not in between.
+
+pub mod balance;
+pub mod checker;
+pub mod health;
+pub mod probe;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,10 +21,11 @@ use pingora::protocols::ALPN;
 use pingora::tls::x509::X509;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::CertKey;
-use ztgate_filter::{BuildContext, ConfigProblem};
+use ztgate_filter::{BuildContext, ConfigProblem, Facts};
 
 use crate::config::raw;
 use crate::tls::material::{self, CertAndKey};
+pub use health::{BackendHealth, Lease};
 
 /// How to reach a pool's backends over TLS.
 pub struct PoolTls {
@@ -26,10 +36,25 @@ pub struct PoolTls {
     pub client_not_after: Option<std::time::SystemTime>,
 }
 
+/// Active health-check settings of a pool.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub service: String,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
 /// One upstream pool.
 pub struct Pool {
     pub name: Arc<str>,
     pub backends: Vec<SocketAddr>,
+    /// Health of each backend (same order as `backends`).
+    health: Vec<Arc<BackendHealth>>,
+    weights: Vec<usize>,
+    /// Stable per-backend ids for rendezvous hashing.
+    ids: Vec<u64>,
     /// Backends repeated by weight, interleaved, for round-robin.
     schedule: Vec<usize>,
     next: AtomicUsize,
@@ -38,6 +63,11 @@ pub struct Pool {
     pub request_timeout: Option<Duration>,
     pub max_streams: usize,
     pub lb: raw::LbPolicy,
+    pub hash_on: Option<raw::HashOn>,
+    pub health_check: Option<HealthCheck>,
+    /// Passive ejection: consecutive connect failures (0 = off) and for how long.
+    pub passive_failures: u32,
+    pub passive_ejection: Duration,
 }
 
 impl Pool {
@@ -94,12 +124,43 @@ impl Pool {
                 "must be at least 1",
             ));
         }
+        match (raw.lb, raw.hash_on) {
+            (raw::LbPolicy::ConsistentHash, None) => problems.push(ConfigProblem::new(
+                format!("{path}.hash_on"),
+                "consistent_hash needs `hash_on: subject | spiffe_id | fingerprint`",
+            )),
+            (raw::LbPolicy::RoundRobin | raw::LbPolicy::LeastConnections, Some(_)) => problems
+                .push(ConfigProblem::new(
+                    format!("{path}.hash_on"),
+                    "only used with `lb: consistent_hash`",
+                )),
+            _ => {}
+        }
+        let health_check = raw
+            .health_check
+            .as_ref()
+            .map(|h| health_settings(h, &format!("{path}.health_check"), &mut problems));
+        if raw.passive.failures > 0 && raw.passive.ejection.is_zero() {
+            problems.push(ConfigProblem::new(
+                format!("{path}.passive.ejection"),
+                "must be positive (set `failures: 0` to turn passive ejection off)",
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(Pool {
             name: Arc::from(name),
-            schedule: interleave(&weights),
+            schedule: balance::interleave(&weights),
+            health: backends
+                .iter()
+                .map(|a| BackendHealth::shared(name, *a))
+                .collect(),
+            ids: backends
+                .iter()
+                .map(|a| balance::fnv1a(a.to_string().as_bytes()))
+                .collect(),
+            weights,
             backends,
             next: AtomicUsize::new(0),
             tls,
@@ -107,20 +168,105 @@ impl Pool {
             request_timeout: (!raw.request_timeout.is_zero()).then_some(raw.request_timeout),
             max_streams: raw.max_streams_per_connection,
             lb: raw.lb,
+            hash_on: raw.hash_on,
+            health_check,
+            passive_failures: raw.passive.failures,
+            passive_ejection: raw.passive.ejection,
         })
     }
 
-    /// The next backend in round-robin order.
-    pub fn select(&self) -> Option<SocketAddr> {
-        let raw::LbPolicy::RoundRobin = self.lb;
-        if self.schedule.is_empty() {
-            return None;
+    /// Whether backend `i` may take a call now.
+    fn usable(&self, i: usize, now: u64) -> bool {
+        self.health
+            .get(i)
+            .is_some_and(|h| h.available(self.health_check.is_some(), now))
+    }
+
+    /// Backends that may take calls now.
+    pub fn healthy_count(&self) -> usize {
+        let now = health::now_ms();
+        (0..self.backends.len())
+            .filter(|&i| self.usable(i, now))
+            .count()
+    }
+
+    /// Each backend with its health state, for the checker.
+    pub fn backend_health(&self) -> impl Iterator<Item = (SocketAddr, &Arc<BackendHealth>)> {
+        self.backends.iter().copied().zip(self.health.iter())
+    }
+
+    /// The identity `consistent_hash` keys on, if the request has it.
+    fn hash_key<'f>(&self, facts: &'f Facts) -> Option<&'f str> {
+        match self.hash_on? {
+            raw::HashOn::Subject => facts.subject(),
+            raw::HashOn::SpiffeId => facts.spiffe_id(),
+            raw::HashOn::Fingerprint => facts.fingerprint(),
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
-        self.schedule
-            .get(n)
-            .and_then(|i| self.backends.get(*i))
-            .copied()
+    }
+
+    /// Pick a usable backend not in `tried` by the pool's policy. `None`
+    /// means no healthy backend. A call without the hashed identity falls
+    /// back to round-robin (it has nothing to stick to).
+    pub fn select(&self, facts: &Facts, tried: &[SocketAddr]) -> Option<Lease> {
+        let now = health::now_ms();
+        let usable = |i: usize| {
+            self.usable(i, now) && self.backends.get(i).is_some_and(|a| !tried.contains(a))
+        };
+        let rr = || {
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            let n = self.schedule.len().max(1);
+            balance::round_robin(&self.schedule, start % n, usable)
+        };
+        let i = match self.lb {
+            raw::LbPolicy::RoundRobin => rr(),
+            raw::LbPolicy::LeastConnections => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed) % self.backends.len().max(1);
+                balance::least_connections(
+                    &self.weights,
+                    |i| self.health.get(i).map_or(0, |h| h.in_flight()),
+                    start,
+                    usable,
+                )
+            }
+            raw::LbPolicy::ConsistentHash => match self.hash_key(facts) {
+                Some(k) => balance::rendezvous(k.as_bytes(), &self.ids, &self.weights, usable),
+                None => rr(),
+            },
+        }?;
+        let addr = *self.backends.get(i)?;
+        let health = self.health.get(i)?.clone();
+        Some(Lease::new(addr, health))
+    }
+
+    /// Whether a retry after a connect failure has somewhere else to go.
+    pub fn has_other(&self, tried: &[SocketAddr]) -> bool {
+        let now = health::now_ms();
+        (0..self.backends.len()).any(|i| {
+            self.usable(i, now) && self.backends.get(i).is_some_and(|a| !tried.contains(a))
+        })
+    }
+
+    /// The proxy could not connect to the lease's backend.
+    pub fn connect_failed(&self, lease: &Lease) {
+        if lease
+            .health()
+            .connect_failed(self.passive_failures, self.passive_ejection)
+        {
+            tracing::warn!(
+                upstream = %self.name,
+                backend = %lease.addr,
+                ejection = ?self.passive_ejection,
+                "backend ejected after consecutive connect failures"
+            );
+        }
+    }
+
+    /// The `:authority` to send a backend: the SNI name over TLS, else the address.
+    pub fn authority(&self, addr: SocketAddr) -> String {
+        match &self.tls {
+            Some(t) => t.sni.clone(),
+            None => addr.to_string(),
+        }
     }
 
     /// A Pingora peer for one backend of this pool.
@@ -207,38 +353,39 @@ fn pool_tls(
     })
 }
 
-/// Smooth weighted round-robin order (nginx's algorithm): weights 3,1 give
-/// 0,0,1,0 rather than 0,0,0,1.
-fn interleave(weights: &[usize]) -> Vec<usize> {
-    let total: usize = weights.iter().sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut out = Vec::with_capacity(total);
-    for _ in 0..total {
-        let mut best = 0;
-        for (i, w) in weights.iter().enumerate() {
-            if let Some(c) = current.get_mut(i) {
-                *c += *w as i64;
-            }
-            if current.get(i) > current.get(best) {
-                best = i;
-            }
-        }
-        if let Some(c) = current.get_mut(best) {
-            *c -= total as i64;
-        }
-        out.push(best);
+fn health_settings(
+    h: &raw::HealthCheck,
+    path: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> HealthCheck {
+    if h.interval.is_zero() {
+        problems.push(ConfigProblem::new(
+            format!("{path}.interval"),
+            "must be positive",
+        ));
     }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn smooth_weighted_order() {
-        assert_eq!(interleave(&[1, 1]), vec![0, 1]);
-        assert_eq!(interleave(&[3, 1]), vec![0, 0, 1, 0]);
-        assert_eq!(interleave(&[5, 1, 1]).len(), 7);
+    if h.timeout.is_zero() {
+        problems.push(ConfigProblem::new(
+            format!("{path}.timeout"),
+            "must be positive",
+        ));
+    }
+    for (key, v) in [
+        ("healthy_threshold", h.healthy_threshold),
+        ("unhealthy_threshold", h.unhealthy_threshold),
+    ] {
+        if v == 0 {
+            problems.push(ConfigProblem::new(
+                format!("{path}.{key}"),
+                "must be at least 1",
+            ));
+        }
+    }
+    HealthCheck {
+        interval: h.interval,
+        timeout: h.timeout,
+        service: h.service.clone(),
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
     }
 }

@@ -1,0 +1,224 @@
+//! One `grpc.health.v1.Health/Check` call.
+//!
+//! Made through Pingora's own connector with the pool's [`HttpPeer`], so the
+//! probe reaches the backend exactly as traffic does: h2c or h2 over TLS
+//! with the same CA, SNI, client certificate and system roots (a separate
+//! client stack could pass checks that real calls fail, or the reverse).
+//! The two messages involved are tiny, so they are framed by hand here
+//! rather than pulling in generated code.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+
+const PATH: &[u8] = b"/grpc.health.v1.Health/Check";
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+const SERVING: u64 = 1;
+/// Larger answers are not a health response.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("request: {0}")]
+    Io(String),
+    #[error("backend did not negotiate HTTP/2")]
+    NotH2,
+    #[error("HTTP status {0}")]
+    HttpStatus(u16),
+    #[error("grpc-status {0}")]
+    GrpcStatus(String),
+    #[error("malformed health response")]
+    Malformed,
+    #[error("serving status {0}")]
+    NotServing(u64),
+}
+
+/// Ask `peer` about `service` (empty = the server as a whole).
+pub async fn check(
+    connector: &Connector,
+    peer: &HttpPeer,
+    authority: &str,
+    service: &str,
+) -> Result<(), ProbeError> {
+    let (session, _reused) = connector
+        .get_http_session(peer)
+        .await
+        .map_err(|e| ProbeError::Connect(e.to_string()))?;
+    let HttpSession::H2(mut h2) = session else {
+        return Err(ProbeError::NotH2);
+    };
+    let io = |e: Box<pingora::Error>| ProbeError::Io(e.to_string());
+    let mut req = RequestHeader::build("POST", PATH, Some(4)).map_err(io)?;
+    for (k, v) in [
+        ("host", authority),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("user-agent", "ztgate-health"),
+    ] {
+        req.insert_header(k, v).map_err(io)?;
+    }
+    h2.write_request_header(Box::new(req), false).map_err(io)?;
+    h2.write_request_body(encode_request(service), true)
+        .await
+        .map_err(io)?;
+    h2.read_response_header().await.map_err(io)?;
+    let resp = h2.response_header().ok_or(ProbeError::Malformed)?;
+    if resp.status.as_u16() != 200 {
+        return Err(ProbeError::HttpStatus(resp.status.as_u16()));
+    }
+    // Trailers-only answer (e.g. NOT_FOUND for an unknown service).
+    if let Some(s) = resp.headers.get("grpc-status") {
+        if s.as_bytes() != b"0" {
+            return Err(ProbeError::GrpcStatus(
+                String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            ));
+        }
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = h2.read_response_body().await.map_err(io)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ProbeError::Malformed);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if let Some(t) = h2.read_trailers().await.map_err(io)? {
+        match t.get("grpc-status") {
+            Some(s) if s.as_bytes() == b"0" => {}
+            Some(s) => {
+                return Err(ProbeError::GrpcStatus(
+                    String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                ))
+            }
+            None => return Err(ProbeError::Malformed),
+        }
+    }
+    let status = decode_status(body.freeze())?;
+    // Keep the connection for the next round.
+    connector
+        .release_http_session(HttpSession::H2(h2), peer, None)
+        .await;
+    if status == SERVING {
+        Ok(())
+    } else {
+        Err(ProbeError::NotServing(status))
+    }
+}
+
+/// A length-prefixed `HealthCheckRequest { service = 1 }`.
+fn encode_request(service: &str) -> Bytes {
+    let mut msg = BytesMut::new();
+    if !service.is_empty() {
+        msg.put_u8(0x0a); // field 1, length-delimited
+        put_varint(&mut msg, service.len() as u64);
+        msg.put_slice(service.as_bytes());
+    }
+    let mut out = BytesMut::with_capacity(5 + msg.len());
+    out.put_u8(0); // not compressed
+    out.put_u32(u32::try_from(msg.len()).unwrap_or(u32::MAX));
+    out.put_slice(&msg);
+    out.freeze()
+}
+
+/// `HealthCheckResponse.status` (field 1) from one length-prefixed message;
+/// an absent field is the proto3 default, UNKNOWN (0).
+fn decode_status(mut b: Bytes) -> Result<u64, ProbeError> {
+    if b.remaining() < 5 {
+        return Err(ProbeError::Malformed);
+    }
+    if b.get_u8() != 0 {
+        return Err(ProbeError::Malformed); // compressed: we never asked for it
+    }
+    let len = b.get_u32() as usize;
+    if b.remaining() < len {
+        return Err(ProbeError::Malformed);
+    }
+    let mut m = b.split_to(len);
+    let mut status = 0;
+    while m.has_remaining() {
+        let tag = get_varint(&mut m)?;
+        match (tag >> 3, tag & 7) {
+            (1, 0) => status = get_varint(&mut m)?,
+            (_, 0) => {
+                get_varint(&mut m)?;
+            }
+            (_, 1) if m.remaining() >= 8 => m.advance(8),
+            (_, 2) => {
+                let n = usize::try_from(get_varint(&mut m)?).map_err(|_| ProbeError::Malformed)?;
+                if m.remaining() < n {
+                    return Err(ProbeError::Malformed);
+                }
+                m.advance(n);
+            }
+            (_, 5) if m.remaining() >= 4 => m.advance(4),
+            _ => return Err(ProbeError::Malformed),
+        }
+    }
+    Ok(status)
+}
+
+fn put_varint(b: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        b.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    b.put_u8(v as u8);
+}
+
+fn get_varint(b: &mut Bytes) -> Result<u64, ProbeError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        if !b.has_remaining() {
+            return Err(ProbeError::Malformed);
+        }
+        let byte = b.get_u8();
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(ProbeError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_framing() {
+        assert_eq!(encode_request("").as_ref(), &[0, 0, 0, 0, 0]);
+        assert_eq!(
+            encode_request("a.B").as_ref(),
+            &[0, 0, 0, 0, 5, 0x0a, 3, b'a', b'.', b'B']
+        );
+    }
+
+    #[test]
+    fn response_decoding() {
+        let ok = Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01]);
+        assert_eq!(decode_status(ok).unwrap(), 1);
+        let not_serving = Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x02]);
+        assert_eq!(decode_status(not_serving).unwrap(), 2);
+        // Empty message = UNKNOWN; unknown fields are skipped.
+        assert_eq!(
+            decode_status(Bytes::from_static(&[0, 0, 0, 0, 0])).unwrap(),
+            0
+        );
+        let extra = Bytes::from_static(&[0, 0, 0, 0, 6, 0x12, 2, b'h', b'i', 0x08, 0x01]);
+        assert_eq!(decode_status(extra).unwrap(), 1);
+        for bad in [
+            &[0u8, 0, 0][..],
+            &[1, 0, 0, 0, 2, 0x08, 0x01],
+            &[0, 0, 0, 0, 9, 0x08, 0x01],
+            &[0, 0, 0, 0, 1, 0x08],
+        ] {
+            assert!(
+                decode_status(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}

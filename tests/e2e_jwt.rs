@@ -1,0 +1,337 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! Tokens end to end: a real OIDC provider on loopback, the gateway
+//! discovering it, scope-aware routing, certificate-bound tokens, an IdP
+//! outage, and per-identity rate limits.
+
+mod support;
+
+use base64::Engine;
+use sha2::Digest;
+use support::Setup;
+use ztgate_testkit::client;
+use ztgate_testkit::idp::Idp;
+use ztgate_testkit::proto::Request;
+
+fn jwt_policy(issuer: &str, extra: &str) -> String {
+    format!(
+        "pipeline: [sanitize, mtls, jwt, route, ratelimit]\nmtls:\n  trust_domains: [acme.test]\njwt:\n  issuers:\n    - issuer: {issuer}\n      discovery: true\n      allow_insecure_http: true\n      audiences: [orders]\n      algorithms: [ES256]\n      typ: [at+jwt]\n{extra}"
+    )
+}
+
+const ROUTING: &str = "routes:\n  - name: orders\n    match: { grpc: \"orders.v1.Orders\" }\n    select:\n      - { scopes: { all: [orders:write, orders:admin] }, upstream: admin }\n      - { scopes: { any: [orders:write] }, upstream: writers }\n      - { scopes: { any: [orders:read] }, upstream: readers }\nupstreams:\n  admin:\n    backends: [\"127.0.0.1:{B0}\"]\n  writers:\n    backends: [\"127.0.0.1:{B1}\"]\n  readers:\n    backends: [\"127.0.0.1:{B2}\"]\n";
+
+fn bearer(token: &str) -> tonic::Request<Request> {
+    let mut r = tonic::Request::new(Request::default());
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_pick_the_pool_and_bad_tokens_are_refused() {
+    let idp = Idp::start().await.unwrap();
+    let mut setup = Setup::new("jwt-scopes");
+    let policy = jwt_policy(&idp.issuer, "");
+    setup.policy = &policy;
+    setup.routing = ROUTING;
+    setup.backends = 3;
+    let env = setup.start().await;
+    let mut c = client::orders(env.web_channel().await);
+    let tok = |scope: &str| {
+        idp.token("alice", scope, "orders", 300, serde_json::json!({}))
+            .unwrap()
+    };
+
+    // all: both scopes → admin; any → writers / readers; first match wins.
+    let r = c
+        .get(bearer(&tok("orders:write orders:admin")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.backend, "backend-0");
+    let r = c
+        .get(bearer(&tok("orders:admin orders:write orders:read")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.backend, "backend-0");
+    let r = c
+        .get(bearer(&tok("orders:write")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.backend, "backend-1");
+    let reader = tok("orders:read");
+    c.get(bearer(&reader)).await.unwrap();
+    // The second call with the same token is served from the verified-token cache.
+    let r = c.get(bearer(&reader)).await.unwrap().into_inner();
+    assert_eq!(r.backend, "backend-2");
+    // What the upstream sees: verified identity, no token.
+    assert_eq!(
+        r.metadata.get("x-ztgate-subject").map(String::as_str),
+        Some("alice")
+    );
+    assert_eq!(
+        r.metadata.get("x-ztgate-issuer").map(String::as_str),
+        Some(idp.issuer.as_str())
+    );
+    assert_eq!(
+        r.metadata.get("x-ztgate-scopes").map(String::as_str),
+        Some("orders:read")
+    );
+    assert!(!r.metadata.contains_key("authorization"));
+
+    // Neither scope → PERMISSION_DENIED scope_missing.
+    let err = c.get(bearer(&tok("profile"))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message().starts_with("scope_missing"),
+        "{}",
+        err.message()
+    );
+
+    // Missing, expired, wrong audience, garbage.
+    let err = c.get(Request::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(
+        err.message().starts_with("token_missing"),
+        "{}",
+        err.message()
+    );
+    let expired = idp
+        .token(
+            "alice",
+            "orders:read",
+            "orders",
+            -120,
+            serde_json::json!({}),
+        )
+        .unwrap();
+    let err = c.get(bearer(&expired)).await.unwrap_err();
+    assert!(
+        err.message().starts_with("token_expired"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        err.metadata()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer error=\"invalid_token\"")
+    );
+    let other_aud = idp
+        .token(
+            "alice",
+            "orders:read",
+            "billing",
+            300,
+            serde_json::json!({}),
+        )
+        .unwrap();
+    let err = c.get(bearer(&other_aud)).await.unwrap_err();
+    assert!(
+        err.message().starts_with("token_audience_mismatch"),
+        "{}",
+        err.message()
+    );
+    let err = c.get(bearer("not.a.jwt")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    // A denial never echoes the token.
+    assert!(!err.message().contains(&expired));
+
+    assert!(env.metric("ztgate_jwt_cache_total", &[("result", "hit")]) >= 1.0);
+    assert!(env.metric("ztgate_jwks_refresh_total", &[("result", "success")]) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_bound_tokens() {
+    let idp = Idp::start().await.unwrap();
+    let mut setup = Setup::new("jwt-cnf");
+    let policy = jwt_policy(&idp.issuer, "      cert_binding: require\n");
+    setup.policy = &policy;
+    setup.routing = ROUTING;
+    setup.backends = 3;
+    let env = setup.start().await;
+    let thumb = |der: &[u8]| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der))
+    };
+    let bound = idp
+        .token(
+            "alice",
+            "orders:read",
+            "orders",
+            300,
+            serde_json::json!({"cnf": {"x5t#S256": thumb(&env.web.der)}}),
+        )
+        .unwrap();
+    let mut c = client::orders(env.web_channel().await);
+    assert_eq!(
+        c.get(bearer(&bound)).await.unwrap().into_inner().backend,
+        "backend-2"
+    );
+
+    // The same token from another workload's connection is refused.
+    let other = env.svid("spiffe://acme.test/ns/shop/sa/other");
+    let err = client::orders(env.channel_as(&other).await)
+        .get(bearer(&bound))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(
+        err.message().starts_with("token_cert_binding_mismatch"),
+        "{}",
+        err.message()
+    );
+
+    // `require`: an unbound token is refused.
+    let unbound = idp
+        .token("alice", "orders:read", "orders", 300, serde_json::json!({}))
+        .unwrap();
+    let err = c.get(bearer(&unbound)).await.unwrap_err();
+    assert!(
+        err.message().starts_with("token_cert_binding_missing"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_down_with_no_keys_is_unavailable_not_unauthenticated() {
+    // An issuer on a port where nothing listens.
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        ztgate_testkit::harness::free_port().unwrap()
+    );
+    let mut setup = Setup::new("jwt-down");
+    let policy = jwt_policy(&dead, "");
+    setup.policy = &policy;
+    setup.routing = ROUTING;
+    setup.backends = 3;
+    setup.wait_ready = false;
+    let env = setup.start().await;
+    let (code, body) = env.gw.admin_get("/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("jwt"), "{body}");
+    // A token that names the configured issuer, signed by a key the gateway cannot get.
+    let idp = Idp::start().await.unwrap();
+    let mut token_claims = idp
+        .token("alice", "orders:read", "orders", 300, serde_json::json!({}))
+        .unwrap();
+    token_claims = reissue(&token_claims, &idp.issuer, &dead);
+    let err = client::orders(env.web_channel().await)
+        .get(bearer(&token_claims))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message().starts_with("jwks_unavailable"),
+        "{}",
+        err.message()
+    );
+}
+
+/// Swap the `iss` claim of an unverified token (the signature no longer
+/// matters: the gateway cannot get any key for that issuer anyway).
+fn reissue(token: &str, from: &str, to: &str) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let claims = String::from_utf8(b64.decode(&parts[1]).unwrap())
+        .unwrap()
+        .replace(from, to);
+    parts[1] = b64.encode(claims);
+    parts.join(".")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_per_subject() {
+    let idp = Idp::start().await.unwrap();
+    let mut setup = Setup::new("jwt-ratelimit");
+    let policy = jwt_policy(
+        &idp.issuer,
+        "ratelimit:\n  rules:\n    - name: per-subject\n      key: subject\n      limit: 3\n      interval: 60s\n",
+    );
+    setup.policy = &policy;
+    setup.routing = ROUTING;
+    setup.backends = 3;
+    let env = setup.start().await;
+    let mut c = client::orders(env.web_channel().await);
+    let alice = idp
+        .token("alice", "orders:read", "orders", 300, serde_json::json!({}))
+        .unwrap();
+    let bob = idp
+        .token("bob", "orders:read", "orders", 300, serde_json::json!({}))
+        .unwrap();
+    for _ in 0..3 {
+        c.get(bearer(&alice)).await.unwrap();
+    }
+    let err = c.get(bearer(&alice)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        err.message().starts_with("rate_limited"),
+        "{}",
+        err.message()
+    );
+    let retry: u64 = err
+        .metadata()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Another identity is not affected.
+    c.get(bearer(&bob)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_identity_assertion_verifies_against_the_admin_jwks() {
+    let idp = Idp::start().await.unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let key_dir = support::workdir("assertion-key");
+    let key_path = key_dir.join("assertion-key.pem");
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let mut setup = Setup::new("jwt-assertion");
+    let policy = format!(
+        "{}assertion:\n  key: {}\n  audience: orders-backend\n  ttl: 60s\n",
+        jwt_policy(&idp.issuer, ""),
+        key_path.display()
+    );
+    setup.policy = &policy;
+    setup.routing = ROUTING;
+    setup.backends = 3;
+    let env = setup.start().await;
+    let token = idp
+        .token("alice", "orders:read", "orders", 300, serde_json::json!({}))
+        .unwrap();
+    let mut c = client::orders(env.web_channel().await);
+    // A forged assertion from the client never reaches the backend.
+    let mut req = bearer(&token);
+    req.metadata_mut()
+        .insert("x-ztgate-assertion", "forged".parse().unwrap());
+    let r1 = c.get(req).await.unwrap().into_inner();
+    let r2 = c.get(bearer(&token)).await.unwrap().into_inner();
+    let a1 = r1.metadata.get("x-ztgate-assertion").cloned().unwrap();
+    assert_ne!(a1, "forged");
+    // Cached per identity: the same assertion for the same caller.
+    assert_eq!(Some(&a1), r2.metadata.get("x-ztgate-assertion"));
+
+    let (code, jwks) = env.gw.admin_get("/.well-known/jwks.json").unwrap();
+    assert_eq!(code, 200);
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&jwks).unwrap();
+    let header = jsonwebtoken::decode_header(&a1).unwrap();
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&["orders-backend"]);
+    v.set_issuer(&["ztgate"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        &a1,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap();
+    assert_eq!(data.claims["sub"], "alice");
+    assert_eq!(data.claims["spiffe_id"], support::WEB_ID);
+    assert_eq!(data.claims["scope"], "orders:read");
+    assert_eq!(data.claims["token_iss"], idp.issuer.as_str());
+}
