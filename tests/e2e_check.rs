@@ -69,13 +69,19 @@ fn example_config_parses() {
         .arg("check")
         .arg("-c")
         .arg(example)
+        .env("ZTGATE_DEVICE_SECRET", "0123456789abcdef0123456789abcdef")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.is_empty(),
+        "its files do not exist, so check must say so"
+    );
     for line in text.lines() {
+        assert!(line.contains("cannot read"), "unexpected problem: {line}");
         assert!(
-            line.contains("listener.tls") || line.contains("cannot read"),
-            "unexpected problem: {line}"
+            line.contains("ztgate.example.yaml:"),
+            "every problem has its line: {line}"
         );
     }
 }

@@ -49,8 +49,8 @@ struct Key {
 
 fn load_key(path: &Path, signing: bool) -> Result<Key, AssertionKeyError> {
     let name = path.display().to_string();
-    let pem = std::fs::read(path)
-        .map_err(|e| AssertionKeyError::Read(name.clone(), e.kind().to_string()))?;
+    let pem =
+        std::fs::read(path).map_err(|e| AssertionKeyError::Read(name.clone(), e.to_string()))?;
     let bad = || AssertionKeyError::NotP256(name.clone());
     let pkey = PKey::private_key_from_pem(&pem).map_err(|_| bad())?;
     let ec = pkey.ec_key().map_err(|_| bad())?;

@@ -29,7 +29,7 @@ pub enum MaterialError {
 fn read(path: &Path) -> Result<Vec<u8>, MaterialError> {
     std::fs::read(path).map_err(|e| MaterialError::Read {
         path: path.display().to_string(),
-        reason: e.kind().to_string(),
+        reason: e.to_string(),
     })
 }
 
