@@ -21,13 +21,14 @@ pub mod peer;
 pub mod reason;
 pub mod spiffe;
 pub mod view;
+pub mod wildcard;
 
 pub use chain::{Chain, ChainOutcome, FilterVerdict, Stage};
 pub use config::{BuildContext, ConfigProblem, Mode};
 pub use facts::{DeviceFacts, Facts, PeerIdentity, SelectedRoute, VerifiedToken};
 pub use peer::{PeerCertificate, PeerCertificateError};
 pub use reason::{GrpcCode, Reason};
-pub use spiffe::{SpiffeId, SpiffePattern};
+pub use spiffe::{SpiffeAllowList, SpiffeId, SpiffePattern, SpiffePatternError};
 pub use view::{RequestView, TlsFacts};
 
 use std::borrow::Cow;

@@ -1,9 +1,19 @@
-//! SPIFFE IDs and the patterns policies use to allow them.
+//! SPIFFE IDs and the patterns policies use to allow them — one syntax for
+//! `mtls.allowed_ids` and the route `spiffe:` lists.
 //!
 //! Parsing follows the SPIFFE ID spec (spiffe/standards, SPIFFE-ID.md §2):
 //! scheme `spiffe`, a lowercase trust domain of `[a-z0-9.-_]`, no port or
 //! userinfo, path segments of `[A-Za-z0-9.-_]` that are neither empty nor
 //! `.`/`..`, no query or fragment, at most 2048 bytes.
+//!
+//! Patterns: the trust domain is always literal (a wildcard there would
+//! trust workloads of a foreign trust domain, which is exactly what SPIFFE
+//! federation is careful about), and each path segment is literal, a `*`
+//! glob within that segment (`sa-*`), or `**`. A `**` in the middle or at
+//! the start matches zero or more segments; a trailing `**` matches one or
+//! more (`ns/shop/**` is everything *under* `ns/shop`, as in `.gitignore`).
+
+use crate::wildcard;
 
 /// Longest SPIFFE ID accepted (SPIFFE-ID.md §2.3).
 pub const MAX_SPIFFE_ID_LEN: usize = 2048;
@@ -78,81 +88,176 @@ impl SpiffeId {
     }
 }
 
-/// A pattern over SPIFFE IDs: `*` matches exactly one path segment (or the
-/// rest of one, e.g. `sa/order*`), `**` as a whole last segment matches any
-/// depth (at least one segment). No other wildcards: predictable beats clever.
+const SCHEME: &str = "spiffe://";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpiffePattern {
-    raw: String,
-    segments: Vec<String>,
+enum Segment {
+    Literal(String),
+    Glob(String),
+    AnyDepth,
 }
 
-/// Why a pattern is not usable.
+impl Segment {
+    fn matches_one(&self, seg: &str) -> bool {
+        match self {
+            Segment::Literal(l) => l == seg,
+            Segment::Glob(g) => wildcard::matches(g, seg),
+            Segment::AnyDepth => true,
+        }
+    }
+}
+
+/// Why a SPIFFE ID pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpiffePatternError {
-    #[error("pattern must start with spiffe://")]
+    #[error("must start with `spiffe://`")]
     Scheme,
-    #[error("`**` is only allowed as the whole last segment")]
-    DoubleStar,
-    #[error("the trust domain of a pattern cannot contain wildcards")]
-    WildTrustDomain,
+    #[error("the trust domain must be non-empty lowercase letters, digits, `.`, `-`, `_`, without wildcards")]
+    TrustDomain,
+    #[error("empty path segment (`//` or a trailing `/`)")]
+    EmptySegment,
+    #[error("`**` must be a whole path segment")]
+    PartialDoubleStar,
+    #[error("character {0:?} is not allowed in a SPIFFE ID path segment")]
+    BadChar(char),
+}
+
+/// One compiled SPIFFE ID pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpiffePattern {
+    text: String,
+    trust_domain: String,
+    segments: Vec<Segment>,
 }
 
 impl SpiffePattern {
-    pub fn parse(s: &str) -> Result<Self, SpiffePatternError> {
-        let rest = s
-            .strip_prefix("spiffe://")
+    pub fn parse(text: &str) -> Result<Self, SpiffePatternError> {
+        let rest = text
+            .strip_prefix(SCHEME)
             .ok_or(SpiffePatternError::Scheme)?;
-        let segments: Vec<String> = rest.split('/').map(str::to_owned).collect();
-        if segments.first().is_some_and(|td| td.contains('*')) {
-            return Err(SpiffePatternError::WildTrustDomain);
+        let (td, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let td_ok = !td.is_empty()
+            && td.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+            });
+        if !td_ok {
+            return Err(SpiffePatternError::TrustDomain);
         }
-        let last = segments.len().saturating_sub(1);
-        for (i, seg) in segments.iter().enumerate() {
-            if seg.contains("**") && (seg != "**" || i != last) {
-                return Err(SpiffePatternError::DoubleStar);
+        let mut segments = Vec::new();
+        if rest.contains('/') {
+            for seg in path.split('/') {
+                segments.push(parse_segment(seg)?);
             }
         }
         Ok(Self {
-            raw: s.to_owned(),
+            text: text.to_owned(),
+            trust_domain: td.to_owned(),
             segments,
         })
     }
 
+    /// The pattern as configured.
     pub fn as_str(&self) -> &str {
-        &self.raw
+        &self.text
     }
 
+    /// Whether a SPIFFE ID (as put in `Facts` by `mtls`) matches.
     pub fn matches(&self, id: &str) -> bool {
-        let Some(rest) = id.strip_prefix("spiffe://") else {
+        let Some(rest) = id.strip_prefix(SCHEME) else {
             return false;
         };
-        let mut parts = rest.split('/');
-        for (i, pat) in self.segments.iter().enumerate() {
-            if pat == "**" && i + 1 == self.segments.len() {
-                return parts.next().is_some();
-            }
-            match parts.next() {
-                Some(part) if segment_matches(pat, part) => {}
-                _ => return false,
-            }
+        let (td, path) = match rest.split_once('/') {
+            Some((td, path)) => (td, Some(path)),
+            None => (rest, None),
+        };
+        if td != self.trust_domain {
+            return false;
         }
-        parts.next().is_none()
+        let segs: Vec<&str> = path.map(|p| p.split('/').collect()).unwrap_or_default();
+        self.match_segments(&segs)
+    }
+
+    /// Which prefixes of `segs` the pattern can have consumed, one pattern
+    /// segment at a time: O(pattern × id) with no backtracking blow-up.
+    fn match_segments(&self, segs: &[&str]) -> bool {
+        let n = segs.len();
+        let mut reach = vec![false; n + 1];
+        if let Some(r) = reach.first_mut() {
+            *r = true;
+        }
+        let last = self.segments.len().saturating_sub(1);
+        for (i, pat) in self.segments.iter().enumerate() {
+            let mut next = vec![false; n + 1];
+            match pat {
+                Segment::AnyDepth => {
+                    // zero or more segments; a trailing `**` needs at least one
+                    let min = usize::from(i == last);
+                    let mut seen = false;
+                    for (k, slot) in next.iter_mut().enumerate() {
+                        if k >= min {
+                            seen |= reach.get(k - min).copied().unwrap_or(false);
+                        }
+                        *slot = seen;
+                    }
+                }
+                _ => {
+                    for (k, seg) in segs.iter().enumerate() {
+                        if reach.get(k).copied().unwrap_or(false) && pat.matches_one(seg) {
+                            if let Some(slot) = next.get_mut(k + 1) {
+                                *slot = true;
+                            }
+                        }
+                    }
+                }
+            }
+            reach = next;
+        }
+        reach.last().copied().unwrap_or(false)
     }
 }
 
-/// `*` inside one segment: any run of characters (none crossing `/`).
-fn segment_matches(pat: &str, s: &str) -> bool {
-    let Some((head, tail)) = pat.split_once('*') else {
-        return pat == s;
-    };
-    let Some(rest) = s.strip_prefix(head) else {
-        return false;
-    };
-    if !tail.contains('*') {
-        return rest.len() >= tail.len() && rest.ends_with(tail);
+fn parse_segment(seg: &str) -> Result<Segment, SpiffePatternError> {
+    if seg.is_empty() {
+        return Err(SpiffePatternError::EmptySegment);
     }
-    (0..=rest.len()).any(|i| rest.is_char_boundary(i) && segment_matches(tail, &rest[i..]))
+    if seg == "**" {
+        return Ok(Segment::AnyDepth);
+    }
+    if seg.contains("**") {
+        return Err(SpiffePatternError::PartialDoubleStar);
+    }
+    if let Some(c) = seg
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*')))
+    {
+        return Err(SpiffePatternError::BadChar(c));
+    }
+    Ok(if seg.contains('*') {
+        Segment::Glob(seg.to_owned())
+    } else {
+        Segment::Literal(seg.to_owned())
+    })
+}
+
+/// A non-empty list of patterns; an identity is allowed when any matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpiffeAllowList {
+    patterns: Vec<SpiffePattern>,
+}
+
+impl SpiffeAllowList {
+    pub fn new(patterns: Vec<SpiffePattern>) -> Self {
+        Self { patterns }
+    }
+
+    pub fn patterns(&self) -> &[SpiffePattern] {
+        &self.patterns
+    }
+
+    /// Whether this SPIFFE ID is on the list; no ID is never on it.
+    pub fn allows(&self, id: Option<&str>) -> bool {
+        id.is_some_and(|id| self.patterns.iter().any(|p| p.matches(id)))
+    }
 }
 
 #[cfg(test)]
@@ -192,20 +297,90 @@ mod tests {
             Err(SpiffeIdError::TooLong)
         );
     }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::*;
+
+    fn m(p: &str, id: &str) -> bool {
+        SpiffePattern::parse(p).unwrap().matches(id)
+    }
 
     #[test]
-    fn patterns() {
-        let p = SpiffePattern::parse("spiffe://acme.test/ns/*/sa/order*").unwrap();
-        assert!(p.matches("spiffe://acme.test/ns/shop/sa/orders"));
-        assert!(!p.matches("spiffe://acme.test/ns/shop/extra/sa/orders"));
-        assert!(!p.matches("spiffe://evil.test/ns/shop/sa/orders"));
-        let any = SpiffePattern::parse("spiffe://acme.test/**").unwrap();
-        assert!(any.matches("spiffe://acme.test/a/b/c"));
-        assert!(!any.matches("spiffe://acme.test"));
-        let exact = SpiffePattern::parse("spiffe://acme.test/ns/a").unwrap();
-        assert!(exact.matches("spiffe://acme.test/ns/a"));
-        assert!(!exact.matches("spiffe://acme.test/ns/a/b"));
-        assert!(SpiffePattern::parse("spiffe://*.test/x").is_err());
-        assert!(SpiffePattern::parse("spiffe://a/**/b").is_err());
+    fn literal_and_single_star() {
+        assert!(m(
+            "spiffe://acme.test/ns/shop/sa/w",
+            "spiffe://acme.test/ns/shop/sa/w"
+        ));
+        assert!(!m(
+            "spiffe://acme.test/ns/shop/sa/w",
+            "spiffe://acme.test/ns/shop/sa/x"
+        ));
+        assert!(!m(
+            "spiffe://acme.test/ns/shop/sa/w",
+            "spiffe://evil.test/ns/shop/sa/w"
+        ));
+        assert!(m(
+            "spiffe://acme.test/ns/shop/*",
+            "spiffe://acme.test/ns/shop/sa"
+        ));
+        // `*` stays within one segment
+        assert!(!m(
+            "spiffe://acme.test/ns/shop/*",
+            "spiffe://acme.test/ns/shop/sa/w"
+        ));
+        assert!(m(
+            "spiffe://acme.test/ns/*/sa/w-*",
+            "spiffe://acme.test/ns/shop/sa/w-1"
+        ));
+        assert!(!m(
+            "spiffe://acme.test/ns/shop",
+            "spiffe://acme.test/ns/shopping"
+        ));
+        assert!(m("spiffe://acme.test", "spiffe://acme.test"));
+        assert!(!m("spiffe://acme.test", "spiffe://acme.test/x"));
+    }
+
+    #[test]
+    fn double_star() {
+        assert!(m(
+            "spiffe://acme.test/ns/**",
+            "spiffe://acme.test/ns/shop/sa/w"
+        ));
+        assert!(m("spiffe://acme.test/ns/**", "spiffe://acme.test/ns/shop"));
+        // trailing `**` is "everything under", not the parent itself
+        assert!(!m("spiffe://acme.test/ns/**", "spiffe://acme.test/ns"));
+        assert!(m("spiffe://acme.test/**/sa/w", "spiffe://acme.test/sa/w"));
+        assert!(m(
+            "spiffe://acme.test/**/sa/w",
+            "spiffe://acme.test/ns/a/b/sa/w"
+        ));
+        assert!(!m(
+            "spiffe://acme.test/**/sa/w",
+            "spiffe://acme.test/ns/sa/x"
+        ));
+        assert!(!m("spiffe://acme.test/**", "spiffe://other.test/ns"));
+    }
+
+    #[test]
+    fn refuses_bad_patterns() {
+        use SpiffePatternError::*;
+        let e = |p: &str| SpiffePattern::parse(p).unwrap_err();
+        assert_eq!(e("acme.test/ns"), Scheme);
+        assert_eq!(e("spiffe://*.test/ns"), TrustDomain);
+        assert_eq!(e("spiffe://ACME.test/ns"), TrustDomain);
+        assert_eq!(e("spiffe:///ns"), TrustDomain);
+        assert_eq!(e("spiffe://acme.test/ns//x"), EmptySegment);
+        assert_eq!(e("spiffe://acme.test/ns/"), EmptySegment);
+        assert_eq!(e("spiffe://acme.test/ns/a**"), PartialDoubleStar);
+        assert_eq!(e("spiffe://acme.test/ns/a?"), BadChar('?'));
+    }
+
+    #[test]
+    fn allow_list_refuses_missing_identity() {
+        let l = SpiffeAllowList::new(vec![SpiffePattern::parse("spiffe://acme.test/**").unwrap()]);
+        assert!(l.allows(Some("spiffe://acme.test/a")));
+        assert!(!l.allows(None));
     }
 }

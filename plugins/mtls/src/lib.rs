@@ -43,7 +43,8 @@ pub mod raw {
         /// Allowed trust domains; empty allows any the trust bundle accepted.
         #[serde(default)]
         pub trust_domains: Vec<String>,
-        /// Allowed SPIFFE ID patterns (`*` one segment, trailing `**` any depth);
+        /// Allowed SPIFFE ID patterns (`*` within one segment, `**` any depth;
+        /// the same syntax as route `spiffe:` lists);
         /// empty allows any ID of an allowed trust domain.
         #[serde(default)]
         pub allowed_ids: Vec<String>,
@@ -314,7 +315,7 @@ mod tests {
     fn build_reports_every_problem() {
         let raw = raw::Mtls {
             trust_domains: vec!["Bad Domain".into()],
-            allowed_ids: vec!["http://x".into(), "spiffe://a/**/b".into()],
+            allowed_ids: vec!["http://x".into(), "spiffe://*.test/x".into()],
             ..raw::Mtls::default()
         };
         let ctx = BuildContext {

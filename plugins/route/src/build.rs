@@ -8,9 +8,9 @@ use ztgate_filter::{BuildContext, ConfigProblem};
 use crate::pattern::MethodPattern;
 use crate::raw;
 use crate::select::{ScopeRule, SelectEntry};
-use crate::spiffe::{SpiffeAllowList, SpiffePattern};
 use crate::table::{host_of, CompiledRoute, RouteTable};
 use crate::RouteFilter;
+use ztgate_filter::spiffe::{SpiffeAllowList, SpiffePattern};
 
 /// Longest route name: it is a metrics label and an audit field.
 const MAX_NAME_LEN: usize = 128;

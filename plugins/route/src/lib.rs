@@ -32,17 +32,15 @@ mod filter;
 pub mod pattern;
 pub mod raw;
 pub mod select;
-pub mod spiffe;
 pub mod table;
 mod trie;
-mod wildcard;
 
 pub use build::build;
 pub use filter::RouteFilter;
 pub use pattern::{MethodPattern, PatternError};
 pub use select::{Caller, ScopeRule, SelectEntry};
-pub use spiffe::{SpiffeAllowList, SpiffePattern, SpiffePatternError};
 pub use table::{CompiledRoute, RouteTable};
+pub use ztgate_filter::{SpiffeAllowList, SpiffePattern, SpiffePatternError};
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@
 //! Only `*` is special; `?`, `[`, `{` and `**` are refused so a pattern
 //! written for another glob dialect fails loudly instead of matching literally.
 
-use crate::wildcard;
+use ztgate_filter::wildcard;
 
 /// A parsed `match.grpc` pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]

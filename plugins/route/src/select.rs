@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ztgate_filter::{Denial, Reason};
 
-use crate::spiffe::SpiffeAllowList;
+use ztgate_filter::spiffe::SpiffeAllowList;
 
 /// `scopes:` of a select entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

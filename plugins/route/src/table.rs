@@ -26,8 +26,8 @@ use ztgate_filter::Mode;
 
 use crate::pattern::{GlobAnchor, MethodPattern};
 use crate::select::SelectEntry;
-use crate::spiffe::SpiffeAllowList;
 use crate::trie::Trie;
+use ztgate_filter::spiffe::SpiffeAllowList;
 
 /// One route, compiled.
 #[derive(Debug, Clone)]

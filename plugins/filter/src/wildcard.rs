@@ -7,7 +7,7 @@
 ///
 /// Greedy with a single backtrack point: linear for the usual one or two
 /// stars, O(pattern × text) at worst; both sides are short names.
-pub(crate) fn matches(pattern: &str, text: &str) -> bool {
+pub fn matches(pattern: &str, text: &str) -> bool {
     let (pat, txt) = (pattern.as_bytes(), text.as_bytes());
     let (mut p, mut t) = (0usize, 0usize);
     // Position after the last `*` seen and the text position it resumed at.
