@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use prost::Message;
 use support::{testdata, Setup};
 use ztgate_testkit::client;
@@ -32,41 +30,7 @@ async fn fingerprint_via_tonic(
 
 /// One gRPC call with curl (OpenSSL client stack), returning the decoded reply.
 async fn call_with_curl(env: &support::Env, extra: &[&str]) -> Reply {
-    let dir = &env.dir;
-    let (cert, key) = env.web.write(dir, "curl-client").unwrap();
-    let frame = {
-        let body = Request::default().encode_to_vec();
-        let mut f = vec![0u8];
-        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        f.extend_from_slice(&body);
-        f
-    };
-    let req = dir.join("req.bin");
-    std::fs::write(&req, frame).unwrap();
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--http2", "--cacert"])
-        .arg(dir.join("ca.pem"))
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .args([
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            "--data-binary",
-        ])
-        .arg(format!("@{}", req.display()))
-        .args(extra)
-        .arg(format!("{}/orders.v1.Orders/Get", env.gw.url()));
-    // curl blocks: run it off the runtime thread. The backend is spawned on
-    // this (current-thread) test runtime; blocking here starves it and the
-    // gateway's upstream call times out.
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .expect("curl is installed");
+    let out = support::curl_get(env, &Request::default(), extra).await;
     assert!(
         out.status.success(),
         "curl: {}",

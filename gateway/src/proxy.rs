@@ -229,7 +229,11 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(d) = ctx.deadline {
-            upstream.insert_header("grpc-timeout", request_meta::format_grpc_timeout(d))?;
+            // The backend gets a little more time than the gateway enforces,
+            // so an expiry is reported by the gateway as DEADLINE_EXCEEDED
+            // rather than as the backend's own CANCELLED racing it.
+            let grace = (d / 10).clamp(Duration::from_millis(5), Duration::from_millis(500));
+            upstream.insert_header("grpc-timeout", request_meta::format_grpc_timeout(d + grace))?;
         }
         if ctx.grpc {
             // Required by gRPC; kept h2→h2 by Pingora but make sure.

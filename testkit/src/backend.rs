@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::{KeyAndValueRef, MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
@@ -192,6 +191,9 @@ impl Backend {
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
         let (tx, rx) = oneshot::channel::<()>();
+        // TCP_NODELAY: without it small gRPC frames wait on delayed ACKs (~40 ms).
+        let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
@@ -200,7 +202,7 @@ impl Backend {
             let res = builder
                 .add_service(health_svc)
                 .add_service(svc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 })
                 .await;

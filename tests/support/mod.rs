@@ -149,3 +149,51 @@ impl Env {
             .sum()
     }
 }
+
+/// One unary `orders.v1.Orders/Get` through the gateway with curl (an
+/// OpenSSL client that sends the request as one DATA frame with END_STREAM
+/// and never enforces `grpc-timeout` itself). Returns curl's output with
+/// `-i` (status line and headers, then the body).
+pub async fn curl_get(
+    env: &Env,
+    req: &ztgate_testkit::proto::Request,
+    extra: &[&str],
+) -> std::process::Output {
+    use prost::Message;
+    let dir = &env.dir;
+    let (cert, key) = env.web.write(dir, "curl-client").unwrap();
+    let body = req.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    let file = dir.join(format!("req-{}.bin", rand_suffix()));
+    std::fs::write(&file, frame).unwrap();
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--http2", "--cacert"])
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args([
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", file.display()))
+        .args(extra)
+        .arg(format!("{}/orders.v1.Orders/Get", env.gw.url()));
+    // curl blocks: run it off the runtime, where the backends live.
+    tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .expect("curl is installed")
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
