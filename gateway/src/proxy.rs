@@ -267,6 +267,16 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Pingora's own error log lines carry this summary: add our request id
+    /// so they can be joined with the audit log.
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        format!(
+            "{} request_id={}",
+            session.as_ref().request_summary(),
+            ctx.facts.request_id
+        )
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -365,6 +375,16 @@ impl ProxyHttp for Gateway {
         metrics::REQUESTS
             .with_label_values(&[route, upstream, decision, reason, status])
             .inc();
+        tracing::debug!(
+            request_id = %ctx.facts.request_id,
+            path = %ctx.path,
+            route,
+            upstream,
+            decision,
+            reason,
+            grpc_status = status,
+            "request done"
+        );
         let elapsed = ctx.started.elapsed();
         metrics::REQUEST_DURATION
             .with_label_values(&[route])
