@@ -2,6 +2,9 @@
 //! loopback, closed and open loop, unary and streaming, plus the proxy
 //! sampling (pointed at this very process).
 
+// Test support code: a failed setup should fail the test loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use tokio::net::TcpListener;
