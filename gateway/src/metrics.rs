@@ -92,6 +92,13 @@ pub fn init() {
     }
     LazyLock::force(&CERT_EXPIRY);
     LazyLock::force(&HEALTHY_BACKENDS);
+    // The filter crates' own metrics, listed from the start too (cache
+    // results are a closed set, so their series can exist at zero).
+    LazyLock::force(&ztgate_jwt::metrics::JWKS_REFRESH);
+    for r in ["hit", "miss"] {
+        ztgate_jwt::metrics::CACHE.with_label_values(&[r]);
+    }
+    LazyLock::force(&ztgate_device::DECISIONS);
     LazyLock::force(&AUDIT_DROPPED);
 }
 
