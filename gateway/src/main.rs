@@ -21,11 +21,6 @@ mod upstream;
 
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: the h2 proxy path allocates per frame
-/// and glibc's allocator showed up as ~10% of proxy CPU under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     cli::dispatch(cli)
