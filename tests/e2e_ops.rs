@@ -642,6 +642,14 @@ async fn metrics_parse_and_list_every_required_name() {
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
         c.get(r).await.unwrap();
     }
+    // A request is counted in Pingora's logging phase, just after the
+    // response went out: give the second one a moment to land.
+    for _ in 0..50 {
+        if env.metric("ztgate_requests_total", &[("decision", "allow")]) >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let (status, text) = env.gw.admin_get("/metrics").unwrap();
     assert_eq!(status, 200);

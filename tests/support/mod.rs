@@ -137,6 +137,10 @@ impl Env {
 
     /// The value of one metric series from `/metrics` (0 when absent).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        // A request is counted in Pingora's logging phase, right after its
+        // response went out (which is when the client returned): let the
+        // last one land before scraping.
+        std::thread::sleep(std::time::Duration::from_millis(50));
         let (_, text) = self.gw.admin_get("/metrics").unwrap();
         text.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
