@@ -45,28 +45,9 @@ async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
 async fn served_cert(env: &Env) -> String {
     let port = env.gw.listen.port();
     let dir = env.dir.clone();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &format!("127.0.0.1:{port}"),
-                "-servername",
-                "localhost",
-                "-CAfile",
-            ])
-            .arg(dir.join("ca.pem"))
-            .arg("-cert")
-            .arg(dir.join("web.pem"))
-            .arg("-key")
-            .arg(dir.join("web-key.pem"))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        pem_body(&String::from_utf8_lossy(&out.stdout))
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || pem_body(&support::s_client(port, &dir)))
+        .await
+        .unwrap()
 }
 
 /// The base64 body of the first PEM certificate in `text`.

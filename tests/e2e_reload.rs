@@ -89,24 +89,7 @@ async fn sighup_swaps_and_a_broken_config_keeps_the_old_one() {
 }
 
 fn served_subject(port: u16, dir: &std::path::Path) -> String {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-servername",
-            "localhost",
-            "-CAfile",
-        ])
-        .arg(dir.join("ca.pem"))
-        .arg("-cert")
-        .arg(dir.join("web.pem"))
-        .arg("-key")
-        .arg(dir.join("web-key.pem"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = support::s_client(port, dir);
     text.lines()
         .find(|l| l.trim_start().starts_with("subject="))
         .unwrap_or("")

@@ -201,3 +201,26 @@ fn rand_suffix() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// What `openssl s_client` prints for a handshake with the gateway as the
+/// web workload (blocking: call it from `spawn_blocking`).
+pub fn s_client(port: u16, dir: &std::path::Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+            "-CAfile",
+        ])
+        .arg(dir.join("ca.pem"))
+        .arg("-cert")
+        .arg(dir.join("web.pem"))
+        .arg("-key")
+        .arg(dir.join("web-key.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
