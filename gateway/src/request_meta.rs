@@ -57,6 +57,9 @@ pub fn new_request_id() -> String {
 
 /// Parse a `grpc-timeout` value: 1–8 digits and a unit (H M S m u n).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if !v.is_ascii() {
+        return None;
+    }
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -137,6 +140,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("123456789S"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("1é"), None);
         assert_eq!(format_grpc_timeout(Duration::from_millis(100)), "100000u");
         assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000000u");
         let d = parse_grpc_timeout(&format_grpc_timeout(Duration::from_secs(3600))).unwrap();
