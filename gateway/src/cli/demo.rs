@@ -260,6 +260,7 @@ async fn run_demo() -> anyhow::Result<bool> {
             "",
         ),
     ];
+    let mut alice_device = None;
     for (call, who, token, expected, expected_up) in get_cases {
         let mut req = with_token(
             OrdersRequest {
@@ -282,6 +283,9 @@ async fn run_demo() -> anyhow::Result<bool> {
                 let ok = !sub.is_empty()
                     && sub != "root"
                     && r.metadata.contains_key("x-device-fingerprint");
+                if sub == "alice" {
+                    alice_device = r.metadata.get("x-device-fingerprint").cloned();
+                }
                 (
                     if ok {
                         "OK".to_owned()
@@ -385,6 +389,57 @@ async fn run_demo() -> anyhow::Result<bool> {
             expected_up: expected_up.into(),
         });
     }
+
+    // Put alice's device on the deny list, reload with SIGHUP, call again
+    // from a new connection with the same client: same fingerprint, denied.
+    let got = match &alice_device {
+        None => "no fingerprint seen".to_owned(),
+        Some(fp) => {
+            let text = std::fs::read_to_string(&gw.config)?;
+            let denied = text.replace(
+                "  signals: [ja4, user_agent, cert_thumbprint]\n",
+                &format!("  signals: [ja4, user_agent, cert_thumbprint]\n  devices:\n    deny: [\"{fp}\"]\n"),
+            );
+            std::fs::write(&gw.config, denied)?;
+            let hup = std::process::Command::new("kill")
+                .args(["-HUP", &gw.pid().to_string()])
+                .status()?;
+            anyhow::ensure!(hup.success(), "could not signal the gateway");
+            let mut reloaded = false;
+            for _ in 0..100 {
+                let (_, m) = gw.admin_get("/metrics")?;
+                if m.lines()
+                    .any(|l| l.starts_with("ztgate_config_reloads_total{result=\"ok\"} 1"))
+                {
+                    reloaded = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::ensure!(reloaded, "the gateway did not reload");
+            let fresh = client::connect(
+                &target
+                    .clone()
+                    .with_identity(&pki.web.cert_pem, &pki.web.key_pem),
+            )
+            .await?;
+            match client::orders(fresh)
+                .get(with_token(OrdersRequest::default(), Some(&writer))?)
+                .await
+            {
+                Ok(_) => "OK".to_owned(),
+                Err(s) => outcome(&s),
+            }
+        }
+    };
+    rows.push(Row {
+        call: "Get after SIGHUP: alice's device denied",
+        who: "web/alice",
+        expected: "PermissionDenied (device_denied)".into(),
+        got,
+        upstream: String::new(),
+        expected_up: String::new(),
+    });
 
     // No client certificate: the handshake itself is refused.
     let got = match client::connect(&target).await {
