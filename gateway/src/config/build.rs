@@ -124,25 +124,9 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
     let material = match ServerMaterial::load(&cert, &key, &ca) {
         Ok(m) => Some(m),
         Err(errs) => {
-            for e in errs {
-                let field = match &e {
-                    crate::tls::material::MaterialError::Read { path, .. }
-                    | crate::tls::material::MaterialError::NoCertificate { path }
-                    | crate::tls::material::MaterialError::BadCertificate { path, .. }
-                    | crate::tls::material::MaterialError::Expired { path }
-                    | crate::tls::material::MaterialError::BadKey { path } => {
-                        if *path == ca.display().to_string() {
-                            "client_ca"
-                        } else if *path == key.display().to_string() {
-                            "key"
-                        } else {
-                            "cert"
-                        }
-                    }
-                    crate::tls::material::MaterialError::KeyMismatch { .. } => "key",
-                };
+            for (part, e) in errs {
                 problems.push(ConfigProblem::new(
-                    format!("listener.tls.{field}"),
+                    format!("listener.tls.{}", part.key_name()),
                     e.to_string(),
                 ));
             }

@@ -67,10 +67,29 @@ pub struct CertAndKey {
     pub key: PKey<Private>,
 }
 
+/// Which config key a material problem belongs to (`…cert`, `…key`,
+/// `…client_ca`), so it is reported at the key that named the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Cert,
+    Key,
+    ClientCa,
+}
+
+impl Part {
+    pub fn key_name(self) -> &'static str {
+        match self {
+            Part::Cert => "cert",
+            Part::Key => "key",
+            Part::ClientCa => "client_ca",
+        }
+    }
+}
+
 impl CertAndKey {
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, Vec<MaterialError>> {
-        let chain = load_certs(cert);
-        let pkey = load_key(key);
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, Vec<(Part, MaterialError)>> {
+        let chain = load_certs(cert).map_err(|e| (Part::Cert, e));
+        let pkey = load_key(key).map_err(|e| (Part::Key, e));
         match (chain, pkey) {
             (Ok(chain), Ok(pkey)) => {
                 let matches = chain
@@ -78,10 +97,13 @@ impl CertAndKey {
                     .and_then(|leaf| leaf.public_key().ok())
                     .is_some_and(|pk| pk.public_eq(&pkey));
                 if !matches {
-                    return Err(vec![MaterialError::KeyMismatch {
-                        cert: cert.display().to_string(),
-                        key: key.display().to_string(),
-                    }]);
+                    return Err(vec![(
+                        Part::Key,
+                        MaterialError::KeyMismatch {
+                            cert: cert.display().to_string(),
+                            key: key.display().to_string(),
+                        },
+                    )]);
                 }
                 Ok(Self { chain, key: pkey })
             }

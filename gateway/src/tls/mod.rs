@@ -23,7 +23,7 @@ use pingora::tls::ssl::{NameType, SslVerifyMode, SslVersion};
 use ztgate_filter::{PeerCertificate, TlsFacts};
 
 use crate::config::raw::{ClientAuth, TlsVersion};
-use material::{CertAndKey, MaterialError, TrustBundle};
+use material::{CertAndKey, MaterialError, Part, TrustBundle};
 
 /// What a handshake needs; swapped whole on reload.
 pub struct ServerMaterial {
@@ -32,18 +32,25 @@ pub struct ServerMaterial {
 }
 
 impl ServerMaterial {
-    pub fn load(cert: &Path, key: &Path, client_ca: &Path) -> Result<Self, Vec<MaterialError>> {
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+    ) -> Result<Self, Vec<(Part, MaterialError)>> {
         let identity = CertAndKey::load(cert, key).and_then(|ck| {
             // An expired server certificate fails every handshake: refuse it
             // at check/load so a reload keeps the working one.
             match ck.not_after() {
-                Some(t) if t < std::time::SystemTime::now() => Err(vec![MaterialError::Expired {
-                    path: cert.display().to_string(),
-                }]),
+                Some(t) if t < std::time::SystemTime::now() => Err(vec![(
+                    Part::Cert,
+                    MaterialError::Expired {
+                        path: cert.display().to_string(),
+                    },
+                )]),
                 _ => Ok(ck),
             }
         });
-        let ca = TrustBundle::load(client_ca);
+        let ca = TrustBundle::load(client_ca).map_err(|e| (Part::ClientCa, e));
         match (identity, ca) {
             (Ok(identity), Ok(client_ca)) => Ok(Self {
                 identity,

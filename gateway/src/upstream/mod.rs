@@ -328,8 +328,11 @@ fn pool_tls(
                 (Some(Arc::new(CertKey::new(ck.chain, ck.key))), na)
             }
             Err(errs) => {
-                for e in errs {
-                    problems.push(ConfigProblem::new(format!("{path}.cert"), e.to_string()));
+                for (part, e) in errs {
+                    problems.push(ConfigProblem::new(
+                        format!("{path}.{}", part.key_name()),
+                        e.to_string(),
+                    ));
                 }
                 (None, None)
             }
