@@ -42,18 +42,27 @@ upstreams:
     )
 }
 
-fn explain(d: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ztgate"))
-        .arg("explain")
-        .arg("-c")
-        .arg(d.join("ztgate.yaml"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+/// Run `ztgate explain` off the test's runtime (the IdP it fetches keys
+/// from lives on that runtime).
+async fn explain(d: &Path, args: &[&str]) -> (i32, String) {
+    let config = d.join("ztgate.yaml");
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_ztgate"))
+            .arg("explain")
+            .arg("-c")
+            .arg(config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,25 +93,20 @@ async fn explains_identity_token_route_and_denials() {
     let cert = cert.to_str().unwrap();
 
     // Allowed, routed by scope; run off the test's runtime (the IdP lives on it).
-    let dd = d.clone();
-    let c = cert.to_owned();
-    let (code, out) = tokio::task::spawn_blocking(move || {
-        explain(
-            &dd,
-            &[
-                "--path",
-                "/orders.v1.Orders/Get",
-                "--cert",
-                &c,
-                "--token",
-                dd.join("reader.jwt").to_str().unwrap(),
-                "--client-ip",
-                "10.1.2.3",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let (code, out) = explain(
+        &d,
+        &[
+            "--path",
+            "/orders.v1.Orders/Get",
+            "--cert",
+            cert,
+            "--token",
+            d.join("reader.jwt").to_str().unwrap(),
+            "--client-ip",
+            "10.1.2.3",
+        ],
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("spiffe://acme.test/ns/shop/sa/web"), "{out}");
     assert!(out.contains("sub=bob scopes=[orders:read]"), "{out}");
@@ -115,25 +119,20 @@ async fn explains_identity_token_route_and_denials() {
     assert!(!out.contains(&reader), "the token must never be printed");
 
     // Expired token: denied by jwt, later filters not run; JSON output.
-    let dd = d.clone();
-    let c = cert.to_owned();
-    let (code, out) = tokio::task::spawn_blocking(move || {
-        explain(
-            &dd,
-            &[
-                "--path",
-                "/orders.v1.Orders/Get",
-                "--cert",
-                &c,
-                "--token",
-                dd.join("expired.jwt").to_str().unwrap(),
-                "--format",
-                "json",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let (code, out) = explain(
+        &d,
+        &[
+            "--path",
+            "/orders.v1.Orders/Get",
+            "--cert",
+            cert,
+            "--token",
+            d.join("expired.jwt").to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    )
+    .await;
     assert_eq!(code, 2, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(v["decision"], "deny");
@@ -147,20 +146,16 @@ async fn explains_identity_token_route_and_denials() {
     );
 
     // Foreign trust domain: mtls denies.
-    let dd = d.clone();
-    let (code, out) = tokio::task::spawn_blocking(move || {
-        explain(
-            &dd,
-            &[
-                "--path",
-                "/orders.v1.Orders/Get",
-                "--cert",
-                dd.join("partner.pem").to_str().unwrap(),
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let (code, out) = explain(
+        &d,
+        &[
+            "--path",
+            "/orders.v1.Orders/Get",
+            "--cert",
+            d.join("partner.pem").to_str().unwrap(),
+        ],
+    )
+    .await;
     assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("DENY trust_domain_not_allowed: grpc-status 7, HTTP 403"),

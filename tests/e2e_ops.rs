@@ -176,21 +176,7 @@ async fn data_symlink_swap_rotates_the_cert_under_load() {
     };
     // A long stream opened before the swap; flow control holds it open
     // while we do not read.
-    let mut watch = client::orders(ch.clone())
-        .watch(Request {
-            count: 2000,
-            payload: vec![7; 1000],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut seen = 0u32;
-    while seen < 50 {
-        let m = watch.message().await.unwrap().unwrap();
-        assert_eq!(m.seq, seen);
-        seen += 1;
-    }
+    let (mut watch, mut seen) = open_watch(&ch, 7, 50).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Rotate: a new pair under a new version folder, then swap `..data`.
@@ -365,20 +351,7 @@ async fn sigterm_drains_in_flight_calls_then_refuses() {
     // Setup's server.grace_period is 1s; the slow call takes 700 ms.
     let env = Setup::new("ops-term").start().await;
     let ch = env.web_channel().await;
-    let mut watch = client::orders(ch.clone())
-        .watch(Request {
-            count: 2000,
-            payload: vec![3; 1000],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut seen = 0u32;
-    while seen < 20 {
-        watch.message().await.unwrap().unwrap();
-        seen += 1;
-    }
+    let (mut watch, mut seen) = open_watch(&ch, 3, 20).await;
     let slow = tokio::spawn({
         let ch = ch.clone();
         async move {
@@ -704,4 +677,28 @@ async fn metrics_parse_and_list_every_required_name() {
         .iter()
         .any(|s| s.metric == "ztgate_jwks_refresh_total"
             && s.labels.get("issuer") == Some(idp.issuer.as_str())));
+}
+
+/// Open a 2,000-reply `Watch` of 1,000-byte payloads filled with `fill` and
+/// read its first `first` replies in order; returns the stream and how many
+/// were read.
+async fn open_watch(
+    ch: &tonic::transport::Channel,
+    fill: u8,
+    first: u32,
+) -> (tonic::Streaming<ztgate_testkit::proto::Reply>, u32) {
+    let mut watch = client::orders(ch.clone())
+        .watch(Request {
+            count: 2000,
+            payload: vec![fill; 1000],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for seq in 0..first {
+        let m = watch.message().await.unwrap().unwrap();
+        assert_eq!(m.seq, seq);
+    }
+    (watch, first)
 }

@@ -17,6 +17,16 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// What [`GatewayProcess::start`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// `/readyz` answers 200.
+    Ready,
+    /// The admin and gRPC listeners accept connections (for gateways that
+    /// are expected not to be ready).
+    Listening,
+}
+
 /// A running gateway process, killed on drop.
 pub struct GatewayProcess {
     child: Child,
@@ -27,35 +37,23 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Write `config_yaml` to `dir/ztgate.yaml` and start `bin run -c` on it;
-    /// waits until `/readyz` answers 200 (or fails with the gateway's log).
+    /// Write `config_yaml` to `dir/ztgate.yaml`, start `bin run -c` on it
+    /// and wait (up to 20 s) for `until`; fails with the gateway's log.
     pub fn start(
         bin: &Path,
         dir: &Path,
         config_yaml: &str,
         listen: SocketAddr,
         admin: SocketAddr,
+        until: Until,
     ) -> anyhow::Result<Self> {
         let mut gw = Self::spawn(bin, dir, config_yaml, listen, admin)?;
-        gw.wait_until(Duration::from_secs(20), |gw| {
-            matches!(http_get(gw.admin, "/readyz"), Ok((200, _)))
-        })?;
-        Ok(gw)
-    }
-
-    /// Like [`GatewayProcess::start`] but only waits for the admin listener
-    /// to answer (for gateways that are expected not to be ready).
-    pub fn start_listening(
-        bin: &Path,
-        dir: &Path,
-        config_yaml: &str,
-        listen: SocketAddr,
-        admin: SocketAddr,
-    ) -> anyhow::Result<Self> {
-        let mut gw = Self::spawn(bin, dir, config_yaml, listen, admin)?;
-        gw.wait_until(Duration::from_secs(20), |gw| {
-            http_get(gw.admin, "/healthz").is_ok()
-                && std::net::TcpStream::connect(gw.listen).is_ok()
+        gw.wait_until(Duration::from_secs(20), |gw| match until {
+            Until::Ready => matches!(http_get(gw.admin, "/readyz"), Ok((200, _))),
+            Until::Listening => {
+                http_get(gw.admin, "/healthz").is_ok()
+                    && std::net::TcpStream::connect(gw.listen).is_ok()
+            }
         })?;
         Ok(gw)
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use ztgate_testkit::backend::Backend;
 use ztgate_testkit::client::{self, Target};
-use ztgate_testkit::harness::{free_port, GatewayProcess};
+use ztgate_testkit::harness::{free_port, GatewayProcess, Until};
 use ztgate_testkit::pki::{Ca, Issued, LeafSpec};
 
 pub const WEB_ID: &str = "spiffe://acme.test/ns/shop/sa/web";
@@ -88,17 +88,18 @@ impl<'a> Setup<'a> {
             "listener:\n  address: 127.0.0.1:{listen}\n  tls:\n    cert: server.pem\n    key: server-key.pem\n    client_ca: ca.pem\n    client_auth: {}\n{}admin:\n  address: 127.0.0.1:{admin}\nserver:\n  threads: 2\n  grace_period: 1s\n  shutdown_timeout: 1s\n  pid_file: ztgate.pid\n  upgrade_sock: upgrade.sock\n{}{}",
             self.client_auth, self.listener_extra, self.policy, routing
         );
-        let start = if self.wait_ready {
-            GatewayProcess::start
+        let until = if self.wait_ready {
+            Until::Ready
         } else {
-            GatewayProcess::start_listening
+            Until::Listening
         };
-        let gw = start(
+        let gw = GatewayProcess::start(
             &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
             &dir,
             &yaml,
             ([127, 0, 0, 1], listen).into(),
             ([127, 0, 0, 1], admin).into(),
+            until,
         )
         .unwrap();
         Env {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ztgate_testkit::backend::Backend;
 use ztgate_testkit::client::{self, Target};
-use ztgate_testkit::harness::{free_port, unary_at, GatewayProcess};
+use ztgate_testkit::harness::{free_port, unary_at, GatewayProcess, Until};
 use ztgate_testkit::idp::Idp;
 use ztgate_testkit::pki::{Ca, Issued};
 use ztgate_testkit::proto::Request as OrdersRequest;
@@ -190,6 +190,7 @@ async fn run_demo() -> anyhow::Result<bool> {
         ),
         ([127, 0, 0, 1], listen).into(),
         ([127, 0, 0, 1], admin).into(),
+        Until::Ready,
     )?;
     println!(
         "gateway on {} (admin {}), IdP {}, backends orders-a {} and orders-b {}\n",

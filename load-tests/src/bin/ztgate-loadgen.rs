@@ -240,6 +240,15 @@ struct WatchArgs {
     clk_tck: u64,
 }
 
+impl From<&WatchArgs> for Watch {
+    fn from(a: &WatchArgs) -> Self {
+        Watch {
+            pids: a.pids.clone(),
+            clk_tck: a.clk_tck,
+        }
+    }
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
@@ -426,10 +435,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     let ep = a.target.endpoint()?;
     let w = workload(&a.load)?;
     let (source, token_desc, minted) = tokens(&a.token)?;
-    let watch = Watch {
-        pids: a.watch.pids.clone(),
-        clk_tck: a.watch.clk_tck,
-    };
+    let watch = Watch::from(&a.watch);
     let rt = runtime(a.target.threads)?;
     let outcome = rt.block_on(engine::run(ep, &w, source.clone(), &watch))?;
     let reuses = match &source {
@@ -571,10 +577,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Hold(a) => {
             let ep = a.target.endpoint()?;
             let (source, _, _) = tokens(&a.token)?;
-            let watch = Watch {
-                pids: a.watch.pids,
-                clk_tck: a.watch.clk_tck,
-            };
+            let watch = Watch::from(&a.watch);
             let rt = runtime(a.target.threads)?;
             let result = rt.block_on(scale::hold(
                 ep,
@@ -609,10 +612,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Handshake(a) => {
             let ep = a.target.endpoint()?;
             let (source, _, _) = tokens(&a.token)?;
-            let watch = Watch {
-                pids: a.watch.pids,
-                clk_tck: a.watch.clk_tck,
-            };
+            let watch = Watch::from(&a.watch);
             let rt = runtime(a.target.threads)?;
             let result = rt.block_on(scale::handshakes(
                 ep,
