@@ -283,10 +283,18 @@ async fn malformed_tokens() {
         }
         other => panic!("{other:?}"),
     }
-    // Signature bytes flipped.
-    let mut bad = good.clone();
-    let last = bad.pop().unwrap();
-    bad.push(if last == 'A' { 'B' } else { 'A' });
+    // Signature bytes flipped. Change the signature's first character: every
+    // bit of it is significant, whereas the last character of a 64-byte ES256
+    // signature carries two padding bits, and a non-zero padding bit makes the
+    // base64url itself invalid (malformed, not a bad signature).
+    let sig_start = good.rfind('.').unwrap() + 1;
+    let first = &good[sig_start..=sig_start];
+    let bad = format!(
+        "{}{}{}",
+        &good[..sig_start],
+        if first == "A" { "B" } else { "A" },
+        &good[sig_start + 1..]
+    );
     assert_eq!(
         Req::bearer(&bad).reason(&f).await,
         Some(Reason::TokenSignatureInvalid)
