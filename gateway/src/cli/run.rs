@@ -63,6 +63,7 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
         pid_file: st.pid_file.clone(),
         upgrade_sock: st.upgrade_sock.clone(),
         grace_period_seconds: Some(st.grace_period.as_secs()),
+        work_stealing: st.work_stealing,
         graceful_shutdown_timeout_seconds: Some(st.shutdown_timeout.as_secs().max(1)),
         ..ServerConf::default()
     };

@@ -118,6 +118,15 @@ fn default_admin() -> String {
 pub struct Server {
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Off by default: each worker thread runs its own single-threaded
+    /// runtime, so a connection and all its streams stay on one thread. With
+    /// tokio's work-stealing scheduler the stream task and the h2 connection
+    /// task wake each other through the LIFO slot and the connection writes
+    /// one frame per syscall; without it, frames of many streams leave in one
+    /// write (measured: 46 vs 82 µs of proxy CPU per call). Turn it on when a
+    /// few connections carry most traffic and must spread over threads.
+    #[serde(default)]
+    pub work_stealing: bool,
     /// Pingora defaults to 300 s, which makes every stop take five minutes.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub grace_period: Duration,
@@ -133,6 +142,7 @@ impl Default for Server {
     fn default() -> Self {
         Self {
             threads: default_threads(),
+            work_stealing: false,
             grace_period: default_grace(),
             shutdown_timeout: default_shutdown(),
             pid_file: default_pid(),
