@@ -21,6 +21,12 @@ mod upstream;
 
 use clap::Parser;
 
+/// jemalloc rather than glibc malloc: 38 vs 47 µs of proxy CPU per call and
+/// 64 vs 92 KiB RSS per idle mTLS connection in `load-tests/` (its large size
+/// classes leave untouched pages of h2's per-connection buffers unbacked).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     cli::dispatch(cli)
