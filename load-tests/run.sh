@@ -147,7 +147,8 @@ render() { # template out port admin_port
     sed -e "s#@WORK@#$WORK#g" -e "s#@PORT@#$3#g" -e "s#@ADMIN_PORT@#${4:-0}#g" \
         -e "s#@BACKEND_PORT@#$BACKEND_PORT#g" -e "s#@THREADS@#$PROXY_THREADS#g" \
         -e "s#@ISS@#$ISS#g" -e "s#@AUD@#$AUD#g" -e "s#@TESTDATA@#$TESTDATA#g" \
-        -e "s#@DEVICE_SECRET@#$DEVICE_SECRET#g" "$1" >"$2"
+        -e "s#@DEVICE_SECRET@#$DEVICE_SECRET#g" -e "s#@CACHE_CAPACITY@#${CACHE_CAPACITY:-100000}#g" \
+        "$1" >"$2"
 }
 
 BACKEND_PORT=50151
@@ -239,6 +240,14 @@ if want selftest; then
 fi
 
 # ---- backend --------------------------------------------------------------------------
+# A port already taken (a leftover backend or proxy) would silently measure
+# something else: refuse to start instead.
+for p in "$BACKEND_PORT" 8441 8442 8443 8444 9901 9902; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        echo "port $p on 127.0.0.1 is already in use; stop whatever listens there first" >&2
+        exit 1
+    fi
+done
 taskset -c "$LOAD_CORES" "$BENCHD" --listen "127.0.0.1:$BACKEND_PORT" --threads "$BACKEND_THREADS" &
 BACKEND=$!; PIDS+=("$BACKEND")
 wait_port "$BACKEND_PORT" || { echo "backend did not start" >&2; exit 1; }
@@ -266,10 +275,15 @@ ztgate_target() { # name template port admin token-args...
 }
 if [ -n "$ZTGATE" ]; then
     want ztgate-full && ztgate_target ztgate-full ztgate-full.yaml.in 8443 9901 --token-file "$WORK/token-rs256.txt"
+    # The cache-miss runs reuse a pool of $MINT_COUNT tokens (RS256 signing is
+    # ~1 ms each); a token cache far smaller than the pool has evicted a token
+    # long before it comes round again, so every call still verifies.
+    export CACHE_CAPACITY=1000
     want ztgate-miss-rs256 && ztgate_target ztgate-miss-rs256 ztgate-full.yaml.in 8443 9901 \
         --mint-key "$WORK/jwt-rs256.pem" --mint-alg RS256 --mint-kid rs1 "${CLAIMS[@]}" --mint-count "$MINT_COUNT"
     want ztgate-miss-es256 && ztgate_target ztgate-miss-es256 ztgate-full.yaml.in 8443 9901 \
         --mint-key "$WORK/jwt-es256.pem" --mint-alg ES256 --mint-kid es1 "${CLAIMS[@]}" --mint-count "$MINT_COUNT"
+    unset CACHE_CAPACITY
     want ztgate-mtls && ztgate_target ztgate-mtls ztgate-mtls.yaml.in 8444 9902
 fi
 
