@@ -187,7 +187,7 @@ fn backends(rt: &Runtime, facts: &Facts) -> Vec<String> {
         .route
         .as_ref()
         .and_then(|r| rt.pools.get(&r.upstream))
-        .map(|p| p.backends.iter().map(|b| b.to_string()).collect())
+        .map(|p| p.members().backends.iter().map(|b| b.to_string()).collect())
         .unwrap_or_default()
 }
 

@@ -277,6 +277,16 @@ pub struct Upstream {
     pub request_timeout: Duration,
     #[serde(default = "default_max_streams")]
     pub max_streams_per_connection: usize,
+    /// How often backend names are looked up again; `0s` = only at load and
+    /// reload. Literal `ip:port` backends are never looked up.
+    #[serde(default = "default_dns_refresh", with = "humantime_serde")]
+    pub dns_refresh: Duration,
+}
+
+/// Envoy's default: quick enough to follow pods of a headless Service
+/// coming and going, one `getaddrinfo` per name every few seconds.
+fn default_dns_refresh() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_connect_timeout() -> Duration {

@@ -4,7 +4,8 @@
 //! Each wake it loads the generation in service, so a reload's pools are
 //! checked from the next wake on; probes run as their own tasks (a slow
 //! backend never delays another pool's schedule) and never overlap for one
-//! backend.
+//! backend. It also looks backend names up again every `dns_refresh`, on the
+//! blocking pool, and swaps a pool's member set when the answer changed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,8 +17,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::time::Instant;
 
-use super::probe;
-use super::Pool;
+use super::{probe, resolve, Pool};
 use crate::metrics;
 use crate::state::Shared;
 
@@ -43,7 +43,8 @@ impl HealthChecker {
         let Some(hc) = pool.health_check.clone() else {
             return;
         };
-        for (addr, health) in pool.backend_health() {
+        let members = pool.members();
+        for (addr, health) in members.backend_health() {
             if !health.start_probe() {
                 continue; // the previous probe is still running
             }
@@ -84,10 +85,47 @@ impl HealthChecker {
         }
     }
 
-    /// One wake: start due probes, refresh the gauge; returns when to wake next.
+    /// Look `pool`'s backend names up again, off the async threads; a failed
+    /// lookup keeps the members it has.
+    fn refresh_dns(pool: &Arc<Pool>) {
+        if !pool.start_resolve() {
+            return; // the previous lookup is still running
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let specs = pool.specs().to_vec();
+            match tokio::task::spawn_blocking(move || resolve::resolve_all(&specs)).await {
+                Ok(Ok(resolved)) => {
+                    if pool.resolved(&resolved) {
+                        let members: Vec<String> =
+                            resolved.iter().map(|(a, _)| a.to_string()).collect();
+                        tracing::info!(
+                            upstream = %pool.name,
+                            backends = %members.join(" "),
+                            "backend names resolve to a new set"
+                        );
+                    }
+                }
+                Ok(Err(errs)) => {
+                    pool.resolve_failed();
+                    for (_, e) in errs {
+                        tracing::warn!(upstream = %pool.name, error = %e, "DNS refresh failed; keeping the current backends");
+                    }
+                }
+                Err(e) => {
+                    pool.resolve_failed();
+                    tracing::warn!(upstream = %pool.name, error = %e, "DNS refresh task failed");
+                }
+            }
+        });
+    }
+
+    /// One wake: start due probes and lookups, refresh the gauge; returns
+    /// when to wake next.
     fn round(
         &self,
         due: &mut HashMap<Arc<str>, Instant>,
+        dns_due: &mut HashMap<Arc<str>, Instant>,
         gauged: &mut HashSet<Arc<str>>,
     ) -> Instant {
         let now = Instant::now();
@@ -96,6 +134,15 @@ impl HealthChecker {
         let mut seen = HashSet::new();
         for pool in rt.pools.values() {
             seen.insert(pool.name.clone());
+            if let Some(every) = pool.dns_refresh {
+                // The first lookup happened at load: wait one interval.
+                let at = dns_due.entry(pool.name.clone()).or_insert(now + every);
+                if *at <= now {
+                    Self::refresh_dns(pool);
+                    *at = now + every;
+                }
+                next = next.min(*at);
+            }
             metrics::HEALTHY_BACKENDS
                 .with_label_values(&[pool.name.as_ref()])
                 .set(i64::try_from(pool.healthy_count()).unwrap_or(i64::MAX));
@@ -111,6 +158,7 @@ impl HealthChecker {
         }
         // Pools gone with a reload: forget their schedule and series.
         due.retain(|name, _| seen.contains(name));
+        dns_due.retain(|name, _| seen.contains(name));
         for gone in gauged.difference(&seen) {
             let _ = metrics::HEALTHY_BACKENDS.remove_label_values(&[gone.as_ref()]);
         }
@@ -123,13 +171,52 @@ impl HealthChecker {
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut due = HashMap::new();
+        let mut dns_due = HashMap::new();
         let mut gauged = HashSet::new();
         loop {
-            let next = self.round(&mut due, &mut gauged);
+            let next = self.round(&mut due, &mut dns_due, &mut gauged);
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = shutdown.changed() => return,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw;
+    use ztgate_filter::BuildContext;
+
+    #[tokio::test]
+    async fn refresh_replaces_a_stale_member_set_with_what_the_names_resolve_to() {
+        let raw: raw::Upstream = serde_yaml::from_str("backends: ['localhost:7']").unwrap();
+        let ctx = BuildContext {
+            base_dir: std::env::temp_dir(),
+            upstreams: vec!["dns".into()],
+            pipeline: vec![],
+        };
+        let pool = Arc::new(Pool::build("dns", &raw, &ctx).unwrap());
+        let want = pool.members().backends.clone();
+        // Pretend the name used to point elsewhere.
+        assert!(pool.start_resolve());
+        assert!(pool.resolved(&[("192.0.2.1:7".parse().unwrap(), 1)]));
+        assert_ne!(pool.members().backends, want);
+
+        HealthChecker::refresh_dns(&pool);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.members().backends != want {
+            assert!(Instant::now() < deadline, "the lookup never landed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The slot is freed right after the swap, for the next round.
+        while !pool.start_resolve() {
+            assert!(
+                Instant::now() < deadline,
+                "the lookup slot was never released"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -4,18 +4,22 @@
 //! A pool is built from config once per generation; selection is lock-free
 //! (atomics only). Backend health lives in [`health::BackendHealth`], shared
 //! across generations; [`checker::HealthChecker`] probes the pools of the
-//! current generation. Backend names resolve at load and at every reload,
-//! not in between.
+//! current generation. Backend names stand for every address they resolve
+//! to and are looked up again every `dns_refresh` ([`resolve`]); the pool's
+//! member set is swapped whole, so a selection always sees one consistent set.
 
 pub mod balance;
 pub mod checker;
 pub mod health;
 pub mod probe;
+pub mod resolve;
 
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use pingora::protocols::ALPN;
 use pingora::tls::x509::X509;
@@ -26,6 +30,7 @@ use ztgate_filter::{BuildContext, ConfigProblem, Facts};
 use crate::config::raw;
 use crate::tls::material::{self, CertAndKey};
 pub use health::{BackendHealth, Lease};
+use resolve::BackendSpec;
 
 /// How to reach a pool's backends over TLS.
 pub struct PoolTls {
@@ -46,9 +51,8 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
 }
 
-/// One upstream pool.
-pub struct Pool {
-    pub name: Arc<str>,
+/// The backends a pool has now: what its entries resolved to last.
+pub struct Members {
     pub backends: Vec<SocketAddr>,
     /// Health of each backend (same order as `backends`).
     health: Vec<Arc<BackendHealth>>,
@@ -57,6 +61,56 @@ pub struct Pool {
     ids: Vec<u64>,
     /// Backends repeated by weight, interleaved, for round-robin.
     schedule: Vec<usize>,
+}
+
+impl Members {
+    fn new(pool: &str, resolved: &[(SocketAddr, usize)]) -> Self {
+        let backends: Vec<SocketAddr> = resolved.iter().map(|(a, _)| *a).collect();
+        let weights: Vec<usize> = resolved.iter().map(|(_, w)| (*w).min(100)).collect();
+        Members {
+            schedule: balance::interleave(&weights),
+            // Health follows the address: a backend that stays across a
+            // refresh or a reload keeps its state.
+            health: backends
+                .iter()
+                .map(|a| BackendHealth::shared(pool, *a))
+                .collect(),
+            ids: backends
+                .iter()
+                .map(|a| balance::fnv1a(a.to_string().as_bytes()))
+                .collect(),
+            weights,
+            backends,
+        }
+    }
+
+    fn same_as(&self, resolved: &[(SocketAddr, usize)]) -> bool {
+        self.backends.len() == resolved.len()
+            && self
+                .backends
+                .iter()
+                .zip(&self.weights)
+                .zip(resolved)
+                .all(|((a, w), (ra, rw))| a == ra && *w == (*rw).min(100))
+    }
+
+    /// Each backend with its health state, for the checker.
+    pub fn backend_health(&self) -> impl Iterator<Item = (SocketAddr, &Arc<BackendHealth>)> {
+        self.backends.iter().copied().zip(self.health.iter())
+    }
+}
+
+/// One upstream pool.
+pub struct Pool {
+    pub name: Arc<str>,
+    members: ArcSwap<Members>,
+    /// The `backends:` entries, kept to look names up again.
+    specs: Vec<BackendSpec>,
+    /// How often names are looked up again; `None` when there are no names
+    /// or `dns_refresh: 0s`.
+    pub dns_refresh: Option<Duration>,
+    /// A lookup is running (lookups of one pool never overlap).
+    resolving: AtomicBool,
     next: AtomicUsize,
     pub tls: Option<PoolTls>,
     pub connect_timeout: Duration,
@@ -79,8 +133,7 @@ impl Pool {
     ) -> Result<Pool, Vec<ConfigProblem>> {
         let path = format!("upstreams.{name}");
         let mut problems = Vec::new();
-        let mut backends = Vec::new();
-        let mut weights = Vec::new();
+        let mut specs = Vec::new();
         if raw.backends.is_empty() {
             problems.push(ConfigProblem::new(
                 format!("{path}.backends"),
@@ -95,19 +148,22 @@ impl Pool {
                     "weight must be at least 1",
                 ));
             }
-            // Resolved once here: Pingora's HttpPeer::new would panic on a
-            // DNS failure at request time (notes §5).
-            match b.address().to_socket_addrs().map(|mut a| a.next()) {
-                Ok(Some(addr)) => {
-                    backends.push(addr);
-                    weights.push(b.weight().min(100));
-                }
-                Ok(None) | Err(_) => problems.push(ConfigProblem::new(
-                    at,
-                    format!("`{}` is not a resolvable host:port", b.address()),
-                )),
-            }
+            specs.push(BackendSpec::new(b.address(), b.weight()));
         }
+        // Resolved here and by the checker, never per request: Pingora's
+        // HttpPeer::new would panic on a DNS failure at request time (notes §5).
+        let resolved = match resolve::resolve_all(&specs) {
+            Ok(r) => r,
+            Err(errs) => {
+                for (i, e) in errs {
+                    problems.push(ConfigProblem::new(
+                        format!("{path}.backends[{i}]"),
+                        e.to_string(),
+                    ));
+                }
+                Vec::new()
+            }
+        };
         let tls = match &raw.tls {
             None => None,
             Some(t) => match pool_tls(t, ctx, &format!("{path}.tls")) {
@@ -149,19 +205,13 @@ impl Pool {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let has_names = specs.iter().any(BackendSpec::is_name);
         Ok(Pool {
             name: Arc::from(name),
-            schedule: balance::interleave(&weights),
-            health: backends
-                .iter()
-                .map(|a| BackendHealth::shared(name, *a))
-                .collect(),
-            ids: backends
-                .iter()
-                .map(|a| balance::fnv1a(a.to_string().as_bytes()))
-                .collect(),
-            weights,
-            backends,
+            members: ArcSwap::from_pointee(Members::new(name, &resolved)),
+            specs,
+            dns_refresh: (has_names && !raw.dns_refresh.is_zero()).then_some(raw.dns_refresh),
+            resolving: AtomicBool::new(false),
             next: AtomicUsize::new(0),
             tls,
             connect_timeout: raw.connect_timeout,
@@ -175,24 +225,52 @@ impl Pool {
         })
     }
 
-    /// Whether backend `i` may take a call now.
-    fn usable(&self, i: usize, now: u64) -> bool {
-        self.health
+    /// The backends the pool has now.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.load_full()
+    }
+
+    /// The `backends:` entries, for a fresh lookup.
+    pub fn specs(&self) -> &[BackendSpec] {
+        &self.specs
+    }
+
+    /// Claim the pool's lookup slot; `false` while a lookup is running.
+    pub fn start_resolve(&self) -> bool {
+        !self.resolving.swap(true, Ordering::AcqRel)
+    }
+
+    /// Install what the entries resolve to now (releasing the lookup slot).
+    /// Returns whether the member set changed.
+    pub fn resolved(&self, resolved: &[(SocketAddr, usize)]) -> bool {
+        let changed = !self.members.load().same_as(resolved);
+        if changed {
+            self.members
+                .store(Arc::new(Members::new(&self.name, resolved)));
+        }
+        self.resolving.store(false, Ordering::Release);
+        changed
+    }
+
+    /// Release the lookup slot after a failed lookup (members unchanged).
+    pub fn resolve_failed(&self) {
+        self.resolving.store(false, Ordering::Release);
+    }
+
+    /// Whether backend `i` of `m` may take a call now.
+    fn usable(&self, m: &Members, i: usize, now: u64) -> bool {
+        m.health
             .get(i)
             .is_some_and(|h| h.available(self.health_check.is_some(), now))
     }
 
     /// Backends that may take calls now.
     pub fn healthy_count(&self) -> usize {
+        let m = self.members.load();
         let now = health::now_ms();
-        (0..self.backends.len())
-            .filter(|&i| self.usable(i, now))
+        (0..m.backends.len())
+            .filter(|&i| self.usable(&m, i, now))
             .count()
-    }
-
-    /// Each backend with its health state, for the checker.
-    pub fn backend_health(&self) -> impl Iterator<Item = (SocketAddr, &Arc<BackendHealth>)> {
-        self.backends.iter().copied().zip(self.health.iter())
     }
 
     /// The identity `consistent_hash` keys on, if the request has it.
@@ -208,41 +286,43 @@ impl Pool {
     /// means no healthy backend. A call without the hashed identity falls
     /// back to round-robin (it has nothing to stick to).
     pub fn select(&self, facts: &Facts, tried: &[SocketAddr]) -> Option<Lease> {
+        let m = self.members.load();
         let now = health::now_ms();
         let usable = |i: usize| {
-            self.usable(i, now) && self.backends.get(i).is_some_and(|a| !tried.contains(a))
+            self.usable(&m, i, now) && m.backends.get(i).is_some_and(|a| !tried.contains(a))
         };
         let rr = || {
             let start = self.next.fetch_add(1, Ordering::Relaxed);
-            let n = self.schedule.len().max(1);
-            balance::round_robin(&self.schedule, start % n, usable)
+            let n = m.schedule.len().max(1);
+            balance::round_robin(&m.schedule, start % n, usable)
         };
         let i = match self.lb {
             raw::LbPolicy::RoundRobin => rr(),
             raw::LbPolicy::LeastConnections => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed) % self.backends.len().max(1);
+                let start = self.next.fetch_add(1, Ordering::Relaxed) % m.backends.len().max(1);
                 balance::least_connections(
-                    &self.weights,
-                    |i| self.health.get(i).map_or(0, |h| h.in_flight()),
+                    &m.weights,
+                    |i| m.health.get(i).map_or(0, |h| h.in_flight()),
                     start,
                     usable,
                 )
             }
             raw::LbPolicy::ConsistentHash => match self.hash_key(facts) {
-                Some(k) => balance::rendezvous(k.as_bytes(), &self.ids, &self.weights, usable),
+                Some(k) => balance::rendezvous(k.as_bytes(), &m.ids, &m.weights, usable),
                 None => rr(),
             },
         }?;
-        let addr = *self.backends.get(i)?;
-        let health = self.health.get(i)?.clone();
+        let addr = *m.backends.get(i)?;
+        let health = m.health.get(i)?.clone();
         Some(Lease::new(addr, health))
     }
 
     /// Whether a retry after a connect failure has somewhere else to go.
     pub fn has_other(&self, tried: &[SocketAddr]) -> bool {
+        let m = self.members.load();
         let now = health::now_ms();
-        (0..self.backends.len()).any(|i| {
-            self.usable(i, now) && self.backends.get(i).is_some_and(|a| !tried.contains(a))
+        (0..m.backends.len()).any(|i| {
+            self.usable(&m, i, now) && m.backends.get(i).is_some_and(|a| !tried.contains(a))
         })
     }
 
@@ -390,5 +470,94 @@ fn health_settings(
         service: h.service.clone(),
         healthy_threshold: h.healthy_threshold,
         unhealthy_threshold: h.unhealthy_threshold,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(yaml: &str) -> Result<Pool, Vec<ConfigProblem>> {
+        let raw: raw::Upstream = serde_yaml::from_str(yaml).unwrap();
+        let ctx = BuildContext {
+            base_dir: std::env::temp_dir(),
+            upstreams: vec!["p".into()],
+            pipeline: vec![],
+        };
+        Pool::build("p", &raw, &ctx)
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn literal_backends_are_never_looked_up_again() {
+        let p = pool("backends: ['127.0.0.1:1', '127.0.0.1:2']").unwrap();
+        assert_eq!(p.dns_refresh, None);
+        assert_eq!(
+            p.members().backends,
+            vec![addr("127.0.0.1:1"), addr("127.0.0.1:2")]
+        );
+    }
+
+    #[test]
+    fn names_expand_to_every_address_and_are_refreshed() {
+        let p = pool("backends: ['localhost:7']\ndns_refresh: 2s").unwrap();
+        assert_eq!(p.dns_refresh, Some(Duration::from_secs(2)));
+        let m = p.members();
+        assert!(!m.backends.is_empty());
+        assert!(m
+            .backends
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 7));
+        let off = pool("backends: ['localhost:7']\ndns_refresh: 0s").unwrap();
+        assert_eq!(off.dns_refresh, None);
+    }
+
+    #[test]
+    fn unresolvable_backends_are_config_problems_with_their_index() {
+        let errs = pool("backends: ['127.0.0.1:1', 'nope.invalid:1', 'bare']")
+            .err()
+            .unwrap();
+        let keys: Vec<&str> = errs.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["upstreams.p.backends[1]", "upstreams.p.backends[2]"]
+        );
+    }
+
+    #[test]
+    fn a_new_member_set_keeps_the_health_of_backends_that_stay() {
+        let p = pool("backends: ['127.0.0.1:41001', '127.0.0.1:41002']\npassive: {failures: 1, ejection: 60s}")
+            .unwrap();
+        let facts = Facts::default();
+        // Eject 41002 passively.
+        let lease = loop {
+            let l = p.select(&facts, &[]).unwrap();
+            if l.addr == addr("127.0.0.1:41002") {
+                break l;
+            }
+        };
+        p.connect_failed(&lease);
+        drop(lease);
+        assert_eq!(p.healthy_count(), 1);
+
+        // Same set: nothing changes.
+        assert!(p.start_resolve());
+        assert!(!p.resolved(&[(addr("127.0.0.1:41001"), 1), (addr("127.0.0.1:41002"), 1)]));
+
+        // 41001 goes, 41003 comes; 41002 is still ejected.
+        assert!(p.start_resolve());
+        assert!(!p.start_resolve(), "lookups of one pool never overlap");
+        assert!(p.resolved(&[(addr("127.0.0.1:41002"), 1), (addr("127.0.0.1:41003"), 1)]));
+        assert_eq!(
+            p.members().backends,
+            vec![addr("127.0.0.1:41002"), addr("127.0.0.1:41003")]
+        );
+        assert_eq!(p.healthy_count(), 1);
+        for _ in 0..4 {
+            assert_eq!(p.select(&facts, &[]).unwrap().addr, addr("127.0.0.1:41003"));
+        }
     }
 }
