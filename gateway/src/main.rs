@@ -12,6 +12,7 @@ mod config;
 mod ja4;
 mod metrics;
 mod proxy;
+mod proxy_protocol;
 mod reload;
 mod request_meta;
 mod respond;

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -16,6 +17,7 @@ use crate::admin::Admin;
 use crate::audit::Audit;
 use crate::config::{self, raw::LogFormat, Static};
 use crate::proxy::Gateway;
+use crate::proxy_protocol::AcceptProxyHeader;
 use crate::reload::Reloader;
 use crate::state::Shared;
 use crate::tls::{self, Handshake};
@@ -111,6 +113,12 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
         .tls(tls)
         .l4_buffer(L4BufferSettings::default().read(0));
     proxy.add_listener(listener);
+    // PROXY protocol from trusted balancers, before TLS. Installed whatever
+    // `listener.proxy_protocol` says: it reads the current runtime config per
+    // connection, and does nothing when off or for an untrusted peer.
+    proxy
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(AcceptProxyHeader::new(shared.clone())));
 
     // The admin listener.
     let mut admin = Service::new(

@@ -49,6 +49,10 @@ pub struct Runtime {
     pub pools: HashMap<Arc<str>, Arc<Pool>>,
     pub material: Arc<ServerMaterial>,
     pub trusted_proxies: Vec<IpNet>,
+    /// `listener.proxy_protocol`: a runtime setting, not a static one, so
+    /// the pre-TLS hook reads it per connection together with
+    /// `trusted_proxies` and a reload applies to the next connection.
+    pub proxy_protocol: bool,
     /// The `jwt` filter, kept apart from the chain for its background work
     /// (initial JWKS fetch, refresh loop) and readiness.
     pub jwt: Option<Arc<ztgate_jwt::JwtFilter>>,
@@ -147,6 +151,15 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
                 format!("`{p}` is not a CIDR or IP address"),
             )),
         }
+    }
+    if raw.listener.proxy_protocol && raw.listener.trusted_proxies.is_empty() {
+        // A header is only ever read from a trusted peer (anyone else could
+        // name any address), so with no trusted peer the setting would do
+        // nothing: almost certainly a half-done configuration.
+        problems.push(ConfigProblem::new(
+            "listener.proxy_protocol",
+            "needs listener.trusted_proxies: a PROXY header is only read from a trusted proxy",
+        ));
     }
 
     // --- upstream pools -------------------------------------------------
@@ -249,6 +262,7 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
         pools,
         material: Arc::new(material),
         trusted_proxies,
+        proxy_protocol: raw.listener.proxy_protocol,
         jwt,
         assertion,
     };

@@ -50,6 +50,11 @@ pub struct Listener {
     pub tls: ListenerTls,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Connections from `trusted_proxies` must start with a PROXY protocol
+    /// v1/v2 header, whose address becomes the client's; others are not
+    /// read for one (see `proxy_protocol.rs`).
+    #[serde(default)]
+    pub proxy_protocol: bool,
     #[serde(default = "default_h2_idle", with = "humantime_serde")]
     pub h2_idle_timeout: Duration,
 }
