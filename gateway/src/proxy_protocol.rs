@@ -475,9 +475,7 @@ impl AcceptProxyHeader {
     /// Whether a connection from `peer` must start with a header now.
     fn expects_header(&self, peer: IpAddr) -> bool {
         let rt = self.shared.runtime.load();
-        // A v4 peer on a dual-stack socket shows as ::ffff:a.b.c.d; the
-        // trusted CIDRs are written as v4.
-        rt.proxy_protocol && rt.is_trusted_proxy(peer.to_canonical())
+        rt.proxy_protocol && rt.is_trusted_proxy(peer)
     }
 }
 

@@ -61,9 +61,19 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Whether `ip` is in `listener.trusted_proxies`.
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+        in_any(&self.trusted_proxies, ip)
     }
+}
+
+/// `ip` in one of `nets`. On a dual-stack listener (`[::]:…`) an IPv4 peer
+/// shows as `::ffff:a.b.c.d`, while trusted CIDRs are written as IPv4: it
+/// is matched both ways, or a v4 balancer would silently not be trusted.
+fn in_any(nets: &[IpNet], ip: IpAddr) -> bool {
+    let canonical = ip.to_canonical();
+    nets.iter()
+        .any(|n| n.contains(&ip) || n.contains(&canonical))
 }
 
 fn addr(s: &str, path: &str, problems: &mut Vec<ConfigProblem>) -> SocketAddr {
@@ -386,4 +396,22 @@ fn build_chain(
         }
     }
     Chain::new(stages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_match_v4_mapped_peers() {
+        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(in_any(&nets, ip("10.1.2.3")));
+        assert!(in_any(&nets, ip("::ffff:10.1.2.3")));
+        assert!(!in_any(&nets, ip("::ffff:11.1.2.3")));
+        assert!(!in_any(&nets, ip("11.1.2.3")));
+        // A v6 CIDR does not swallow a v4 address by accident.
+        let v6: Vec<IpNet> = vec!["::/0".parse().unwrap()];
+        assert!(!in_any(&v6, ip("10.1.2.3")));
+    }
 }
