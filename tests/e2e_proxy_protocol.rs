@@ -195,6 +195,14 @@ async fn a_trusted_proxys_header_sets_the_client_address() {
             .as_deref(),
         Some("SE")
     );
+    // An IPv4 client reported over TCP6 as ::ffff:a.b.c.d is an IPv4 client
+    // (2.125.160.216 is GB too; the audit check below shows its form).
+    assert_eq!(
+        country_via(&env, v1("::ffff:2.125.160.216", "::1"), None)
+            .await
+            .as_deref(),
+        Some("GB")
+    );
     // v2 LOCAL (a balancer's health check) and v1 UNKNOWN: the socket
     // address (loopback, in no database) stands, and the call is served.
     assert_eq!(country_via(&env, v2_raw(0x20, 0x00, &[]), None).await, None);
@@ -226,6 +234,7 @@ async fn a_trusted_proxys_header_sets_the_client_address() {
             let text = std::fs::read_to_string(&audit).unwrap_or_default();
             text.contains("\"client_ip\":\"81.2.69.142\"")
                 && text.contains("\"client_ip\":\"89.160.20.112\"")
+                && text.contains("\"client_ip\":\"2.125.160.216\"")
         })
         .await,
         "audit: {}",

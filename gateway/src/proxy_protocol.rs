@@ -408,15 +408,17 @@ pub enum ReadError {
 #[derive(Debug)]
 pub struct Received<'b> {
     pub header: Header,
-    /// The bytes after the header that came in the same read (only after a
-    /// v1 line, whose end is found by looking): the start of the TLS
-    /// ClientHello, to be put back on the stream.
+    /// The bytes after the header that came in the same read (a v1 line's
+    /// end is found by looking, and the first read comes before the version
+    /// is known): the start of the TLS ClientHello, to be put back on the
+    /// stream.
     pub excess: &'b [u8],
 }
 
 /// Read one header off `io` within `limit`, into `buf` (at least
-/// [`MAX_HEADER_LEN`] bytes). v2 is read exactly; a v1 line is read in
-/// chunks of at most [`V1_MAX_LEN`] bytes, so the excess is under 107 bytes.
+/// [`MAX_HEADER_LEN`] bytes). Reads stop at [`V1_MAX_LEN`] bytes until a v2
+/// header's length is known, then at its exact end, so what is read past
+/// the header is under 107 bytes and only ever from the first reads.
 pub async fn read_header<'b, S>(
     io: &mut S,
     buf: &'b mut [u8],
@@ -518,6 +520,10 @@ impl PreTlsProcess for AcceptProxyHeader {
             destination,
         } = received.header
         {
+            // A balancer on a dual-stack socket may report an IPv4 client
+            // as TCP6 ::ffff:a.b.c.d: keep it IPv4, as GeoIP, rate limits
+            // and the audit log would see it connecting directly.
+            let source = SocketAddr::new(source.ip().to_canonical(), source.port());
             let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
             // A fresh cell: setting it cannot fail.
             let _ = digest.peer_addr.set(Some(source.into()));
