@@ -81,9 +81,7 @@ pub type Weighted = (SocketAddr, usize);
 /// Every `(address, weight)` the entries stand for now, in entry order; an
 /// address reached through two entries is kept once, with the first entry's
 /// weight. Errors name the index of the entry they belong to.
-pub fn resolve_all(
-    specs: &[BackendSpec],
-) -> Result<Vec<Weighted>, Vec<(usize, ResolveError)>> {
+pub fn resolve_all(specs: &[BackendSpec]) -> Result<Vec<Weighted>, Vec<(usize, ResolveError)>> {
     let mut out: Vec<Weighted> = Vec::new();
     let mut errors = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
