@@ -33,17 +33,30 @@
 //! one holds its digest yet, and `set_socket_digest` replaces it. The local
 //! address stays the socket's (it is looked up lazily from the fd).
 //!
-//! Why a parser of our own rather than the `ppp` or `proxy-header` crates:
-//! neither is in the build's offline registry cache, and the format is
-//! small. This one is strict (§2.2.5 rejections, single spaces and no
-//! leading zeros in v1, well-formed TLV framing in v2), caps every length
-//! (v1 ≤ 107 bytes, v2 address block + TLVs ≤ [`MAX_V2_PAYLOAD`]), and is
-//! incremental: any prefix of a valid header answers "incomplete", which is
-//! what lets the reader take exactly the header's bytes off an unbuffered
-//! stream (the listener has no L4 read buffer, to keep idle connections
-//! small) and put back only what it read past a v1 line.
+//! Who parses what. The byte-level grammar — v1 fields, addresses and ports
+//! (no leading zeros in ports, IPs as `std` parses them), v2 version,
+//! command, family, address block and TLV framing — is the [`ppp`] crate's,
+//! the widely used PROXY protocol parser, so we don't keep a parser of our
+//! own. What is ours is the policy around it and the framing the reader
+//! needs:
+//! - caps: a v1 line ends with CRLF within 107 bytes ([`V1_MAX_LEN`]); a v2
+//!   length field over [`MAX_V2_PAYLOAD`] is refused from the 16-byte fixed
+//!   part alone, before anything more is read;
+//! - exact framing: the v2 length comes from its fixed part and a v1 line
+//!   ends at its first CR, so the reader takes exactly the header's bytes
+//!   off an unbuffered stream (the listener has no L4 read buffer, to keep
+//!   idle connections small) and puts back only what it read past a v1 line.
+//!   Any prefix of a valid header answers "incomplete"; a v1 line ppp still
+//!   calls partial once its CR is there is refused, so it can't wait for
+//!   bytes that would never count;
+//! - what a header means here: v2 `LOCAL` keeps the socket address whatever
+//!   its family byte says (§2.2: the block is discarded, family included);
+//!   PROXY takes only the families the spec defines for a stream (UNSPEC,
+//!   TCP4, TCP6, UNIX stream), refuses datagram ones (a UDP flow is not
+//!   this TCP client) and requires its TLVs to be well framed; v1 `UNKNOWN`,
+//!   UNSPEC and UNIX keep the socket address.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +66,7 @@ use pingora::listeners::PreTlsProcess;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::{ErrorSource, ErrorType};
+use ppp::PartialResult;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -107,7 +121,8 @@ pub enum Parsed {
     Complete { header: Header, len: usize },
 }
 
-/// Why bytes are not an acceptable PROXY header.
+/// Why bytes are not an acceptable PROXY header. `V1` and `V2` carry the
+/// `ppp` parser's own reason.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ProxyHeaderError {
@@ -115,278 +130,159 @@ pub enum ProxyHeaderError {
     NoSignature(u8),
     #[error("v1 line has no CRLF within {V1_MAX_LEN} bytes")]
     V1TooLong,
-    #[error("v1 line has a byte {byte:#04x} at offset {offset} that is not printable ASCII")]
-    V1Byte { offset: usize, byte: u8 },
-    #[error("v1 protocol `{0}` is none of TCP4, TCP6, UNKNOWN")]
-    V1Protocol(String),
-    #[error("v1 {proto} line has {found} fields, expected 6")]
-    V1Fields { proto: &'static str, found: usize },
-    #[error("v1 {field} `{value}` is not a valid {proto} {field}")]
-    V1Field {
-        proto: &'static str,
-        field: &'static str,
-        value: String,
-    },
-    #[error("v2 version {0} (only 2 exists)")]
-    V2Version(u8),
-    #[error("v2 command {0:#x} is neither LOCAL (0) nor PROXY (1)")]
-    V2Command(u8),
+    #[error("malformed v1 line: {0}")]
+    V1(String),
+    #[error("malformed v1 line: it ends (CR at offset {0}) before its last field")]
+    V1Truncated(usize),
+    #[error("malformed v2 header: {0}")]
+    V2(String),
     #[error("v2 family/transport byte {0:#04x} is not a defined one")]
     V2Family(u8),
     #[error("v2 family/transport byte {0:#04x} is a datagram transport on a stream listener")]
     V2Datagram(u8),
     #[error("v2 length {len} is over the {MAX_V2_PAYLOAD}-byte cap")]
     V2TooLong { len: usize },
-    #[error("v2 length {len} is shorter than its {need}-byte address block")]
-    V2Short { len: usize, need: usize },
-    #[error("v2 TLV at offset {offset} of the TLV area runs past the header")]
-    V2Tlv { offset: usize },
 }
 
 /// Parse the start of a connection. Any prefix of a valid header gives
 /// [`Parsed::Incomplete`]; the whole header gives one stable
 /// [`Parsed::Complete`] whatever follows it.
 pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyHeaderError> {
-    if is_prefix_either_way(buf, &V2_SIGNATURE) {
-        if buf.is_empty() {
-            // Either version still possible.
-            return Ok(Parsed::Incomplete { exact_len: None });
+    let Some(&first) = buf.first() else {
+        // Either version still possible.
+        return Ok(Parsed::Incomplete { exact_len: None });
+    };
+    let no_signature = || ProxyHeaderError::NoSignature(first);
+    // Which version is framing: the two signatures differ in their first
+    // byte. Checking the signature here keeps garbage from being read on.
+    if first == V2_SIGNATURE[0] {
+        let sig = buf.get(..V2_SIGNATURE.len()).unwrap_or(buf);
+        if !V2_SIGNATURE.starts_with(sig) {
+            return Err(no_signature());
         }
         return parse_v2(buf);
     }
-    if is_prefix_either_way(buf, V1_PREFIX) {
-        return parse_v1(buf);
+    let sig = buf.get(..V1_PREFIX.len()).unwrap_or(buf);
+    if !V1_PREFIX.starts_with(sig) {
+        return Err(no_signature());
     }
-    Err(ProxyHeaderError::NoSignature(
-        buf.first().copied().unwrap_or_default(),
-    ))
-}
-
-/// `buf` starts with `sig`, or is a (possibly empty) start of it.
-fn is_prefix_either_way(buf: &[u8], sig: &[u8]) -> bool {
-    buf.starts_with(sig) || sig.starts_with(buf)
+    parse_v1(buf)
 }
 
 // === v1 (§2.1) ===
 
 fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyHeaderError> {
     let window = buf.get(..V1_MAX_LEN).unwrap_or(buf);
-    let eol = window.windows(2).position(|w| w == b"\r\n");
-    let line = match eol {
-        Some(eol) => window.get(..eol).unwrap_or_default(),
-        None => {
-            // No CRLF yet: what is there must still be a possible line (a
-            // trailing CR may be the start of the CRLF).
-            let body = window.strip_suffix(b"\r").unwrap_or(window);
-            check_printable(body)?;
-            if buf.len() >= V1_MAX_LEN {
-                return Err(ProxyHeaderError::V1TooLong);
-            }
-            return Ok(Parsed::Incomplete { exact_len: None });
-        }
+    // ppp, like the spec, ends the line at its first CR; once the byte
+    // after it is there the line is whole (a CR not followed by LF is
+    // ppp's to refuse).
+    let (line, whole) = match window.iter().position(|&b| b == b'\r') {
+        Some(cr) if cr + 1 < window.len() => (window.get(..cr + 2).unwrap_or(window), true),
+        _ if buf.len() >= V1_MAX_LEN => return Err(ProxyHeaderError::V1TooLong),
+        _ => (window, false),
     };
-    check_printable(line)?;
-    let len = line.len() + 2;
-    // Printable ASCII is UTF-8.
-    let line = std::str::from_utf8(line).unwrap_or_default();
-    let mut fields = line.split(' ');
-    let _proxy = fields.next();
-    let proto = fields.next().unwrap_or_default();
-    let proto: &'static str = match proto {
-        // §2.1: with UNKNOWN the receiver ignores the rest of the line.
-        "UNKNOWN" => {
-            return Ok(Parsed::Complete {
-                header: Header::Local,
-                len,
+    let result = ppp::v1::Header::try_from(line);
+    match result {
+        Ok(h) => {
+            let header = match h.addresses {
+                ppp::v1::Addresses::Unknown => Header::Local,
+                ppp::v1::Addresses::Tcp4(a) => Header::Proxy {
+                    source: SocketAddr::new(a.source_address.into(), a.source_port),
+                    destination: SocketAddr::new(a.destination_address.into(), a.destination_port),
+                },
+                ppp::v1::Addresses::Tcp6(a) => Header::Proxy {
+                    source: SocketAddr::new(a.source_address.into(), a.source_port),
+                    destination: SocketAddr::new(a.destination_address.into(), a.destination_port),
+                },
+            };
+            Ok(Parsed::Complete {
+                header,
+                len: h.header.len(),
             })
         }
-        "TCP4" => "TCP4",
-        "TCP6" => "TCP6",
-        other => return Err(ProxyHeaderError::V1Protocol(other.to_owned())),
-    };
-    let rest: Vec<&str> = fields.collect();
-    let [src, dst, sport, dport] = rest.as_slice() else {
-        return Err(ProxyHeaderError::V1Fields {
-            proto,
-            found: rest.len() + 2,
-        });
-    };
-    let ip = |field: &'static str, v: &str| -> Result<IpAddr, ProxyHeaderError> {
-        let parsed = if proto == "TCP4" {
-            v.parse::<Ipv4Addr>().map(IpAddr::V4).ok()
-        } else {
-            v.parse::<Ipv6Addr>().map(IpAddr::V6).ok()
-        };
-        parsed.ok_or_else(|| ProxyHeaderError::V1Field {
-            proto,
-            field,
-            value: v.to_owned(),
-        })
-    };
-    let port = |field: &'static str, v: &str| -> Result<u16, ProxyHeaderError> {
-        v1_port(v).ok_or_else(|| ProxyHeaderError::V1Field {
-            proto,
-            field,
-            value: v.to_owned(),
-        })
-    };
-    let source = SocketAddr::new(ip("source address", src)?, port("source port", sport)?);
-    let destination = SocketAddr::new(
-        ip("destination address", dst)?,
-        port("destination port", dport)?,
-    );
-    Ok(Parsed::Complete {
-        header: Header::Proxy {
-            source,
-            destination,
-        },
-        len,
-    })
-}
-
-/// Every byte printable ASCII (space included): no CR, LF, NUL or controls
-/// inside the line.
-fn check_printable(bytes: &[u8]) -> Result<(), ProxyHeaderError> {
-    match bytes.iter().position(|b| !(0x20..=0x7e).contains(b)) {
-        None => Ok(()),
-        Some(offset) => Err(ProxyHeaderError::V1Byte {
-            offset,
-            byte: bytes.get(offset).copied().unwrap_or_default(),
-        }),
-    }
-}
-
-/// A v1 port: 0–65535 in decimal, no sign, no leading zero (strict, so one
-/// port has one spelling).
-fn v1_port(v: &str) -> Option<u16> {
-    let ok = !v.is_empty()
-        && v.len() <= 5
-        && v.bytes().all(|b| b.is_ascii_digit())
-        && (v == "0" || !v.starts_with('0'));
-    if ok {
-        v.parse().ok()
-    } else {
-        None
+        // Before its CR, a line ending in a space is a prefix ppp can't
+        // judge yet ("… 51234 " is the start of a valid line but an empty
+        // last port to ppp): the next byte decides.
+        Err(_) if !whole && line.ends_with(b" ") => Ok(Parsed::Incomplete { exact_len: None }),
+        Err(e) if e.is_incomplete() => {
+            if whole {
+                Err(ProxyHeaderError::V1Truncated(line.len().saturating_sub(2)))
+            } else {
+                Ok(Parsed::Incomplete { exact_len: None })
+            }
+        }
+        Err(e) => Err(ProxyHeaderError::V1(e.to_string())),
     }
 }
 
 // === v2 (§2.2) ===
 
-/// Address block sizes (§2.2): two addresses and two ports.
-const INET_BLOCK: usize = 4 + 4 + 2 + 2;
-const INET6_BLOCK: usize = 16 + 16 + 2 + 2;
-const UNIX_BLOCK: usize = 108 + 108;
-
 fn parse_v2(buf: &[u8]) -> Result<Parsed, ProxyHeaderError> {
-    let incomplete = |exact: usize| {
-        Ok(Parsed::Incomplete {
-            exact_len: Some(exact),
-        })
-    };
-    // Check each fixed byte as soon as it is there, so garbage fails early.
-    let Some(&ver_cmd) = buf.get(12) else {
-        return incomplete(V2_FIXED_LEN);
-    };
-    if ver_cmd >> 4 != 2 {
-        return Err(ProxyHeaderError::V2Version(ver_cmd >> 4));
-    }
-    let local = match ver_cmd & 0x0f {
-        0x0 => true,
-        0x1 => false,
-        other => return Err(ProxyHeaderError::V2Command(other)),
-    };
-    let Some(&family) = buf.get(13) else {
-        return incomplete(V2_FIXED_LEN);
-    };
-    // §2.2: with LOCAL the receiver discards the whole block, family
-    // included; with PROXY, undefined values must be rejected.
-    let block = if local {
-        0
-    } else {
-        match family {
-            0x00 => 0,           // UNSPEC: keep the socket's addresses
-            0x11 => INET_BLOCK,  // TCP over IPv4
-            0x21 => INET6_BLOCK, // TCP over IPv6
-            0x31 => UNIX_BLOCK,  // UNIX stream: no IP, keep the socket's
-            0x12 | 0x22 | 0x32 => return Err(ProxyHeaderError::V2Datagram(family)),
-            other => return Err(ProxyHeaderError::V2Family(other)),
-        }
-    };
-    let Some(len_bytes) = take::<2>(buf, 14) else {
-        return incomplete(V2_FIXED_LEN);
-    };
-    let len = usize::from(u16::from_be_bytes(len_bytes));
-    if len > MAX_V2_PAYLOAD {
-        return Err(ProxyHeaderError::V2TooLong { len });
-    }
-    if len < block {
-        return Err(ProxyHeaderError::V2Short { len, need: block });
-    }
-    let total = V2_FIXED_LEN + len;
-    let Some(payload) = buf.get(V2_FIXED_LEN..total) else {
-        return incomplete(total);
-    };
-    if local {
-        return Ok(Parsed::Complete {
-            header: Header::Local,
-            len: total,
+    // The fixed part gives the exact length: framing, ours.
+    let (Some(&ver_cmd), Some(&family), Some(&hi), Some(&lo)) =
+        (buf.get(12), buf.get(13), buf.get(14), buf.get(15))
+    else {
+        return Ok(Parsed::Incomplete {
+            exact_len: Some(V2_FIXED_LEN),
         });
-    }
-    check_tlvs(payload.get(block..).unwrap_or_default())?;
-    let header = match family {
-        0x11 => {
-            let (Some(s), Some(d), Some(sp), Some(dp)) = (
-                take::<4>(payload, 0),
-                take::<4>(payload, 4),
-                take::<2>(payload, 8),
-                take::<2>(payload, 10),
-            ) else {
-                return Err(ProxyHeaderError::V2Short { len, need: block });
-            };
-            Header::Proxy {
-                source: SocketAddr::new(Ipv4Addr::from(s).into(), u16::from_be_bytes(sp)),
-                destination: SocketAddr::new(Ipv4Addr::from(d).into(), u16::from_be_bytes(dp)),
-            }
-        }
-        0x21 => {
-            let (Some(s), Some(d), Some(sp), Some(dp)) = (
-                take::<16>(payload, 0),
-                take::<16>(payload, 16),
-                take::<2>(payload, 32),
-                take::<2>(payload, 34),
-            ) else {
-                return Err(ProxyHeaderError::V2Short { len, need: block });
-            };
-            Header::Proxy {
-                source: SocketAddr::new(Ipv6Addr::from(s).into(), u16::from_be_bytes(sp)),
-                destination: SocketAddr::new(Ipv6Addr::from(d).into(), u16::from_be_bytes(dp)),
-            }
-        }
-        _ => Header::Local,
     };
-    Ok(Parsed::Complete { header, len: total })
-}
-
-/// `N` bytes at `at`, if there are that many.
-fn take<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
-    buf.get(at..at.checked_add(N)?)?.try_into().ok()
-}
-
-/// TLVs (§2.2.7) are skipped, but their framing must hold: each one's type
-/// and 16-bit length, then exactly that many bytes, ending with the block.
-fn check_tlvs(mut tlvs: &[u8]) -> Result<(), ProxyHeaderError> {
-    let mut offset = 0usize;
-    while !tlvs.is_empty() {
-        let bad = ProxyHeaderError::V2Tlv { offset };
-        let Some([_kind, hi, lo]) = take::<3>(tlvs, 0) else {
-            return Err(bad);
-        };
-        let value_len = usize::from(u16::from_be_bytes([hi, lo]));
-        let end = 3 + value_len;
-        tlvs = tlvs.get(end..).ok_or(bad)?;
-        offset += end;
+    let len = usize::from(u16::from_be_bytes([hi, lo]));
+    let total = V2_FIXED_LEN + len;
+    let header = buf.get(..total).unwrap_or(buf);
+    // §2.2: with LOCAL the receiver discards the whole block, family
+    // included, so a family byte ppp refuses does not matter then.
+    let local = ver_cmd == 0x20;
+    match ppp::v2::Header::try_from(header) {
+        Err(e) if e.is_incomplete() || local => {
+            if len > MAX_V2_PAYLOAD {
+                return Err(ProxyHeaderError::V2TooLong { len });
+            }
+            if !e.is_incomplete() && buf.len() >= total {
+                return Ok(Parsed::Complete {
+                    header: Header::Local,
+                    len: total,
+                });
+            }
+            Ok(Parsed::Incomplete {
+                exact_len: Some(total),
+            })
+        }
+        Err(e) => Err(ProxyHeaderError::V2(e.to_string())),
+        Ok(_) if len > MAX_V2_PAYLOAD => Err(ProxyHeaderError::V2TooLong { len }),
+        Ok(h) => Ok(Parsed::Complete {
+            header: v2_header(&h, family)?,
+            len: h.len(),
+        }),
     }
-    Ok(())
+}
+
+/// What a whole v2 header that ppp accepted means here.
+fn v2_header(h: &ppp::v2::Header<'_>, family: u8) -> Result<Header, ProxyHeaderError> {
+    use ppp::v2::{Addresses, Command, Protocol};
+    if h.command == Command::Local {
+        return Ok(Header::Local);
+    }
+    let header = match (&h.addresses, h.protocol) {
+        (_, Protocol::Datagram) => return Err(ProxyHeaderError::V2Datagram(family)),
+        (Addresses::Unspecified, Protocol::Unspecified) => Header::Local,
+        (Addresses::Unix(_), Protocol::Stream) => Header::Local,
+        (Addresses::IPv4(a), Protocol::Stream) => Header::Proxy {
+            source: SocketAddr::new(a.source_address.into(), a.source_port),
+            destination: SocketAddr::new(a.destination_address.into(), a.destination_port),
+        },
+        (Addresses::IPv6(a), Protocol::Stream) => Header::Proxy {
+            source: SocketAddr::new(a.source_address.into(), a.source_port),
+            destination: SocketAddr::new(a.destination_address.into(), a.destination_port),
+        },
+        // Combinations ppp models but the spec does not define (e.g. 0x10,
+        // 0x01): §2.2 says to reject them.
+        _ => return Err(ProxyHeaderError::V2Family(family)),
+    };
+    // TLVs are skipped, but their framing must hold.
+    if let Some(Err(e)) = h.tlvs().find(|t| t.is_err()) {
+        return Err(ProxyHeaderError::V2(e.to_string()));
+    }
+    Ok(header)
 }
 
 // === reading it off a connection ===
@@ -537,6 +433,7 @@ impl PreTlsProcess for AcceptProxyHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     const V1_TCP4: &[u8] = b"PROXY TCP4 81.2.69.142 10.0.0.1 51234 8443\r\n";
     const V1_TCP6: &[u8] = b"PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n";
@@ -715,120 +612,71 @@ mod tests {
         );
     }
 
+    /// Malformed v1 lines: ppp refuses them (its reason in the message), or
+    /// the line ended while ppp still wanted more.
     #[test]
     fn malformed_v1() {
-        use ProxyHeaderError as E;
-        let field = |proto, field, value: &str| E::V1Field {
-            proto,
-            field,
-            value: value.to_owned(),
-        };
+        let lines: &[&[u8]] = &[
+            b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY  TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY \r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
+            b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",
+            b"PROXY TCP4 2001:db8::1 5.6.7.8 1 2\r\n",
+            b"PROXY TCP6 1.2.3.4 2001:db8::1 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.256 1 2\r\n",
+            b"PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 080\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 \r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 100000 2\r\n",
+            // Bare LF, NUL, a CR not followed by LF, non-ASCII: not a line.
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+            b"PROXY TCP4\0",
+            b"PROXY TCP4\rX",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX",
+            "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\u{e9}\r\n".as_bytes(),
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\xff\r\n",
+        ];
+        for line in lines {
+            let e = err(line);
+            assert!(
+                matches!(
+                    e,
+                    ProxyHeaderError::V1(_) | ProxyHeaderError::V1Truncated(_)
+                ),
+                "{:?}: {e:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // The message says why.
         assert_eq!(
-            err(b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n"),
-            E::V1Protocol("TCP5".into())
+            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 080\r\n").to_string(),
+            "malformed v1 line: Header contains invalid TCP port for the destination."
         );
+        assert_eq!(err(b"PROXY TCP4\rX"), ProxyHeaderError::V1Truncated(10));
+    }
+
+    /// Where ppp's grammar differs from the hand-written parser it replaced.
+    #[test]
+    fn v1_differences_from_the_old_parser() {
+        // A `+` before a port (Rust's integer parsing allows it) names the
+        // same port: accepted, the address is the same.
         assert_eq!(
-            err(b"PROXY  TCP4 1.2.3.4 5.6.7.8 1 2\r\n"),
-            E::V1Protocol("".into())
+            complete(b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n").0,
+            proxy("1.2.3.4:1", "5.6.7.8:2")
         );
+        // UNKNOWN with more than four words after it: ppp keeps asking for
+        // more; once the CRLF is there that is a refusal, never a wait.
         assert_eq!(
-            err(b"PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n"),
-            E::V1Protocol("tcp4".into())
+            err(b"PROXY UNKNOWN a b c d e\r\n"),
+            ProxyHeaderError::V1Truncated(23)
         );
-        assert_eq!(err(b"PROXY \r\n"), E::V1Protocol("".into()));
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n"),
-            E::V1Fields {
-                proto: "TCP4",
-                found: 5
-            }
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n"),
-            E::V1Fields {
-                proto: "TCP4",
-                found: 7
-            }
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n"),
-            E::V1Fields {
-                proto: "TCP4",
-                found: 7
-            }
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n"),
-            E::V1Fields {
-                proto: "TCP4",
-                found: 7
-            }
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 2001:db8::1 5.6.7.8 1 2\r\n"),
-            field("TCP4", "source address", "2001:db8::1")
-        );
-        assert_eq!(
-            err(b"PROXY TCP6 1.2.3.4 2001:db8::1 1 2\r\n"),
-            field("TCP6", "source address", "1.2.3.4")
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4 5.6.7.256 1 2\r\n"),
-            field("TCP4", "destination address", "5.6.7.256")
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n"),
-            field("TCP4", "source address", "1.2.3.04")
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n"),
-            field("TCP4", "source port", "65536")
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 080\r\n"),
-            field("TCP4", "destination port", "080")
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n"),
-            field("TCP4", "source port", "+1")
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 \r\n"),
-            field("TCP4", "destination port", "")
-        );
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 100000 2\r\n"),
-            field("TCP4", "source port", "100000")
-        );
-        // Bare LF, NUL, a CR not followed by LF, non-ASCII: not a line.
-        assert_eq!(
-            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n"),
-            E::V1Byte {
-                offset: 30,
-                byte: b'\n'
-            }
-        );
-        assert_eq!(
-            err(b"PROXY TCP4\0"),
-            E::V1Byte {
-                offset: 10,
-                byte: 0
-            }
-        );
-        assert_eq!(
-            err(b"PROXY TCP4\rX"),
-            E::V1Byte {
-                offset: 10,
-                byte: b'\r'
-            }
-        );
-        assert_eq!(
-            err("PROXY TCP4 1.2.3.4 5.6.7.8 1 2é\r\n".as_bytes()),
-            E::V1Byte {
-                offset: 30,
-                byte: 0xc3
-            }
-        );
+        assert_eq!(complete(b"PROXY UNKNOWN a b c d\r\n"), (Header::Local, 23));
     }
 
     #[test]
@@ -855,35 +703,37 @@ mod tests {
     fn malformed_v2() {
         use ProxyHeaderError as E;
         let block = inet4_block([1, 2, 3, 4], [5, 6, 7, 8], 1, 2);
-        assert_eq!(err(&v2(0x11, 0x11, &block)), E::V2Version(1));
-        assert_eq!(err(&v2(0x31, 0x11, &block)), E::V2Version(3));
-        assert_eq!(err(&v2(0x22, 0x11, &block)), E::V2Command(2));
-        assert_eq!(err(&v2(0x2f, 0x11, &block)), E::V2Command(0xf));
-        assert_eq!(err(&v2(0x21, 0x41, &block)), E::V2Family(0x41));
-        assert_eq!(err(&v2(0x21, 0x13, &block)), E::V2Family(0x13));
+        let ppp_refuses = |h: &[u8]| {
+            let e = err(h);
+            assert!(matches!(e, E::V2(_)), "{h:?}: {e:?}");
+        };
+        // Version, command, family, transport: ppp's.
+        ppp_refuses(&v2(0x11, 0x11, &block));
+        ppp_refuses(&v2(0x31, 0x11, &block));
+        ppp_refuses(&v2(0x22, 0x11, &block));
+        ppp_refuses(&v2(0x2f, 0x11, &block));
+        ppp_refuses(&v2(0x21, 0x41, &block));
+        ppp_refuses(&v2(0x21, 0x13, &block));
+        // Ones ppp models but the spec leaves undefined: our policy.
         assert_eq!(err(&v2(0x21, 0x01, &block)), E::V2Family(0x01));
+        assert_eq!(err(&v2(0x21, 0x10, &block)), E::V2Family(0x10));
+        // Datagram transports: not this TCP client.
         assert_eq!(err(&v2(0x21, 0x12, &block)), E::V2Datagram(0x12));
         assert_eq!(err(&v2(0x21, 0x22, &[0; 36])), E::V2Datagram(0x22));
         assert_eq!(err(&v2(0x21, 0x32, &[0; 216])), E::V2Datagram(0x32));
+        assert_eq!(err(&v2(0x21, 0x02, &[])), E::V2Datagram(0x02));
         // Address block shorter than the family needs.
+        ppp_refuses(&v2(0x21, 0x11, &block[..11]));
+        ppp_refuses(&v2(0x21, 0x21, &block));
+        ppp_refuses(&v2(0x21, 0x31, &[0; 215]));
+        // Errors show as soon as the fixed part is there.
+        ppp_refuses(&v2(0x11, 0x11, &block)[..16]);
+        ppp_refuses(&v2(0x21, 0x41, &block)[..16]);
         assert_eq!(
-            err(&v2(0x21, 0x11, &block[..11])),
-            E::V2Short { len: 11, need: 12 }
+            err(&v2(0x21, 0x11, &block[..11])).to_string(),
+            "malformed v2 header: Header length of 11 bytes cannot store the 12 bytes \
+             required for the address family."
         );
-        assert_eq!(
-            err(&v2(0x21, 0x21, &block)),
-            E::V2Short { len: 12, need: 36 }
-        );
-        assert_eq!(
-            err(&v2(0x21, 0x31, &[0; 215])),
-            E::V2Short {
-                len: 215,
-                need: 216
-            }
-        );
-        // Errors show as soon as the byte that carries them is there.
-        assert_eq!(err(&v2(0x11, 0x11, &block)[..13]), E::V2Version(1));
-        assert_eq!(err(&v2(0x21, 0x41, &block)[..14]), E::V2Family(0x41));
     }
 
     #[test]
@@ -892,10 +742,20 @@ mod tests {
         let mut h = V2_SIGNATURE.to_vec();
         h.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
         assert_eq!(err(&h), ProxyHeaderError::V2TooLong { len: 0xffff });
+        let mut h = V2_SIGNATURE.to_vec();
+        h.extend_from_slice(&[0x20, 0xff, 0xff, 0xff]);
+        assert_eq!(err(&h), ProxyHeaderError::V2TooLong { len: 0xffff });
         let mut p = inet4_block([1, 2, 3, 4], [5, 6, 7, 8], 1, 2);
         p.resize(MAX_V2_PAYLOAD + 1, 0);
         assert_eq!(
             err(&v2(0x21, 0x11, &p)[..16]),
+            ProxyHeaderError::V2TooLong {
+                len: MAX_V2_PAYLOAD + 1
+            }
+        );
+        // Even whole, it is refused.
+        assert_eq!(
+            err(&v2(0x21, 0x11, &p)),
             ProxyHeaderError::V2TooLong {
                 len: MAX_V2_PAYLOAD + 1
             }
@@ -917,27 +777,27 @@ mod tests {
             p.extend_from_slice(tlvs);
             v2(0x21, 0x11, &p)
         };
+        let refused = |tlvs: &[u8]| {
+            let e = err(&with(tlvs));
+            assert!(matches!(e, ProxyHeaderError::V2(_)), "{tlvs:?}: {e:?}");
+        };
         // A TLV header cut short.
-        assert_eq!(err(&with(&[0x04])), ProxyHeaderError::V2Tlv { offset: 0 });
-        assert_eq!(
-            err(&with(&[0x04, 0x00])),
-            ProxyHeaderError::V2Tlv { offset: 0 }
-        );
+        refused(&[0x04]);
+        refused(&[0x04, 0x00]);
         // A value longer than what is left.
-        assert_eq!(
-            err(&with(&[0x04, 0x00, 0x03, 0, 0])),
-            ProxyHeaderError::V2Tlv { offset: 0 }
-        );
+        refused(&[0x04, 0x00, 0x03, 0, 0]);
         // The second TLV is the broken one.
-        assert_eq!(
-            err(&with(&[0x04, 0x00, 0x01, 0, 0xea, 0xff, 0xff])),
-            ProxyHeaderError::V2Tlv { offset: 4 }
-        );
+        refused(&[0x04, 0x00, 0x01, 0, 0xea, 0xff, 0xff]);
         // Empty TLVs are fine.
         assert!(matches!(
             complete(&with(&[0x04, 0x00, 0x00, 0x04, 0x00, 0x00])).0,
             Header::Proxy { .. }
         ));
+        // ppp takes an UNSPEC payload as its (ignored) address block, not
+        // TLVs; LOCAL discards its block. Either way the socket address
+        // stands.
+        assert_eq!(complete(&v2(0x21, 0x00, &[0x04])), (Header::Local, 17));
+        assert_eq!(complete(&v2(0x20, 0x00, &[0x04])), (Header::Local, 17));
     }
 
     /// Arbitrary bytes never panic and always answer within the caps.
