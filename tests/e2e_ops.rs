@@ -574,6 +574,7 @@ const REQUIRED: &[&str] = &[
     "ztgate_config_reloads_total",
     "ztgate_audit_dropped_total",
     "ztgate_build_info",
+    "ztgate_proxy_protocol_headers_total",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

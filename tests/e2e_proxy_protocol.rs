@@ -330,6 +330,18 @@ async fn bad_or_slow_headers_are_closed_and_others_still_served() {
     let log = env.gw.log_text();
     assert!(log.contains("PROXY protocol"), "{log}");
     assert!(log.contains("127.0.0.1"), "the log names the peer: {log}");
+
+    // Each outcome is counted for the operator.
+    let count =
+        |result: &str| env.metric("ztgate_proxy_protocol_headers_total", &[("result", result)]);
+    assert!(
+        count("malformed") >= 6.0,
+        "malformed: {}",
+        count("malformed")
+    );
+    assert!(count("timeout") >= 1.0, "timeout: {}", count("timeout"));
+    assert!(count("closed") >= 1.0, "closed: {}", count("closed"));
+    assert!(count("proxy") >= 2.0, "proxy: {}", count("proxy"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

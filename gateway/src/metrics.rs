@@ -73,6 +73,16 @@ metric!(HEALTHY_BACKENDS: IntGaugeVec = register_int_gauge_vec!(
     "Backends currently considered healthy, per upstream pool.",
     &["upstream"]
 ));
+metric!(PROXY_PROTOCOL: IntCounterVec = register_int_counter_vec!(
+    "ztgate_proxy_protocol_headers_total",
+    "PROXY protocol headers read from trusted proxies, by result (proxy, local, malformed, timeout, closed, io).",
+    &["result"]
+));
+metric!(DNS_REFRESH: IntCounterVec = register_int_counter_vec!(
+    "ztgate_upstream_dns_refresh_total",
+    "Lookups of backend names, per upstream pool, by result (unchanged, changed, error).",
+    &["upstream", "result"]
+));
 metric!(AUDIT_DROPPED: IntCounter = register_int_counter!(
     "ztgate_audit_dropped_total",
     "Audit lines dropped because the writer could not keep up."
@@ -92,6 +102,12 @@ pub fn init() {
     }
     LazyLock::force(&CERT_EXPIRY);
     LazyLock::force(&HEALTHY_BACKENDS);
+    // A closed set of results: their series exist at zero from the start.
+    for r in ["proxy", "local", "malformed", "timeout", "closed", "io"] {
+        PROXY_PROTOCOL.with_label_values(&[r]);
+    }
+    // Per pool with backend names; series appear with the first lookup.
+    LazyLock::force(&DNS_REFRESH);
     // The filter crates' own metrics, listed from the start too (cache
     // results are a closed set, so their series can exist at zero).
     LazyLock::force(&ztgate_jwt::metrics::JWKS_REFRESH);

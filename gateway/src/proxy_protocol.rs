@@ -70,6 +70,7 @@ use ppp::PartialResult;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::metrics;
 use crate::state::Shared;
 
 /// The v2 signature (§2.2): chosen so that no v1 line, HTTP request or TLS
@@ -300,6 +301,18 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
+impl ReadError {
+    /// The `result` label of `ztgate_proxy_protocol_headers_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReadError::Malformed(_) => "malformed",
+            ReadError::Timeout(_) => "timeout",
+            ReadError::Closed { .. } => "closed",
+            ReadError::Io(_) => "io",
+        }
+    }
+}
+
 /// A header and what was read past it.
 #[derive(Debug)]
 pub struct Received<'b> {
@@ -393,6 +406,9 @@ impl PreTlsProcess for AcceptProxyHeader {
         let received = match read_header(stream, &mut buf, HEADER_TIMEOUT).await {
             Ok(r) => r,
             Err(e) => {
+                metrics::PROXY_PROTOCOL
+                    .with_label_values(&[e.label()])
+                    .inc();
                 match &e {
                     // A trusted peer that speaks something else: the balancer
                     // is not configured to send PROXY, worth an operator's eye.
@@ -411,6 +427,11 @@ impl PreTlsProcess for AcceptProxyHeader {
             }
         };
         stream.rewind(received.excess);
+        let result = match received.header {
+            Header::Proxy { .. } => "proxy",
+            Header::Local => "local",
+        };
+        metrics::PROXY_PROTOCOL.with_label_values(&[result]).inc();
         if let Header::Proxy {
             source,
             destination,

@@ -96,7 +96,14 @@ impl HealthChecker {
             let specs = pool.specs().to_vec();
             match tokio::task::spawn_blocking(move || resolve::resolve_all(&specs)).await {
                 Ok(Ok(resolved)) => {
-                    if pool.resolved(&resolved) {
+                    let changed = pool.resolved(&resolved);
+                    metrics::DNS_REFRESH
+                        .with_label_values(&[
+                            pool.name.as_ref(),
+                            if changed { "changed" } else { "unchanged" },
+                        ])
+                        .inc();
+                    if changed {
                         let members: Vec<String> =
                             resolved.iter().map(|(a, _)| a.to_string()).collect();
                         tracing::info!(
@@ -108,12 +115,18 @@ impl HealthChecker {
                 }
                 Ok(Err(errs)) => {
                     pool.resolve_failed();
+                    metrics::DNS_REFRESH
+                        .with_label_values(&[pool.name.as_ref(), "error"])
+                        .inc();
                     for (_, e) in errs {
                         tracing::warn!(upstream = %pool.name, error = %e, "DNS refresh failed; keeping the current backends");
                     }
                 }
                 Err(e) => {
                     pool.resolve_failed();
+                    metrics::DNS_REFRESH
+                        .with_label_values(&[pool.name.as_ref(), "error"])
+                        .inc();
                     tracing::warn!(upstream = %pool.name, error = %e, "DNS refresh task failed");
                 }
             }
@@ -208,6 +221,15 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         while pool.members().backends != want {
             assert!(Instant::now() < deadline, "the lookup never landed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Counted right after the swap.
+        while metrics::DNS_REFRESH
+            .with_label_values(&["dns", "changed"])
+            .get()
+            == 0
+        {
+            assert!(Instant::now() < deadline, "the change was never counted");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // The slot is freed right after the swap, for the next round.
