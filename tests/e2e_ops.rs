@@ -7,38 +7,17 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Env, Setup, WEB_ID};
+use support::{eventually, signal, Env, Setup, WEB_ID};
 use ztgate_testkit::client;
 use ztgate_testkit::idp::Idp;
 use ztgate_testkit::pki::LeafSpec;
 use ztgate_testkit::proto::Request;
 
 const TWO_POOLS: &str = "routes:\n  - name: orders\n    match: { grpc: \"orders.v1.Orders\" }\n    select: [{ upstream: first }]\nupstreams:\n  first:\n    backends: [\"127.0.0.1:{B0}\"]\n  second:\n    backends: [\"127.0.0.1:{B1}\"]\n";
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill {sig} {pid}");
-}
-
-/// Poll `f` until it is true or `limit` passes.
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
 
 /// The certificate a new TLS handshake gets, as base64 DER (whitespace-free
 /// PEM body), read with `openssl s_client`. Empty when the handshake failed.

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{testdata, Env, Setup};
+use support::{eventually, signal, testdata, Env, Setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use ztgate_testkit::client::{self, Target};
@@ -132,18 +132,6 @@ async fn country_via(env: &Env, header: Vec<u8>, xff: Option<&str>) -> Option<St
     let relay = Relay::start(env.gw.listen, header).await;
     let reply = call(env, relay.addr.port(), xff).await.unwrap();
     reply.metadata.get("x-ztgate-geo-country").cloned()
-}
-
-/// Poll `f` until it is true or `limit` passes.
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 /// Read until the gateway closes `s`; how long that took, or `None` if it
@@ -359,11 +347,7 @@ async fn a_reload_of_trusted_proxies_applies_to_the_next_connection() {
         text.replace("[10.0.0.0/8]", "[127.0.0.1/32]"),
     )
     .unwrap();
-    let hup = Command::new("kill")
-        .args(["-HUP", &env.gw.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    signal(env.gw.pid(), "-HUP");
     let relay = Relay::start(env.gw.listen, v1("81.2.69.142", "10.0.0.1")).await;
     assert!(
         eventually(Duration::from_secs(10), async || {

@@ -5,35 +5,14 @@
 
 mod support;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::Setup;
+use support::{eventually, signal, Setup};
 use ztgate_testkit::client;
 use ztgate_testkit::pki::LeafSpec;
 use ztgate_testkit::proto::Request;
 
 const TWO_POOLS: &str = "routes:\n  - name: orders\n    match: { grpc: \"orders.v1.Orders\" }\n    select: [{ upstream: first }]\nupstreams:\n  first:\n    backends: [\"127.0.0.1:{B0}\"]\n  second:\n    backends: [\"127.0.0.1:{B1}\"]\n";
-
-fn hup(pid: u32) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-/// Poll `f` until it is true or `limit` passes.
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_swaps_and_a_broken_config_keeps_the_old_one() {
@@ -59,7 +38,7 @@ async fn sighup_swaps_and_a_broken_config_keeps_the_old_one() {
         text.replace("upstream: first", "upstream: second"),
     )
     .unwrap();
-    hup(env.gw.pid());
+    signal(env.gw.pid(), "-HUP");
     assert!(
         eventually(Duration::from_secs(10), async || backend()
             .await
@@ -77,7 +56,7 @@ async fn sighup_swaps_and_a_broken_config_keeps_the_old_one() {
         good.replace("upstream: second", "upstream: nowhere"),
     )
     .unwrap();
-    hup(env.gw.pid());
+    signal(env.gw.pid(), "-HUP");
     assert!(
         eventually(Duration::from_secs(10), async || env
             .metric("ztgate_config_reloads_total", &[("result", "error")])

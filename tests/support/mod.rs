@@ -225,3 +225,24 @@ pub fn s_client(port: u16, dir: &std::path::Path) -> String {
         .expect("openssl is installed");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Send `sig` (e.g. `-HUP`, `-USR1`, `-TERM`) to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+/// Poll `f` until it is true or `limit` passes.
+pub async fn eventually(limit: std::time::Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
