@@ -66,7 +66,7 @@ pub struct Members {
 impl Members {
     fn new(pool: &str, resolved: &[(SocketAddr, usize)]) -> Self {
         let backends: Vec<SocketAddr> = resolved.iter().map(|(a, _)| *a).collect();
-        let weights: Vec<usize> = resolved.iter().map(|(_, w)| (*w).min(100)).collect();
+        let weights: Vec<usize> = resolved.iter().map(|(_, w)| *w).collect();
         Members {
             schedule: balance::interleave(&weights),
             // Health follows the address: a backend that stays across a
@@ -91,7 +91,7 @@ impl Members {
                 .iter()
                 .zip(&self.weights)
                 .zip(resolved)
-                .all(|((a, w), (ra, rw))| a == ra && *w == (*rw).min(100))
+                .all(|((a, w), (ra, rw))| a == ra && w == rw)
     }
 
     /// Each backend with its health state, for the checker.

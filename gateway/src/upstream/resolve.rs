@@ -10,6 +10,9 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
+/// The largest weight a backend entry keeps.
+pub const MAX_WEIGHT: usize = 100;
+
 /// One `backends:` entry as written in the config.
 #[derive(Debug, Clone)]
 pub struct BackendSpec {
@@ -32,10 +35,12 @@ pub enum ResolveError {
 }
 
 impl BackendSpec {
+    /// Weights are capped at 100: the round-robin schedule repeats each
+    /// backend `weight` times, so a huge weight would only cost memory.
     pub fn new(address: &str, weight: usize) -> Self {
         Self {
             address: address.to_owned(),
-            weight,
+            weight: weight.min(MAX_WEIGHT),
             literal: address.parse().ok(),
         }
     }
