@@ -8,10 +8,12 @@
 //! in `previous_keys` until every assertion signed by it has expired.
 //!
 //! Signing costs tens of microseconds, so assertions are cached per identity
-//! and reused while at least half their lifetime remains.
+//! and reused while at least half their lifetime remains. The cache is keyed
+//! by a SHA-256 of the whole identity (length-prefixed fields), so two
+//! identities can never share an entry, and it is claimed from the
+//! gateway's memory by signing key, issuer, audience and TTL: a reload that
+//! changes none of them keeps it.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use openssl::pkey::PKey;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use ztgate_filter::Facts;
+use ztgate_filter::{Facts, Memory};
 
 /// Cached assertions (one per distinct identity).
 const CACHE_CAPACITY: usize = 10_000;
@@ -87,7 +89,27 @@ pub struct Asserter {
     issuer: String,
     audience: String,
     ttl: Duration,
-    cache: Mutex<lru::LruCache<u64, (Arc<str>, SystemTime)>>,
+    cache: Arc<AssertionCache>,
+}
+
+/// Signed assertions by identity digest, with their expiry.
+type AssertionCache = Mutex<lru::LruCache<[u8; 32], (Arc<str>, SystemTime)>>;
+
+/// The cache key: SHA-256 over every field, each length-prefixed so that
+/// no two different identities encode alike.
+fn identity_digest<'a>(fields: impl IntoIterator<Item = Option<&'a str>>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for f in fields {
+        match f {
+            None => h.update([0u8]),
+            Some(v) => {
+                h.update([1u8]);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(v.as_bytes());
+            }
+        }
+    }
+    h.finalize().into()
 }
 
 impl Asserter {
@@ -97,6 +119,7 @@ impl Asserter {
         issuer: String,
         audience: String,
         ttl: Duration,
+        memory: &Memory,
     ) -> Result<Self, Vec<AssertionKeyError>> {
         let mut errs = Vec::new();
         let current = load_key(key, true).map_err(|e| errs.push(e)).ok();
@@ -105,16 +128,26 @@ impl Asserter {
             .filter_map(|p| load_key(p, false).map_err(|e| errs.push(e)).ok())
             .collect();
         match current {
-            Some(current) if errs.is_empty() => Ok(Self {
-                current,
-                previous,
-                issuer,
-                audience,
-                ttl,
-                cache: Mutex::new(lru::LruCache::new(
-                    NonZeroUsize::new(CACHE_CAPACITY).unwrap_or(NonZeroUsize::MIN),
-                )),
-            }),
+            Some(current) if errs.is_empty() => {
+                let identity = format!(
+                    "assertion.cache\n{}\n{issuer}\n{audience}\n{}",
+                    current.kid,
+                    ttl.as_millis()
+                );
+                let cache = memory.claim(&identity, || {
+                    Mutex::new(lru::LruCache::new(
+                        NonZeroUsize::new(CACHE_CAPACITY).unwrap_or(NonZeroUsize::MIN),
+                    ))
+                });
+                Ok(Self {
+                    current,
+                    previous,
+                    issuer,
+                    audience,
+                    ttl,
+                    cache,
+                })
+            }
             _ => Err(errs),
         }
     }
@@ -135,9 +168,12 @@ impl Asserter {
         let iss = facts.token.as_ref().map(|t| t.issuer.as_ref());
         let scopes = facts.scopes();
         let fp = facts.fingerprint();
-        let mut h = DefaultHasher::new();
-        (spiffe, sub, iss, scopes, fp).hash(&mut h);
-        let key = h.finish();
+        let key = identity_digest(
+            [spiffe, sub, iss, fp]
+                .into_iter()
+                .chain(scopes.iter().map(|s| Some(s.as_str()))),
+        );
+        let scope = scopes.join(" ");
         if let Some((tok, exp)) = self.cache.lock().get(&key) {
             if exp.duration_since(now).unwrap_or_default() > self.ttl / 2 {
                 return Some(tok.clone());
@@ -147,7 +183,7 @@ impl Asserter {
         let exp = iat + self.ttl.as_secs().max(1);
         let claims = json!({
             "iss": self.issuer, "aud": self.audience, "iat": iat, "exp": exp,
-            "spiffe_id": spiffe, "sub": sub, "token_iss": iss, "scope": scopes.join(" "),
+            "spiffe_id": spiffe, "sub": sub, "token_iss": iss, "scope": scope,
             "device_fingerprint": fp,
         });
         let mut header = Header::new(Algorithm::ES256);

@@ -27,8 +27,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct Reloader {
     pub shared: Arc<Shared>,
-    /// The JWKS refresh loop of the generation in service.
-    pub refresh: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The filters' background work for the generation in service.
+    background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// What identifies a file version: modification time, size, inode.
@@ -44,37 +44,32 @@ impl Reloader {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
-            refresh: std::sync::Mutex::new(None),
+            background: std::sync::Mutex::new(Vec::new()),
         }
     }
 
-    /// Fetch the generation's signing keys and start its refresh loop
-    /// (replacing the previous generation's). Returns whether every issuer
-    /// has keys.
-    async fn activate_jwt(&self, rt: &Runtime) -> bool {
-        let Some(jwt) = rt.jwt.clone() else {
-            self.stop_refresh();
-            return true;
-        };
-        for (issuer, res) in jwt.start().await {
-            if let Err(e) = res {
-                tracing::warn!(issuer = %issuer, error = %e, "initial JWKS fetch failed");
+    /// Start the background work of the generation about to serve (the
+    /// filters' [`ztgate_filter::Filter::background`]: key refresh loops),
+    /// replacing the previous generation's. Never waits on the network: a
+    /// reload is not refused because an IdP is down. An issuer that kept
+    /// its keys (they are memory, not config) goes on verifying; a new
+    /// issuer without keys answers `jwks_unavailable` and holds `/readyz`
+    /// until its refresh gets them. The same rule at start-up and reload.
+    fn start_background(&self, rt: &Runtime) {
+        let fresh: Vec<_> = rt
+            .chain
+            .background()
+            .into_iter()
+            .map(tokio::spawn)
+            .collect();
+        let old = match self.background.lock() {
+            Ok(mut slot) => std::mem::replace(&mut *slot, fresh),
+            Err(_) => {
+                tracing::error!("background task list poisoned; old tasks keep running");
+                return;
             }
-        }
-        let ready = jwt.ready();
-        self.start_refresh(&jwt);
-        ready
-    }
-
-    fn start_refresh(&self, jwt: &ztgate_jwt::JwtFilter) {
-        self.stop_refresh();
-        if let Ok(mut slot) = self.refresh.lock() {
-            *slot = Some(tokio::spawn(jwt.refresh_loop()));
-        }
-    }
-
-    fn stop_refresh(&self) {
-        if let Some(h) = self.refresh.lock().ok().and_then(|mut s| s.take()) {
+        };
+        for h in old {
             h.abort();
         }
     }
@@ -82,31 +77,34 @@ impl Reloader {
     /// Reload now; returns whether the new generation is in service.
     pub async fn reload(&self, why: &str) -> bool {
         let path = self.shared.config_path.clone();
+        let memory = self.shared.memory.clone();
         // Building opens and verifies files (mmdb, PEM): off the async threads.
-        let built = tokio::task::spawn_blocking(move || config::load_and_build(&path)).await;
-        let (st, rt) = match built {
-            Ok(Ok((_, st, rt))) => (st, rt),
+        let built =
+            tokio::task::spawn_blocking(move || config::load_and_build(&path, &memory)).await;
+        let rt = match built {
+            Ok(Ok((_, st, rt))) => {
+                if st.listen != self.shared.settings.listen
+                    || st.admin != self.shared.settings.admin
+                {
+                    tracing::warn!(
+                        "listen addresses changed: that part takes effect on restart only"
+                    );
+                }
+                rt
+            }
             Ok(Err(e)) => return self.failed(why, &e.to_string()),
             Err(e) => return self.failed(why, &e.to_string()),
         };
-        if st.listen != self.shared.settings.listen || st.admin != self.shared.settings.admin {
-            tracing::warn!("listen addresses changed: that part takes effect on restart only");
-        }
-        if let Some(jwt) = rt.jwt.clone() {
-            // The new generation must have keys before it takes traffic.
-            for (issuer, res) in jwt.start().await {
-                if let Err(e) = res {
-                    return self.failed(why, &format!("jwt issuer {issuer}: {e}"));
-                }
-            }
-            self.start_refresh(&jwt);
-        } else {
-            self.stop_refresh();
-        }
+        self.start_background(&rt);
         record_cert_expiry(&rt);
         self.shared.swap(rt);
         metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
-        tracing::info!(trigger = why, "config reloaded");
+        let waiting = self.shared.runtime.load().chain.not_ready();
+        if waiting.is_empty() {
+            tracing::info!(trigger = why, "config reloaded");
+        } else {
+            tracing::warn!(trigger = why, waiting = ?waiting, "config reloaded; not ready yet");
+        }
         true
     }
 
@@ -149,9 +147,7 @@ impl BackgroundService for Reloader {
         let mut usr1 =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
         let initial = self.shared.runtime.load_full();
-        if !self.activate_jwt(&initial).await {
-            tracing::warn!("not every JWT issuer has keys yet; /readyz stays red until the refresh loop gets them");
-        }
+        self.start_background(&initial);
         drop(initial);
         let watched = self.shared.settings.watched.clone();
         let mut stamps: Vec<Stamp> = watched.iter().map(stamp).collect();

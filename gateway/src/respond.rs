@@ -48,7 +48,7 @@ pub fn denial_header(d: &Denial, request_id: &str, grpc: bool) -> pingora::Resul
     if reason.is_unauthenticated() {
         resp.insert_header("www-authenticate", www_authenticate(reason))?;
     }
-    if let Some(wait) = ztgate_ratelimit::retry_after(d) {
+    if let Some(wait) = d.retry_after {
         resp.insert_header("retry-after", wait.as_secs().max(1).to_string())?;
     }
     Ok(resp)

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use ztgate_filter::Memory;
 
 use crate::audit::Audit;
 use crate::config::{Runtime, Static};
@@ -18,6 +19,9 @@ pub struct Shared {
     pub settings: Static,
     pub config_path: PathBuf,
     pub audit: Option<Audit>,
+    /// What every generation inherits: keys, caches, replay and binding
+    /// memory, counters (see [`Memory`]).
+    pub memory: Arc<Memory>,
     /// Set once the listeners are up.
     pub listening: AtomicBool,
 }
@@ -28,6 +32,7 @@ impl Shared {
         settings: Static,
         rt: Runtime,
         audit: Option<Audit>,
+        memory: Arc<Memory>,
     ) -> Arc<Self> {
         let material = Arc::new(ArcSwap::new(rt.material.clone()));
         Arc::new(Self {
@@ -36,6 +41,7 @@ impl Shared {
             settings,
             config_path,
             audit,
+            memory,
             listening: AtomicBool::new(false),
         })
     }
@@ -53,9 +59,7 @@ impl Shared {
             why.push("listeners not up".to_owned());
         }
         let rt = self.runtime.load();
-        if rt.jwt.as_ref().is_some_and(|j| !j.ready()) {
-            why.push("jwt: not every issuer has signing keys yet".to_owned());
-        }
+        why.extend(rt.chain.not_ready());
         for p in rt.pools.values() {
             if p.healthy_count() == 0 {
                 why.push(format!("upstream {} has no healthy backend", p.name));

@@ -115,6 +115,14 @@ impl Idp {
     }
 }
 
+impl Idp {
+    /// Take the provider down: its port refuses connections from now on
+    /// (an IdP outage). Tokens it signed stay valid.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for Idp {
     fn drop(&mut self) {
         self.task.abort();

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod dpop;
 pub mod harness;
 pub mod idp;
 pub mod pki;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::config;
 
 pub fn check(path: &Path) -> ExitCode {
-    match config::load_and_build(path) {
+    match config::load_and_build(path, &ztgate_filter::Memory::new()) {
         Ok((_, st, rt)) => {
             println!(
                 "{}: ok ({} filters: {}; {} upstreams; listener {}; admin {})",

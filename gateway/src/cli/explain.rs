@@ -16,7 +16,9 @@ use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::json;
-use ztgate_filter::{ChainOutcome, Decision, Facts, PeerCertificate, RequestView, TlsFacts};
+use ztgate_filter::{
+    ChainOutcome, Decision, Facts, Memory, PeerCertificate, RequestView, TlsFacts,
+};
 
 use crate::config::{self, Runtime};
 use crate::request_meta;
@@ -35,7 +37,7 @@ pub struct Request {
 }
 
 pub fn explain(req: Request) -> ExitCode {
-    let (_, _, rt) = match config::load_and_build(&req.config) {
+    let (_, _, rt) = match config::load_and_build(&req.config, &Memory::new()) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
@@ -108,12 +110,8 @@ fn headers(req: &Request) -> Result<HeaderMap, String> {
 }
 
 async fn run(req: &Request, rt: &Runtime) -> Result<bool, String> {
-    if let Some(jwt) = &rt.jwt {
-        for (issuer, res) in jwt.start().await {
-            if let Err(e) = res {
-                eprintln!("note: JWKS for {issuer} unavailable: {e}");
-            }
-        }
+    for problem in rt.chain.prepare().await {
+        eprintln!("note: {problem}");
     }
     let tls = TlsFacts {
         peer: match &req.cert {

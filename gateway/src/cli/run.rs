@@ -38,7 +38,8 @@ pub fn init_logging(st: &Static) {
 }
 
 pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
-    let (loaded, st, rt) = match config::load_and_build(path) {
+    let memory = ztgate_filter::Memory::new();
+    let (loaded, st, rt) = match config::load_and_build(path, &memory) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");
@@ -81,7 +82,7 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let shared = Shared::new(path.to_path_buf(), st.clone(), rt, audit);
+    let shared = Shared::new(path.to_path_buf(), st.clone(), rt, audit, memory);
 
     // The gRPC listener.
     let mut proxy = pingora::proxy::http_proxy_service_with_name(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use ztgate_filter::{BuildContext, Chain, ConfigProblem, Filter, Mode, Stage};
+use ztgate_filter::{BuildContext, Chain, ConfigProblem, Filter, Memory, Mode, Stage};
 
 use super::raw::{self, ClientAuth, LogFormat, TlsVersion};
 use super::Loaded;
@@ -53,9 +53,6 @@ pub struct Runtime {
     /// the pre-TLS hook reads it per connection together with
     /// `trusted_proxies` and a reload applies to the next connection.
     pub proxy_protocol: bool,
-    /// The `jwt` filter, kept apart from the chain for its background work
-    /// (initial JWKS fetch, refresh loop) and readiness.
-    pub jwt: Option<Arc<ztgate_jwt::JwtFilter>>,
     /// Signs `x-ztgate-assertion`, when configured.
     pub assertion: Option<Arc<crate::assertion::Asserter>>,
 }
@@ -100,8 +97,13 @@ fn take<T>(r: Result<T, Vec<ConfigProblem>>, problems: &mut Vec<ConfigProblem>) 
     }
 }
 
-/// Build everything; on failure return every problem found.
-pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
+/// Build everything; on failure return every problem found. Long-lived
+/// state (keys, caches, counters) is claimed from `memory`, so a reload
+/// that passes the process's memory carries it over.
+pub fn build(
+    loaded: &Loaded,
+    memory: &Arc<Memory>,
+) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
     let raw = &loaded.raw;
     let mut problems = Vec::new();
 
@@ -127,6 +129,8 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
         base_dir: loaded.base_dir.clone(),
         upstreams: raw.upstreams.keys().cloned().collect(),
         pipeline: raw.pipeline.clone(),
+        memory: memory.clone(),
+        state: None,
     };
 
     // --- TLS material ---------------------------------------------------
@@ -189,6 +193,7 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
             a.issuer.clone(),
             a.audience.clone(),
             a.ttl,
+            memory,
         ) {
             Ok(x) => Some(Arc::new(x)),
             Err(errs) => {
@@ -205,8 +210,7 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
             "must be longer than 0s",
         ));
     }
-    let mut jwt = None;
-    let chain = build_chain(raw, &ctx, &mut problems, &mut jwt);
+    let chain = build_chain(raw, &ctx, &mut problems);
 
     if !problems.is_empty() {
         return Err(problems);
@@ -225,14 +229,7 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
                 .map(|p| ctx.resolve(p)),
         );
     }
-    if let Some(g) = raw.device.as_ref().and_then(|d| d.geoip.as_ref()) {
-        watched.extend(
-            [&g.country_db, &g.asn_db, &g.anonymous_ip_db]
-                .into_iter()
-                .flatten()
-                .map(|p| ctx.resolve(p)),
-        );
-    }
+    watched.extend(chain.watched_files());
     for u in raw.upstreams.values() {
         if let Some(t) = &u.tls {
             watched.extend(
@@ -273,18 +270,12 @@ pub fn build(loaded: &Loaded) -> Result<(Static, Runtime), Vec<ConfigProblem>> {
         material: Arc::new(material),
         trusted_proxies,
         proxy_protocol: raw.listener.proxy_protocol,
-        jwt,
         assertion,
     };
     Ok((st, rt))
 }
 
-fn build_chain(
-    raw: &raw::Config,
-    ctx: &BuildContext,
-    problems: &mut Vec<ConfigProblem>,
-    jwt_out: &mut Option<Arc<ztgate_jwt::JwtFilter>>,
-) -> Chain {
+fn build_chain(raw: &raw::Config, ctx: &BuildContext, problems: &mut Vec<ConfigProblem>) -> Chain {
     let mut stages: Vec<Stage> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     if raw.pipeline.is_empty() {
@@ -319,11 +310,8 @@ fn build_chain(
                     ));
                     None
                 }
-                Some(section) => take(ztgate_jwt::build(section, ctx, "jwt"), problems).map(|f| {
-                    let f = Arc::new(f);
-                    *jwt_out = Some(f.clone());
-                    (Box::new(f) as Box<dyn Filter>, section.mode)
-                }),
+                Some(section) => take(ztgate_jwt::build(section, ctx, "jwt"), problems)
+                    .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode)),
             },
             "device" => match &raw.device {
                 None => {

@@ -9,10 +9,11 @@ pub mod raw;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use build::{build, Runtime, Static};
 use lines::LineIndex;
-use ztgate_filter::ConfigProblem;
+use ztgate_filter::{ConfigProblem, Memory};
 
 /// A parsed config file with what is needed to point back into it.
 pub struct Loaded {
@@ -139,9 +140,13 @@ fn clean_yaml_error(e: &serde_yaml::Error) -> String {
 }
 
 /// Load and build: what `check`, `run`, `explain` and reload all call.
-pub fn load_and_build(path: &Path) -> Result<(Loaded, Static, Runtime), ConfigErrors> {
+/// `memory` is what the new generation inherits (see [`build`]).
+pub fn load_and_build(
+    path: &Path,
+    memory: &Arc<Memory>,
+) -> Result<(Loaded, Static, Runtime), ConfigErrors> {
     let loaded = load(path)?;
-    match build(&loaded) {
+    match build(&loaded, memory) {
         Ok((st, rt)) => Ok((loaded, st, rt)),
         Err(problems) => Err(ConfigErrors::locate(path, &loaded.lines, problems)),
     }

@@ -209,6 +209,7 @@ mod tests {
             base_dir: std::env::temp_dir(),
             upstreams: vec!["dns".into()],
             pipeline: vec![],
+            ..Default::default()
         };
         let pool = Arc::new(Pool::build("dns", &raw, &ctx).unwrap());
         let want = pool.members().backends.clone();

@@ -483,6 +483,7 @@ mod tests {
             base_dir: std::env::temp_dir(),
             upstreams: vec!["p".into()],
             pipeline: vec![],
+            ..Default::default()
         };
         Pool::build("p", &raw, &ctx)
     }

@@ -139,6 +139,7 @@ fn benches(c: &mut Criterion) {
         base_dir: base,
         upstreams: vec![],
         pipeline: vec![],
+        ..Default::default()
     };
     let filter = ztgate_device::build(&raw, &ctx, "device").unwrap();
     let ip = "89.160.20.112".parse().unwrap();

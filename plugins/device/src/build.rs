@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ztgate_filter::{BuildContext, ConfigProblem};
 
 use crate::fingerprint::{FingerprintError, Fingerprinter, Signal};
-use crate::first_seen::FirstSeen;
+use crate::first_seen::Bindings;
 use crate::geoip::{DbKind, GeoIp, GeoIpPaths};
 use crate::policy::{AnonymousPolicy, ClaimBinding, CountryPolicy, DeviceList, Policies};
 use crate::raw;
@@ -211,7 +211,7 @@ pub fn build(
             );
         }
         match NonZeroUsize::new(f.capacity) {
-            Some(cap) => store = Some(FirstSeen::new(f.ttl, cap)),
+            Some(cap) => store = Some(Bindings::new(f.ttl, cap, ctx)),
             None => problem(
                 format!("{path}.first_seen.capacity"),
                 "must be at least 1".into(),

@@ -2,16 +2,16 @@
 //! fingerprint under each secret, the token claim, the first-seen store),
 //! then lets [`policy::decide`] judge them.
 
-use std::cell::OnceCell;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 use http::{HeaderName, HeaderValue};
-use ztgate_filter::{Decision, DeviceFacts, Facts, Filter, RequestView};
+use ztgate_filter::{Decision, DeviceFacts, Facts, Filter, Reason, RequestView};
 
 use crate::fingerprint::{self, Fingerprinter, Signal, SignalSource};
-use crate::first_seen::FirstSeen;
+use crate::first_seen::{self, Bindings};
 use crate::geoip::{AnonymousFlags, GeoIp, GeoIpError};
 use crate::metrics;
 use crate::policy::{self, ClaimCheck, Inputs, Policies, Verdict};
@@ -27,7 +27,7 @@ pub struct DeviceFilter {
     pub(crate) fingerprinter: Fingerprinter,
     pub(crate) geoip: Arc<GeoIp>,
     pub(crate) policies: Policies,
-    pub(crate) first_seen: Option<FirstSeen>,
+    pub(crate) first_seen: Option<Bindings>,
 }
 
 impl std::fmt::Debug for DeviceFilter {
@@ -61,7 +61,14 @@ impl DeviceFilter {
     /// Evaluate one request: the filter's whole logic with the verdict of
     /// every policy, for `ztgate explain` and tests. [`Filter::evaluate`]
     /// calls this and records metrics.
-    pub fn assess(&self, req: &RequestView<'_>, facts: &mut Facts) -> Verdict {
+    ///
+    /// `Err` when a first-seen check could not be made and must not be
+    /// skipped (the shared store is down, `on_unavailable: deny`).
+    pub async fn assess(
+        &self,
+        req: &RequestView<'_>,
+        facts: &mut Facts,
+    ) -> Result<Verdict, first_seen::Unanswered> {
         let ip: Option<IpAddr> = req.client_ip.or(req.socket_ip);
         let p = &self.policies;
 
@@ -89,7 +96,7 @@ impl DeviceFilter {
         // Fingerprints under previous secrets cost one HMAC each: compute
         // them only when a comparison with the current one has failed or a
         // deny list must see them.
-        let previous: OnceCell<Vec<String>> = OnceCell::new();
+        let previous: OnceLock<Vec<String>> = OnceLock::new();
         let previous =
             || previous.get_or_init(|| self.fingerprinter.previous_fingerprints(&canonical));
         let same_device = |presented: &str| {
@@ -111,10 +118,13 @@ impl DeviceFilter {
 
         // --- first-seen binding, per (issuer, subject) ---
         let first_seen = match (&self.first_seen, &facts.token) {
-            (Some(store), Some(t)) => t.subject.as_deref().map(|sub| {
-                let key = format!("{}\u{0}{sub}", t.issuer);
-                store.observe(&key, &current, same_device, req.now)
-            }),
+            (Some(store), Some(t)) => match t.subject.as_deref() {
+                Some(sub) => {
+                    let key = format!("{}\u{0}{sub}", t.issuer);
+                    Some(store.observe(&key, &current, same_device, req.now).await?)
+                }
+                None => None,
+            },
             _ => None,
         };
 
@@ -151,7 +161,7 @@ impl DeviceFilter {
             country,
             asn,
         });
-        verdict
+        Ok(verdict)
     }
 }
 
@@ -162,11 +172,23 @@ impl Filter for DeviceFilter {
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
-        let verdict = self.assess(req, facts);
+        let verdict = match self.assess(req, facts).await {
+            Ok(v) => v,
+            Err(first_seen::Unanswered) => {
+                return Decision::deny(
+                    Reason::StateUnavailable,
+                    "first-seen device binding cannot be checked (state store unavailable)",
+                )
+            }
+        };
         for (kind, outcome) in &verdict.outcomes {
             metrics::record(*kind, outcome);
         }
         verdict.decision
+    }
+
+    fn watched_files(&self) -> Vec<PathBuf> {
+        self.watched_paths()
     }
 }
 
@@ -186,6 +208,7 @@ mod tests {
             base_dir: crate::geoip::tests::geo_dir(),
             upstreams: vec![],
             pipeline: vec!["sanitize".into(), "jwt".into(), "device".into()],
+            ..Default::default()
         }
     }
 

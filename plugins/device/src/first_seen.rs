@@ -13,12 +13,18 @@
 //! attacker would need that many distinct valid tokens to push a victim's
 //! binding out; size the capacity above the number of subjects active
 //! within one TTL.
+//!
+//! Bindings are memory, not config: the local store is claimed from the
+//! gateway's [`ztgate_filter::Memory`] (by capacity) and survives reloads;
+//! with `state.backend: redis`, [`Bindings`] keeps them in the shared
+//! store so that a binding made on one replica holds on every other.
 
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use lru::LruCache;
+use ztgate_filter::{Bind, BuildContext, SharedState, StateUse, Unavailable};
 
 /// Default binding lifetime: long enough to cover a working session's
 /// burst of calls, short enough that a user who really changes machine is
@@ -46,25 +52,22 @@ struct Binding {
     bound_at: SystemTime,
 }
 
-/// Subject → bound fingerprint, bounded LRU.
+/// Subject → bound fingerprint, bounded LRU (this process only).
 pub struct FirstSeen {
-    ttl: Duration,
     map: Mutex<LruCache<String, Binding>>,
 }
 
 impl std::fmt::Debug for FirstSeen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FirstSeen")
-            .field("ttl", &self.ttl)
             .field("len", &self.len())
             .finish()
     }
 }
 
 impl FirstSeen {
-    pub fn new(ttl: Duration, capacity: NonZeroUsize) -> Self {
+    pub fn new(capacity: NonZeroUsize) -> Self {
         Self {
-            ttl,
             map: Mutex::new(LruCache::new(capacity)),
         }
     }
@@ -91,6 +94,7 @@ impl FirstSeen {
         current: &str,
         is_same: impl Fn(&str) -> bool,
         now: SystemTime,
+        ttl: Duration,
     ) -> Observation {
         // A poisoned lock only means another request panicked while holding
         // it; the map itself is still consistent, so keep using it.
@@ -98,7 +102,7 @@ impl FirstSeen {
         if let Some(b) = map.get_mut(subject) {
             let live = now
                 .duration_since(b.bound_at)
-                .map(|age| age < self.ttl)
+                .map(|age| age < ttl)
                 // A binding "from the future" (clock stepped back) is live.
                 .unwrap_or(true);
             if live {
@@ -122,12 +126,107 @@ impl FirstSeen {
     }
 }
 
+/// The shared store has no answer and first-seen is configured to fail
+/// closed (`state.on_unavailable.first_seen: deny`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unanswered;
+
+/// First-seen bindings as the filter uses them: in this process, or in
+/// the store every replica shares.
+#[derive(Debug)]
+pub struct Bindings {
+    ttl: Duration,
+    local: Arc<FirstSeen>,
+    shared: Option<SharedState>,
+}
+
+impl Bindings {
+    /// The bindings of `device.first_seen`: the local store is claimed
+    /// from the build context's memory, so a reload keeps it (a changed
+    /// `capacity` starts a new one; a changed `ttl` applies to the
+    /// bindings already made).
+    pub fn new(ttl: Duration, capacity: NonZeroUsize, ctx: &BuildContext) -> Self {
+        let local = ctx
+            .memory
+            .claim(&format!("device.first_seen;{capacity}"), || {
+                FirstSeen::new(capacity)
+            });
+        Self {
+            ttl,
+            local,
+            shared: ctx.state.clone(),
+        }
+    }
+
+    /// [`FirstSeen::observe`], against the shared store when there is one.
+    /// If it has no answer, `deny` gives [`Unanswered`] and `allow` uses
+    /// this replica's bindings.
+    pub async fn observe(
+        &self,
+        subject: &str,
+        current: &str,
+        is_same: impl Fn(&str) -> bool,
+        now: SystemTime,
+    ) -> Result<Observation, Unanswered> {
+        if let Some(shared) = &self.shared {
+            let key = format!("first_seen:{subject}");
+            let store = &shared.store;
+            let answer = match store
+                .bind(StateUse::FirstSeen, &key, current, self.ttl)
+                .await
+            {
+                Ok(Bind::Bound) => Ok(Observation::Bound),
+                Ok(Bind::Existing(bound)) if is_same(&bound) => {
+                    if bound != current {
+                        // Same device under a rotated secret: store it under
+                        // the current one, keeping the binding time. Best
+                        // effort: the old value keeps matching meanwhile.
+                        let _ = store.rebind(StateUse::FirstSeen, &key, current).await;
+                    }
+                    Ok(Observation::Same)
+                }
+                Ok(Bind::Existing(_)) => Ok(Observation::Changed),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(o) => return Ok(o),
+                Err(e) => {
+                    tracing::debug!(error = %e, "first-seen: shared store has no answer");
+                    if shared.on_unavailable(StateUse::FirstSeen) == Unavailable::Deny {
+                        return Err(Unanswered);
+                    }
+                }
+            }
+        }
+        Ok(self.local.observe(subject, current, is_same, now, self.ttl))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn store(cap: usize) -> FirstSeen {
-        FirstSeen::new(DEFAULT_TTL, NonZeroUsize::new(cap).unwrap())
+    /// The tests' store: `observe` with the default TTL.
+    struct Store(FirstSeen);
+
+    impl Store {
+        fn observe(
+            &self,
+            subject: &str,
+            current: &str,
+            is_same: impl Fn(&str) -> bool,
+            now: SystemTime,
+        ) -> Observation {
+            self.0.observe(subject, current, is_same, now, DEFAULT_TTL)
+        }
+
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+    }
+
+    fn store(cap: usize) -> Store {
+        Store(FirstSeen::new(NonZeroUsize::new(cap).unwrap()))
     }
 
     fn eq(fp: &'static str) -> impl Fn(&str) -> bool {

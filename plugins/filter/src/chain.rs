@@ -62,6 +62,51 @@ impl Chain {
         self.stages.iter().map(|s| s.filter.name())
     }
 
+    /// Every filter's background work ([`Filter::background`]).
+    pub fn background(&self) -> Vec<crate::Background> {
+        self.stages
+            .iter()
+            .flat_map(|s| s.filter.background())
+            .collect()
+    }
+
+    /// Every filter's offline preparation ([`Filter::prepare`]), as
+    /// `filter: problem` lines.
+    pub async fn prepare(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.stages {
+            let name = s.filter.name();
+            out.extend(
+                s.filter
+                    .prepare()
+                    .await
+                    .into_iter()
+                    .map(|p| format!("{name}: {p}")),
+            );
+        }
+        out
+    }
+
+    /// Why filters cannot serve yet, as `filter: why` lines (`/readyz`).
+    pub fn not_ready(&self) -> Vec<String> {
+        self.stages
+            .iter()
+            .filter_map(|s| {
+                s.filter
+                    .not_ready()
+                    .map(|why| format!("{}: {why}", s.filter.name()))
+            })
+            .collect()
+    }
+
+    /// Every file a filter asks to be watched.
+    pub fn watched_files(&self) -> Vec<std::path::PathBuf> {
+        self.stages
+            .iter()
+            .flat_map(|s| s.filter.watched_files())
+            .collect()
+    }
+
     /// Run every filter in order until one denies in enforce mode.
     pub async fn run(&self, req: &RequestView<'_>, facts: &mut Facts) -> ChainOutcome {
         let mut out = ChainOutcome {

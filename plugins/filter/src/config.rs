@@ -3,6 +3,7 @@
 //! the file it came from.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -53,7 +54,7 @@ impl std::fmt::Display for ConfigProblem {
 }
 
 /// What a section build needs to know about its surroundings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BuildContext {
     /// The folder of the config file: relative paths resolve against it.
     pub base_dir: PathBuf,
@@ -61,6 +62,12 @@ pub struct BuildContext {
     pub upstreams: Vec<String>,
     /// The filters of `pipeline:`, in order (for order checks).
     pub pipeline: Vec<String>,
+    /// Long-lived state to claim instead of creating it afresh, so that it
+    /// carries over a reload ([`crate::Memory`]).
+    pub memory: Arc<crate::Memory>,
+    /// The store shared by every replica, when `state.backend` is not
+    /// `memory`.
+    pub state: Option<crate::SharedState>,
 }
 
 impl BuildContext {

@@ -17,21 +17,31 @@
 pub mod chain;
 pub mod config;
 pub mod facts;
+pub mod memory;
 pub mod peer;
 pub mod reason;
 pub mod spiffe;
+pub mod state;
 pub mod view;
 pub mod wildcard;
 
 pub use chain::{Chain, ChainOutcome, FilterVerdict, Stage};
 pub use config::{BuildContext, ConfigProblem, Mode};
 pub use facts::{DeviceFacts, Facts, PeerIdentity, SelectedRoute, VerifiedToken};
+pub use memory::Memory;
 pub use peer::{PeerCertificate, PeerCertificateError};
 pub use reason::{GrpcCode, Reason};
 pub use spiffe::{SpiffeAllowList, SpiffeId, SpiffePattern, SpiffePatternError};
+pub use state::{
+    Bind, Hit, OnUnavailable, SharedState, StateError, StateStore, StateUse, Unavailable,
+};
 pub use view::{RequestView, TlsFacts};
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
 
 /// What a filter decided about one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +70,9 @@ impl Decision {
 pub struct Denial {
     pub reason: Reason,
     pub message: Cow<'static, str>,
+    /// When the caller may usefully try again (`retry-after`), e.g. the end
+    /// of a rate-limit window.
+    pub retry_after: Option<Duration>,
 }
 
 impl Denial {
@@ -67,9 +80,20 @@ impl Denial {
         Self {
             reason,
             message: message.into(),
+            retry_after: None,
         }
     }
+
+    /// The same denial with a `retry-after` hint.
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
 }
+
+/// Work a filter runs in the background while its generation is in
+/// service (e.g. refreshing an issuer's keys).
+pub type Background = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// One request filter.
 ///
@@ -87,6 +111,36 @@ pub trait Filter: Send + Sync {
     /// Decide about one request. Facts learned are written into `facts`;
     /// headers for the upstream go into `facts.upstream_headers`.
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision;
+
+    /// Background work to run while this generation is in service, started
+    /// by the gateway (at start-up and after every reload) before the
+    /// generation takes traffic, never awaited by it. A task must not
+    /// block the swap: e.g. the `jwt` filter fetches keys it does not have
+    /// yet here, and meanwhile answers `jwks_unavailable`. Tasks that
+    /// belong to long-lived state (an issuer's refresh loop) should run
+    /// once per state, not once per generation. Default: none.
+    fn background(&self) -> Vec<Background> {
+        Vec::new()
+    }
+
+    /// Work to finish before an offline evaluation (`ztgate explain`),
+    /// which has no background: e.g. fetch every issuer's keys once. Each
+    /// problem is returned as a line for the user. Default: nothing.
+    async fn prepare(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Why this filter cannot serve yet (`/readyz`), if it cannot.
+    /// Default: always ready.
+    fn not_ready(&self) -> Option<String> {
+        None
+    }
+
+    /// Files this filter read at build time whose change should trigger a
+    /// reload (databases, key files). Default: none.
+    fn watched_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// A shared filter is a filter: the gateway keeps an `Arc` to filters that
@@ -99,5 +153,21 @@ impl<T: Filter + ?Sized> Filter for std::sync::Arc<T> {
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
         (**self).evaluate(req, facts).await
+    }
+
+    fn background(&self) -> Vec<Background> {
+        (**self).background()
+    }
+
+    async fn prepare(&self) -> Vec<String> {
+        (**self).prepare().await
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        (**self).not_ready()
+    }
+
+    fn watched_files(&self) -> Vec<PathBuf> {
+        (**self).watched_files()
     }
 }

@@ -112,6 +112,10 @@ reasons! {
     NoHealthyBackend => "no_healthy_backend", Unavailable, 503;
     UpstreamConnectFailed => "upstream_connect_failed", Unavailable, 502;
     UpstreamError => "upstream_error", Unavailable, 502;
+    /// The shared state store (Redis) has no answer and the use is
+    /// configured `on_unavailable: deny` (a replay or device check that
+    /// cannot be made is not skipped).
+    StateUnavailable => "state_unavailable", Unavailable, 503;
 
     // --- identity is fine but not allowed: PERMISSION_DENIED -------------
     TrustDomainNotAllowed => "trust_domain_not_allowed", PermissionDenied, 403;

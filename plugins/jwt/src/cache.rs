@@ -4,6 +4,12 @@
 //! RS256), while a client reuses one token for minutes. Entries are bounded
 //! (LRU) and never served at or after the token's `exp`; binding checks
 //! (RFC 8705, DPoP) are not cached and still run on every request.
+//!
+//! The cache outlives a reload (it is claimed from the gateway's memory by
+//! its capacity). Each entry carries the tag of the issuer policy it was
+//! verified under; the filter serves it only while the issuer's policy
+//! still has that tag, so a reload that tightens audiences, algorithms or
+//! `typ` re-verifies instead of serving an entry the new policy refuses.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -22,9 +28,16 @@ pub fn hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A verified token and the tag of the issuer policy it passed.
+#[derive(Clone)]
+pub struct Cached {
+    pub verified: Arc<Verified>,
+    pub policy_tag: u64,
+}
+
 /// Bounded LRU of verified tokens; capacity 0 disables it.
 pub struct TokenCache {
-    inner: Option<Mutex<LruCache<TokenHash, Arc<Verified>>>>,
+    inner: Option<Mutex<LruCache<TokenHash, Cached>>>,
 }
 
 impl TokenCache {
@@ -35,19 +48,19 @@ impl TokenCache {
     }
 
     /// The verified token, unless absent or expired at `now`.
-    pub fn get(&self, key: &TokenHash, now: SystemTime) -> Option<Arc<Verified>> {
+    pub fn get(&self, key: &TokenHash, now: SystemTime) -> Option<Cached> {
         let mut lru = self.inner.as_ref()?.lock();
         let hit = lru.get(key)?;
-        if hit.token.expires_at <= now {
+        if hit.verified.token.expires_at <= now {
             lru.pop(key);
             return None;
         }
         Some(hit.clone())
     }
 
-    pub fn insert(&self, key: TokenHash, verified: Arc<Verified>) {
+    pub fn insert(&self, key: TokenHash, entry: Cached) {
         if let Some(m) = &self.inner {
-            m.lock().put(key, verified);
+            m.lock().put(key, entry);
         }
     }
 

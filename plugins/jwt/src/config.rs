@@ -10,7 +10,7 @@ use reqwest::Url;
 use ztgate_filter::{BuildContext, ConfigProblem};
 
 use crate::filter::JwtFilter;
-use crate::jwks::{KeySource, KeyStore, StoreSettings};
+use crate::jwks::{KeySource, KeyStore, LearnedKeys, StoreSettings};
 use crate::keys::KeySet;
 use crate::raw::{self, CertBinding, DpopMode};
 use crate::token::parse_asymmetric_alg;
@@ -56,6 +56,20 @@ pub struct IssuerPolicy {
     pub dpop_window: Duration,
     /// `x-ztgate-issuer`, built once.
     pub issuer_header: HeaderValue,
+    /// A digest of everything above. The verified-token cache outlives a
+    /// reload; an entry verified under another policy (audiences,
+    /// algorithms, `typ`…) is not served, it is verified again.
+    pub tag: u64,
+}
+
+impl IssuerPolicy {
+    fn digest(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(format!("{self:?}").as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(d.get(..8).unwrap_or(&[0; 8]));
+        u64::from_le_bytes(first)
+    }
 }
 
 /// The filter-wide settings.
@@ -64,6 +78,8 @@ pub struct FilterSettings {
     pub max_token_size: usize,
     pub cache_capacity: usize,
     pub required: bool,
+    /// `keys_file`s: a change reloads the config.
+    pub key_files: Vec<std::path::PathBuf>,
 }
 
 /// Build the `jwt` filter from its section. `path` is the key path prefix
@@ -96,6 +112,10 @@ pub fn build(
         ));
     }
     let mut built = Vec::with_capacity(issuers.len());
+    let key_files = issuers
+        .iter()
+        .filter_map(|i| i.keys_file.as_ref().map(|f| ctx.resolve(f)))
+        .collect();
     for (i, iss) in issuers.iter().enumerate() {
         let p = format!("{path}.issuers[{i}]");
         if issuers[..i].iter().any(|o| o.issuer == iss.issuer) {
@@ -116,8 +136,10 @@ pub fn build(
             max_token_size,
             cache_capacity: cache_capacity.unwrap_or(DEFAULT_CACHE_CAPACITY),
             required: required.unwrap_or(true),
+            key_files,
         },
         built,
+        ctx,
     ))
 }
 
@@ -316,10 +338,18 @@ fn build_issuer(
         return None;
     };
     let issuer: Arc<str> = Arc::from(issuer.as_str());
+    // Keys from a file are config; keys from the network are memory.
+    let learned = match static_keys {
+        Some(set) => Arc::new(LearnedKeys::with_keys(set)),
+        None => ctx.memory.claim(
+            &LearnedKeys::memory_key(&issuer, &source),
+            LearnedKeys::default,
+        ),
+    };
     let store = KeyStore::new(
         issuer.clone(),
         source,
-        static_keys,
+        learned,
         StoreSettings {
             client,
             refresh_min,
@@ -328,7 +358,7 @@ fn build_issuer(
             allow_insecure_http: *allow_insecure_http,
         },
     );
-    let policy = IssuerPolicy {
+    let mut policy = IssuerPolicy {
         issuer,
         audiences: audiences.clone(),
         algorithms,
@@ -342,7 +372,9 @@ fn build_issuer(
         dpop: *dpop,
         dpop_window,
         issuer_header,
+        tag: 0,
     };
+    policy.tag = policy.digest();
     Some((policy, store))
 }
 

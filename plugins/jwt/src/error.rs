@@ -50,6 +50,10 @@ pub enum JwtError {
     DpopBindingMismatch,
     #[error("issuer keys are unavailable")]
     JwksUnavailable,
+    /// The shared replay cache has no answer and DPoP is configured to
+    /// fail closed (`state.on_unavailable.dpop: deny`).
+    #[error("DPoP replay check unavailable")]
+    StateUnavailable,
 }
 
 impl JwtError {
@@ -77,6 +81,7 @@ impl JwtError {
             JwtError::DpopReplay => Reason::DpopReplay,
             JwtError::DpopBindingMismatch => Reason::DpopBindingMismatch,
             JwtError::JwksUnavailable => Reason::JwksUnavailable,
+            JwtError::StateUnavailable => Reason::StateUnavailable,
         }
     }
 

@@ -2,16 +2,20 @@
 //! finds it in the cache), runs the per-request binding checks, and records
 //! the verified token for later filters and the upstream.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName};
-use ztgate_filter::{Decision, Facts, Filter, RequestView};
+use ztgate_filter::{
+    Background, BuildContext, Decision, Facts, Filter, RequestView, SharedState, StateUse,
+    Unavailable,
+};
 
-use crate::cache::{self, TokenCache};
+use crate::cache::{self, Cached, TokenCache};
 use crate::config::{FilterSettings, IssuerPolicy};
-use crate::dpop::{self, ProofRequest, ReplayCache};
+use crate::dpop::{self, ProofRequest, ReplayCache, VerifiedProof};
 use crate::jwks::{FetchError, KeyStore};
 use crate::raw::DpopMode;
 use crate::verify::{self, Verified};
@@ -65,18 +69,36 @@ struct Issuer {
     store: Arc<KeyStore>,
 }
 
-/// The `jwt` filter of one config generation.
+/// The `jwt` filter of one config generation. Its memory — each issuer's
+/// keys, the verified-token cache, the DPoP replay cache — is claimed from
+/// the gateway's [`ztgate_filter::Memory`] and outlives the generation.
 pub struct JwtFilter {
     settings: FilterSettings,
     issuers: Vec<Issuer>,
-    cache: TokenCache,
-    replay: ReplayCache,
+    cache: Arc<TokenCache>,
+    replay: Arc<ReplayCache>,
+    /// The replay cache shared by every replica, when configured.
+    shared: Option<SharedState>,
 }
 
 impl JwtFilter {
-    pub(crate) fn new(settings: FilterSettings, issuers: Vec<(IssuerPolicy, KeyStore)>) -> Self {
-        let cache = TokenCache::new(settings.cache_capacity);
+    pub(crate) fn new(
+        settings: FilterSettings,
+        issuers: Vec<(IssuerPolicy, KeyStore)>,
+        ctx: &BuildContext,
+    ) -> Self {
+        let capacity = settings.cache_capacity;
+        let cache = ctx
+            .memory
+            .claim(&format!("jwt.token_cache;{capacity}"), || {
+                TokenCache::new(capacity)
+            });
+        // One replay cache whatever the issuers: a replay key is the proof
+        // key's thumbprint and the `jti`, which no config change makes
+        // reusable.
+        let replay = ctx.memory.claim("jwt.dpop_replay", ReplayCache::default);
         Self {
+            shared: ctx.state.clone(),
             settings,
             issuers: issuers
                 .into_iter()
@@ -86,7 +108,7 @@ impl JwtFilter {
                 })
                 .collect(),
             cache,
-            replay: ReplayCache::default(),
+            replay,
         }
     }
 
@@ -105,13 +127,16 @@ impl JwtFilter {
         self.issuers.iter().all(|i| i.store.ready())
     }
 
-    /// The initial JWKS fetch of every issuer, concurrently. Call once after
-    /// build (on any tokio runtime) before reporting ready; a failure is
+    /// Fetch the keys of every issuer that has none yet, concurrently
+    /// (what `explain` does before evaluating offline). A failure is
     /// returned per issuer and leaves that issuer not ready (its requests
     /// get `jwks_unavailable` until a fetch succeeds).
     pub async fn start(&self) -> Vec<(Arc<str>, Result<(), FetchError>)> {
         let mut set = tokio::task::JoinSet::new();
         for (i, iss) in self.issuers.iter().enumerate() {
+            if iss.store.ready() {
+                continue;
+            }
             let store = iss.store.clone();
             set.spawn(async move { (i, store.refresh().await.map(|_| ())) });
         }
@@ -129,25 +154,6 @@ impl JwtFilter {
                     .map(|iss| (iss.policy.issuer.clone(), r))
             })
             .collect()
-    }
-
-    /// The background refresh of every issuer's keys; never returns. The
-    /// gateway spawns it on its background runtime after [`JwtFilter::start`]
-    /// and drops (aborts) it when this config generation is replaced.
-    pub fn refresh_loop(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let stores: Vec<Arc<KeyStore>> = self.stores().cloned().collect();
-        async move {
-            let mut set = tokio::task::JoinSet::new();
-            for store in stores {
-                let first = if store.ready() {
-                    store.next_refresh_after_last()
-                } else {
-                    Duration::from_secs(1)
-                };
-                set.spawn(store.run_refresh(first));
-            }
-            while set.join_next().await.is_some() {}
-        }
     }
 
     /// Verify a token on a cache miss: parse, pick the issuer, header rules,
@@ -198,15 +204,26 @@ impl JwtFilter {
             });
         }
         let key = cache::hash(token);
+        // An entry verified under a policy the issuer no longer has (a
+        // reload changed it) is verified again.
+        let tag_of = |i: usize| self.issuers.get(i).map(|iss| iss.policy.tag);
         let verified = match self.cache.get(&key, req.now) {
-            Some(v) => {
+            Some(c) if tag_of(c.verified.issuer_index) == Some(c.policy_tag) => {
                 metrics::cache(true);
-                v
+                c.verified
             }
-            None => {
+            _ => {
                 metrics::cache(false);
                 let v = Arc::new(self.verify_uncached(token, req.now).await?);
-                self.cache.insert(key, v.clone());
+                if let Some(policy_tag) = tag_of(v.issuer_index) {
+                    self.cache.insert(
+                        key,
+                        Cached {
+                            verified: v.clone(),
+                            policy_tag,
+                        },
+                    );
+                }
                 v
             }
         };
@@ -216,12 +233,13 @@ impl JwtFilter {
             .ok_or(JwtError::IssuerUnknown)?
             .policy;
         cnf::check(policy.cert_binding, verified.cnf_x5t.as_deref(), req.peer())?;
-        self.check_dpop(req, scheme, token, &verified, policy)?;
+        self.check_dpop(req, scheme, token, &verified, policy)
+            .await?;
         Ok(Some((verified, policy)))
     }
 
     /// RFC 9449 per-issuer mode; runs on every request, cached or not.
-    fn check_dpop(
+    async fn check_dpop(
         &self,
         req: &RequestView<'_>,
         scheme: Scheme,
@@ -262,7 +280,33 @@ impl JwtFilter {
             req.now,
         )?;
         dpop::check_binding(&verified_proof, jkt.unwrap_or_default())?;
-        self.replay.check_and_insert(&verified_proof, req.now)
+        self.check_replay(&verified_proof, req.now).await
+    }
+
+    /// RFC 9449 §11.1: a proof is accepted once. With a shared store every
+    /// replica sees every `jti`; if the store has no answer, `deny` refuses
+    /// (`state_unavailable`) and `allow` falls back to this replica's cache.
+    async fn check_replay(&self, proof: &VerifiedProof, now: SystemTime) -> Result<(), JwtError> {
+        if let Some(shared) = &self.shared {
+            // Remember the jti for as long as the proof could be accepted.
+            let ttl = proof
+                .expires
+                .duration_since(now)
+                .unwrap_or_default()
+                .max(Duration::from_secs(1));
+            let key = format!("dpop:{}", hex::encode(proof.replay_key));
+            match shared.store.insert_once(StateUse::Dpop, &key, ttl).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => return Err(JwtError::DpopReplay),
+                Err(e) => {
+                    tracing::debug!(error = %e, "DPoP replay check: shared store has no answer");
+                    if shared.on_unavailable(StateUse::Dpop) == Unavailable::Deny {
+                        return Err(JwtError::StateUnavailable);
+                    }
+                }
+            }
+        }
+        self.replay.check_and_insert(proof, now)
     }
 }
 
@@ -270,6 +314,33 @@ impl JwtFilter {
 impl Filter for JwtFilter {
     fn name(&self) -> &'static str {
         "jwt"
+    }
+
+    fn background(&self) -> Vec<Background> {
+        self.stores()
+            .map(|s| Box::pin(s.clone().run_refresh()) as Background)
+            .collect()
+    }
+
+    async fn prepare(&self) -> Vec<String> {
+        self.start()
+            .await
+            .into_iter()
+            .filter_map(|(issuer, r)| r.err().map(|e| format!("issuer {issuer}: {e}")))
+            .collect()
+    }
+
+    fn not_ready(&self) -> Option<String> {
+        let missing: Vec<&str> = self
+            .stores()
+            .filter(|s| !s.ready())
+            .map(|s| s.issuer())
+            .collect();
+        (!missing.is_empty()).then(|| format!("no signing keys yet for {}", missing.join(", ")))
+    }
+
+    fn watched_files(&self) -> Vec<PathBuf> {
+        self.settings.key_files.clone()
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {

@@ -71,35 +71,62 @@ struct DiscoveryDoc {
     jwks_uri: String,
 }
 
-/// The key store of one issuer. Cheap to share (`Arc`).
-#[derive(Debug)]
-pub struct KeyStore {
-    issuer: Arc<str>,
-    source: KeySource,
-    settings: StoreSettings,
+/// What a key store has learned from its IdP. It belongs to the issuer
+/// and its key source, not to a config generation: the gateway claims it
+/// from [`ztgate_filter::Memory`] under [`LearnedKeys::memory_key`], so a
+/// reload keeps the last good keys (and the refresh schedule) even when
+/// the IdP is down at that moment.
+#[derive(Debug, Default)]
+pub struct LearnedKeys {
     keys: ArcSwapOption<KeySet>,
     /// When the last unknown-`kid` (or no-keys) refetch started. The async
     /// mutex is the single flight: waiters see the fresh keys when it is
     /// released and do not fetch again.
     refetch: tokio::sync::Mutex<Option<Instant>>,
-    /// Cache-Control max-age of the last successful fetch.
-    last_max_age: parking_lot::Mutex<Option<Duration>>,
+    /// When the last successful fetch happened and the Cache-Control
+    /// max-age it came with.
+    last_fetch: parking_lot::Mutex<Option<(Instant, Option<Duration>)>>,
+}
+
+impl LearnedKeys {
+    /// Keys known from the start (`keys_file`): nothing to learn.
+    pub fn with_keys(set: KeySet) -> Self {
+        Self {
+            keys: ArcSwapOption::new(Some(Arc::new(set))),
+            ..Self::default()
+        }
+    }
+
+    /// The identity of what is learned: the issuer and where its keys come
+    /// from. A changed `jwks_uri` starts afresh; anything else about the
+    /// issuer (audiences, algorithms, timeouts, its CA file) does not.
+    pub fn memory_key(issuer: &str, source: &KeySource) -> String {
+        format!("jwt.keys\n{issuer}\n{source:?}")
+    }
+}
+
+/// The key store of one issuer in one config generation: its settings and
+/// the long-lived [`LearnedKeys`]. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct KeyStore {
+    issuer: Arc<str>,
+    source: KeySource,
+    settings: StoreSettings,
+    learned: Arc<LearnedKeys>,
 }
 
 impl KeyStore {
     pub fn new(
         issuer: Arc<str>,
         source: KeySource,
-        static_keys: Option<KeySet>,
+        learned: Arc<LearnedKeys>,
         settings: StoreSettings,
     ) -> Self {
         Self {
             issuer,
             source,
             settings,
-            keys: ArcSwapOption::new(static_keys.map(Arc::new)),
-            refetch: tokio::sync::Mutex::new(None),
-            last_max_age: parking_lot::Mutex::new(None),
+            learned,
         }
     }
 
@@ -109,12 +136,12 @@ impl KeyStore {
 
     /// The current keys, if any fetch ever succeeded.
     pub fn keys(&self) -> Option<Arc<KeySet>> {
-        self.keys.load_full()
+        self.learned.keys.load_full()
     }
 
     /// Whether the issuer has keys (what `/readyz` waits for).
     pub fn ready(&self) -> bool {
-        self.keys.load().is_some()
+        self.learned.keys.load().is_some()
     }
 
     /// Fetch now and swap the keys in on success; on failure keep the old
@@ -128,8 +155,8 @@ impl KeyStore {
         match result {
             Ok((set, max_age)) => {
                 tracing::debug!(issuer = %self.issuer, keys = set.len(), ignored = set.ignored, "JWKS refreshed");
-                self.keys.store(Some(Arc::new(set)));
-                *self.last_max_age.lock() = max_age;
+                self.learned.keys.store(Some(Arc::new(set)));
+                *self.learned.last_fetch.lock() = Some((Instant::now(), max_age));
                 Ok(max_age)
             }
             Err(e) => {
@@ -144,10 +171,10 @@ impl KeyStore {
     /// many requests ask; concurrent askers wait for the one in flight and
     /// then read its result. Returns the keys after the attempt.
     pub async fn refetch_for(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
-        let mut last = self.refetch.lock().await;
+        let mut last = self.learned.refetch.lock().await;
         // Someone else's fetch may already have brought the key in.
         if let Some(keys) = self.keys() {
-            if kid.is_some_and(|k| keys.contains_kid(k)) {
+            if kid.is_none_or(|k| keys.contains_kid(k)) {
                 return Some(keys);
             }
         }
@@ -160,13 +187,15 @@ impl KeyStore {
         self.keys()
     }
 
-    /// The refresh loop of this issuer: runs forever on the gateway's
-    /// background runtime. The first refresh happens after the delay the
-    /// start fetch implied (call [`KeyStore::refresh`] first).
-    pub async fn run_refresh(self: Arc<Self>, mut next: Duration) {
+    /// The refresh loop of this issuer in one generation: runs until the
+    /// gateway aborts it when the generation is replaced. The first fetch
+    /// is due at once without keys, else when the last good fetch (perhaps
+    /// made under an earlier generation) says.
+    pub async fn run_refresh(self: Arc<Self>) {
         if self.source == KeySource::Static {
             return;
         }
+        let mut next = self.first_refresh_in();
         let mut retry = RETRY_START;
         loop {
             tokio::time::sleep(next).await;
@@ -184,9 +213,17 @@ impl KeyStore {
         }
     }
 
-    /// When the next background refresh is due after the last good fetch.
-    pub fn next_refresh_after_last(&self) -> Duration {
-        self.next_refresh(*self.last_max_age.lock())
+    /// How long until the first refresh of a new loop is due.
+    pub fn first_refresh_in(&self) -> Duration {
+        if !self.ready() {
+            return Duration::ZERO;
+        }
+        match *self.learned.last_fetch.lock() {
+            None => self.next_refresh(None),
+            Some((at, max_age)) => {
+                (at + self.next_refresh(max_age)).saturating_duration_since(Instant::now())
+            }
+        }
     }
 
     /// Honour the IdP's max-age within the configured bounds.
@@ -291,7 +328,7 @@ mod tests {
         let s = KeyStore::new(
             "https://idp.example".into(),
             KeySource::Static,
-            None,
+            Arc::default(),
             StoreSettings {
                 client: reqwest::Client::new(),
                 refresh_min: Duration::from_secs(300),

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod support;
+use ztgate_filter::Filter;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -181,7 +182,8 @@ async fn refresh_loop_picks_up_new_keys() {
     ));
     f.start().await;
     idp.set_keys(&[&b]);
-    let task = tokio::spawn(f.refresh_loop());
+    let mut bg = f.background();
+    let task = tokio::spawn(bg.remove(0));
     let store = f.stores().next().unwrap().clone();
     let mut ok = false;
     for _ in 0..40 {

@@ -260,6 +260,7 @@ mod tests {
             base_dir: ".".into(),
             upstreams: vec![],
             pipeline: vec![],
+            ..Default::default()
         };
         build(&raw, &ctx, "mtls").unwrap()
     }
@@ -322,6 +323,7 @@ mod tests {
             base_dir: ".".into(),
             upstreams: vec![],
             pipeline: vec![],
+            ..Default::default()
         };
         let errs = build(&raw, &ctx, "mtls").unwrap_err();
         let paths: Vec<_> = errs.iter().map(|p| p.path.as_str()).collect();

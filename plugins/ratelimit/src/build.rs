@@ -96,10 +96,11 @@ pub fn build(
             route.as_deref(),
             *limit,
             *interval,
+            &ctx.memory,
         ));
     }
     if problems.is_empty() {
-        Ok(RateLimitFilter::new(built))
+        Ok(RateLimitFilter::new(built, ctx.state.clone()))
     } else {
         Err(problems)
     }

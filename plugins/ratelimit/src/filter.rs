@@ -1,26 +1,55 @@
 //! The `ratelimit` filter: every rule that applies counts the request.
+//!
+//! With `state.backend: redis` a rule counts in the store every replica
+//! shares (one atomic round trip per rule and call), so a limit of N is N
+//! for the whole deployment, not N per replica. An identity the store has
+//! said is over its limit is refused locally until its window ends. If the
+//! store has no answer, `on_unavailable: allow` (the default) counts in
+//! this replica's limiter instead, and `deny` refuses with
+//! `state_unavailable`.
 
-use std::borrow::Cow;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
-use ztgate_filter::{Decision, Denial, Facts, Filter, Reason, RequestView};
+use ztgate_filter::{
+    Decision, Denial, Facts, Filter, Reason, RequestView, SharedState, StateUse, Unavailable,
+};
 
 use crate::raw::Key;
 use crate::rule::{Count, Rule};
 
-/// Separates the rule name from the wait in a `rate_limited` message; see
-/// [`retry_after`].
-const RETRY_MARKER: &str = "; retry after ";
-
-/// The `ratelimit` request filter of one config generation. Counters live
-/// in the filter: a config reload starts every window afresh.
+/// The `ratelimit` request filter of one config generation. Its counters
+/// are claimed from the gateway's memory and carry over reloads.
 pub struct RateLimitFilter {
     rules: Vec<Rule>,
+    shared: Option<SharedState>,
+}
+
+/// Whose requests a rule counts.
+#[derive(Hash)]
+enum Identity<'a> {
+    /// `sub` is unique per issuer only (OIDC Core §2).
+    Subject(&'a str, &'a str),
+    SpiffeId(&'a str),
+    Fingerprint(&'a str),
+    ClientIp(IpAddr),
+}
+
+impl Identity<'_> {
+    /// The identity as part of a shared-store key.
+    fn key(&self) -> String {
+        match self {
+            Identity::Subject(iss, sub) => format!("sub:{iss}\u{0}{sub}"),
+            Identity::SpiffeId(id) => format!("spiffe:{id}"),
+            Identity::Fingerprint(fp) => format!("fp:{fp}"),
+            Identity::ClientIp(ip) => format!("ip:{ip}"),
+        }
+    }
 }
 
 impl RateLimitFilter {
-    pub(crate) fn new(rules: Vec<Rule>) -> Self {
-        Self { rules }
+    pub(crate) fn new(rules: Vec<Rule>, shared: Option<SharedState>) -> Self {
+        Self { rules, shared }
     }
 
     /// Count the request against every rule that applies and refuse it when
@@ -29,7 +58,7 @@ impl RateLimitFilter {
     /// without a subject (or SPIFFE ID, fingerprint, client IP) is not
     /// limited by a rule keyed on it; limiting anonymous callers is the job
     /// of the filters that require an identity, or of a `client_ip` rule.
-    pub fn decide(&self, req: &RequestView<'_>, facts: &Facts) -> Decision {
+    pub async fn decide(&self, req: &RequestView<'_>, facts: &Facts) -> Decision {
         // The longest wait among exceeded rules: retrying sooner would be
         // refused by that rule anyway.
         let mut exceeded: Option<(&Rule, Duration)> = None;
@@ -39,18 +68,25 @@ impl RateLimitFilter {
                     continue;
                 }
             }
-            let count = match rule.key {
+            let identity = match rule.key {
                 Key::Subject => facts.token.as_ref().and_then(|t| {
-                    // `sub` is unique per issuer only (OIDC Core §2).
                     t.subject
                         .as_deref()
-                        .map(|s| rule.count(&(t.issuer.as_ref(), s)))
+                        .map(|s| Identity::Subject(t.issuer.as_ref(), s))
                 }),
-                Key::SpiffeId => facts.spiffe_id().map(|id| rule.count(&id)),
-                Key::Fingerprint => facts.fingerprint().map(|fp| rule.count(&fp)),
-                Key::ClientIp => req.client_ip.map(|ip| rule.count(&ip)),
+                Key::SpiffeId => facts.spiffe_id().map(Identity::SpiffeId),
+                Key::Fingerprint => facts.fingerprint().map(Identity::Fingerprint),
+                Key::ClientIp => req.client_ip.map(Identity::ClientIp),
             };
-            if let Some(Count::Exceeded(wait)) = count {
+            let Some(identity) = identity else { continue };
+            let count = match &self.shared {
+                None => rule.count(&identity),
+                Some(shared) => match self.count_shared(shared, rule, &identity).await {
+                    Ok(c) => c,
+                    Err(denial) => return Decision::Deny(denial),
+                },
+            };
+            if let Count::Exceeded(wait) = count {
                 if exceeded.is_none_or(|(_, w)| wait > w) {
                     exceeded = Some((rule, wait));
                 }
@@ -58,14 +94,53 @@ impl RateLimitFilter {
         }
         match exceeded {
             None => Decision::Continue,
-            Some((rule, wait)) => Decision::deny(
-                Reason::RateLimited,
-                format!(
-                    "rate limit {} exceeded{RETRY_MARKER}{}s",
-                    rule.name,
-                    retry_after_secs(wait)
-                ),
-            ),
+            Some((rule, wait)) => {
+                let secs = retry_after_secs(wait);
+                Decision::Deny(
+                    Denial::new(
+                        Reason::RateLimited,
+                        format!("rate limit {} exceeded; retry after {secs}s", rule.name),
+                    )
+                    .retry_after(Duration::from_secs(secs)),
+                )
+            }
+        }
+    }
+
+    /// Count in the shared store: one atomic round trip, unless the
+    /// identity is already known to be over the limit.
+    async fn count_shared(
+        &self,
+        shared: &SharedState,
+        rule: &Rule,
+        identity: &Identity<'_>,
+    ) -> Result<Count, Denial> {
+        let id = identity.key();
+        let now = Instant::now();
+        if let Some(wait) = rule.known_over(&id, now) {
+            return Ok(Count::Exceeded(wait));
+        }
+        let key = format!("ratelimit:{}:{}:{id}", rule.name, rule.interval.as_millis());
+        match shared
+            .store
+            .hit(StateUse::RateLimit, &key, rule.interval)
+            .await
+        {
+            Ok(hit) if hit.count <= rule.limit() => Ok(Count::Allowed),
+            Ok(hit) => {
+                rule.mark_over(&id, now, hit.resets_in);
+                Ok(Count::Exceeded(hit.resets_in))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, rule = %rule.name, "rate limit: shared store has no answer");
+                match shared.on_unavailable(StateUse::RateLimit) {
+                    Unavailable::Allow => Ok(rule.count(identity)),
+                    Unavailable::Deny => Err(Denial::new(
+                        Reason::StateUnavailable,
+                        "rate limit cannot be counted (state store unavailable)",
+                    )),
+                }
+            }
         }
     }
 }
@@ -75,22 +150,6 @@ impl RateLimitFilter {
 fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
-}
-
-/// How long a caller refused by this filter should wait: the value for the
-/// `retry-after` response header. `None` for any other denial.
-///
-/// The gateway calls this on the chain's denial; the wait travels in the
-/// denial's message (`rate limit NAME exceeded; retry after Ns`), which is
-/// also what the caller reads in `grpc-message`.
-pub fn retry_after(denial: &Denial) -> Option<Duration> {
-    if denial.reason != Reason::RateLimited {
-        return None;
-    }
-    let msg: &Cow<'static, str> = &denial.message;
-    let (_, tail) = msg.rsplit_once(RETRY_MARKER)?;
-    let secs: u64 = tail.strip_suffix('s')?.parse().ok()?;
-    Some(Duration::from_secs(secs))
 }
 
 impl std::fmt::Debug for RateLimitFilter {
@@ -112,6 +171,6 @@ impl Filter for RateLimitFilter {
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
-        self.decide(req, facts)
+        self.decide(req, facts).await
     }
 }

@@ -6,8 +6,11 @@
 //! fixed window per rule that starts when the previous one has run out,
 //! counted in a count-min sketch (lock-free, constant memory, may over-count
 //! on hash collisions, never under-counts). Over the limit the request is
-//! refused with `rate_limited` (RESOURCE_EXHAUSTED / 429); [`retry_after`]
-//! gives the gateway the `retry-after` value from that denial.
+//! refused with `rate_limited` (RESOURCE_EXHAUSTED / 429), the denial
+//! carrying the `retry-after` wait.
+//!
+//! Counters outlive a reload, and with `state.backend: redis` they are
+//! shared by every replica (see [`RateLimitFilter`]).
 //!
 //! A request that lacks a rule's identity is not counted by that rule.
 
@@ -20,7 +23,7 @@ pub mod raw;
 mod rule;
 
 pub use build::{build, check_route_names, MAX_INTERVAL, MIN_INTERVAL};
-pub use filter::{retry_after, RateLimitFilter};
+pub use filter::RateLimitFilter;
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use ztgate_filter::{
     TlsFacts, VerifiedToken,
 };
 
-use crate::{build, check_route_names, raw, retry_after, RateLimitFilter};
+use crate::{build, check_route_names, raw, RateLimitFilter};
 
 fn ctx() -> BuildContext {
     BuildContext {
@@ -19,6 +19,7 @@ fn ctx() -> BuildContext {
         pipeline: ["mtls", "jwt", "device", "route", "ratelimit"]
             .map(String::from)
             .to_vec(),
+        ..Default::default()
     }
 }
 
@@ -91,7 +92,11 @@ fn decide(f: &RateLimitFilter, r: &Req) -> Decision {
         socket_ip: None,
         now: SystemTime::now(),
     };
-    f.decide(&view, &facts)
+    // In memory mode nothing awaits: a current-thread runtime is enough.
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f.decide(&view, &facts))
 }
 
 /// How many of `n` calls pass, and the last denial.
@@ -127,7 +132,7 @@ fn the_n_plus_first_call_is_refused_for_that_identity_only() {
     assert_eq!(d.reason, Reason::RateLimited);
     assert_eq!(d.reason.grpc_code().as_str(), "8");
     assert!(d.message.contains("per-subject"), "{}", d.message);
-    let wait = retry_after(&d).unwrap();
+    let wait = d.retry_after.unwrap();
     assert!(
         wait >= Duration::from_secs(1) && wait <= Duration::from_secs(60),
         "{wait:?}"
@@ -158,7 +163,7 @@ rules:
     };
     let (passed, denial) = pass_count(&f, &ip, 3);
     assert_eq!(passed, 2);
-    let wait = retry_after(&denial.unwrap()).unwrap();
+    let wait = denial.unwrap().retry_after.unwrap();
     assert_eq!(wait, Duration::from_secs(1));
     // Waiting what the denial says is enough: the next window is fresh.
     // (The window is real time inside pingora-limits, so this test sleeps.)
@@ -216,12 +221,26 @@ rules:
 }
 
 #[test]
-fn retry_after_only_reads_rate_limited_denials() {
-    let d = ztgate_filter::Denial::new(Reason::ScopeMissing, "x; retry after 5s");
-    assert_eq!(retry_after(&d), None);
-    let d =
-        ztgate_filter::Denial::new(Reason::RateLimited, "rate limit a exceeded; retry after 7s");
-    assert_eq!(retry_after(&d), Some(Duration::from_secs(7)));
+fn counters_carry_over_a_rebuild_unless_the_rule_changes() {
+    let ctx = ctx();
+    let first = build(&section(PER_SUBJECT), &ctx, "ratelimit").unwrap();
+    assert_eq!(pass_count(&first, &user("alice"), 3).0, 3);
+    // A reload builds the same rule again while the old generation lives:
+    // alice's window is the same window.
+    let second = build(&section(PER_SUBJECT), &ctx, "ratelimit").unwrap();
+    drop(first);
+    let Decision::Deny(d) = decide(&second, &user("alice")) else {
+        panic!("a reload must not reset the window");
+    };
+    assert_eq!(d.reason, Reason::RateLimited);
+    // A changed limit is another rule: it counts afresh.
+    let changed = build(
+        &section(&PER_SUBJECT.replace("limit: 3", "limit: 4")),
+        &ctx,
+        "ratelimit",
+    )
+    .unwrap();
+    assert_eq!(pass_count(&changed, &user("alice"), 5).0, 4);
 }
 
 #[test]

@@ -66,6 +66,7 @@ fn table(n: usize) -> RouteFilter {
         base_dir: ".".into(),
         upstreams: vec!["pool".into()],
         pipeline: vec!["route".into()],
+        ..Default::default()
     };
     match ztgate_route::build(&routes, &ctx, "routes") {
         Ok(f) => f,

@@ -27,6 +27,7 @@ fn ctx() -> BuildContext {
             "jwt".into(),
             "route".into(),
         ],
+        ..Default::default()
     }
 }
 

@@ -96,6 +96,7 @@ mod tests {
             base_dir: PathBuf::from("."),
             upstreams: vec![],
             pipeline: vec![],
+            ..Default::default()
         }
     }
 

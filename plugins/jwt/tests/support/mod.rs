@@ -259,6 +259,7 @@ pub fn ctx() -> BuildContext {
         base_dir: std::env::temp_dir(),
         upstreams: vec![],
         pipeline: vec!["jwt".into()],
+        ..Default::default()
     }
 }
 
