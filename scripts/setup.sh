@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building ztgate needs on Debian/Ubuntu, if it is missing:
 # cmake (Pingora's zlib-ng), perl + make + a C compiler (vendored OpenSSL),
-# protoc (the sample gRPC service), pkg-config.
+# protoc (the sample gRPC service), pkg-config, redis-server (the shared-state
+# tests start a throw-away one per test).
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -10,6 +11,7 @@ command -v make >/dev/null || need+=(make)
 command -v cc >/dev/null || need+=(gcc g++)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v redis-server >/dev/null || need+=(redis-server)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

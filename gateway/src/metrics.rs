@@ -102,6 +102,7 @@ pub fn init() {
     }
     LazyLock::force(&CERT_EXPIRY);
     LazyLock::force(&HEALTHY_BACKENDS);
+    ztgate_state::register_metrics();
     // A closed set of results: their series exist at zero from the start.
     for r in ["proxy", "local", "malformed", "timeout", "closed", "io"] {
         PROXY_PROTOCOL.with_label_values(&[r]);

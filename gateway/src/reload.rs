@@ -56,6 +56,10 @@ impl Reloader {
     /// issuer without keys answers `jwks_unavailable` and holds `/readyz`
     /// until its refresh gets them. The same rule at start-up and reload.
     fn start_background(&self, rt: &Runtime) {
+        if let Some(store) = &rt.state_store {
+            // Dial the shared store now rather than on the first request.
+            store.connect_in_background();
+        }
         let fresh: Vec<_> = rt
             .chain
             .background()

@@ -11,6 +11,7 @@ pub mod dpop;
 pub mod harness;
 pub mod idp;
 pub mod pki;
+pub mod redis;
 
 /// Generated code of `proto/orders.proto`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]

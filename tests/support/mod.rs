@@ -11,6 +11,9 @@ use ztgate_testkit::pki::{Ca, Issued, LeafSpec};
 
 pub const WEB_ID: &str = "spiffe://acme.test/ns/shop/sa/web";
 
+/// The public name of the gateway fleet (`:authority` of edge channels).
+pub const EDGE: &str = "https://edge.acme.test";
+
 /// Where the shared test data lives (`ZTGATE_TESTDATA` overrides).
 pub fn testdata() -> PathBuf {
     std::env::var_os("ZTGATE_TESTDATA")
@@ -128,6 +131,61 @@ impl Env {
         self.channel_as(&self.web).await
     }
 
+    /// A second gateway process with this one's config (and files), on
+    /// ports of its own: a replica behind the same load balancer. Its folder
+    /// is `dir/<name>`, with copies of every file of `dir`.
+    pub fn replica(&self, name: &str) -> GatewayProcess {
+        let sub = self.dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        for entry in std::fs::read_dir(&self.dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() && p.extension().is_some_and(|e| e == "pem" || e == "json") {
+                std::fs::copy(&p, sub.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        let (listen, admin) = (free_port().unwrap(), free_port().unwrap());
+        let text = std::fs::read_to_string(&self.gw.config).unwrap();
+        let yaml = text
+            .replace(
+                &format!("address: 127.0.0.1:{}", self.gw.listen.port()),
+                &format!("address: 127.0.0.1:{listen}"),
+            )
+            .replace(
+                &format!("address: 127.0.0.1:{}", self.gw.admin.port()),
+                &format!("address: 127.0.0.1:{admin}"),
+            );
+        GatewayProcess::start(
+            &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
+            &sub,
+            &yaml,
+            ([127, 0, 0, 1], listen).into(),
+            ([127, 0, 0, 1], admin).into(),
+            Until::Ready,
+        )
+        .unwrap()
+    }
+
+    /// A channel to `gw` (this gateway or a replica) as the web workload,
+    /// sending `:authority` [`EDGE`] whichever replica it reaches, as a
+    /// client behind a load balancer does (DPoP binds a proof to it).
+    pub async fn edge_channel_to(&self, gw: &GatewayProcess) -> tonic::transport::Channel {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.ca.cert_pem()))
+            .domain_name("localhost")
+            .identity(Identity::from_pem(&self.web.cert_pem, &self.web.key_pem));
+        Endpoint::from_shared(gw.url())
+            .unwrap()
+            .origin(EDGE.parse().unwrap())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(30))
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     pub fn svid(&self, id: &str) -> Issued {
         self.ca.svid(id).unwrap()
     }
@@ -138,21 +196,26 @@ impl Env {
 
     /// The value of one metric series from `/metrics` (0 when absent).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        // A request is counted in Pingora's logging phase, right after its
-        // response went out (which is when the client returned): let the
-        // last one land before scraping.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let (_, text) = self.gw.admin_get("/metrics").unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-            .filter(|l| {
-                labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_of(&self.gw, name, labels)
     }
+}
+
+/// The value of one metric series of `gw` (0 when absent).
+pub fn metric_of(gw: &GatewayProcess, name: &str, labels: &[(&str, &str)]) -> f64 {
+    // A request is counted in Pingora's logging phase, right after its
+    // response went out (which is when the client returned): let the
+    // last one land before scraping.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let (_, text) = gw.admin_get("/metrics").unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// One unary `orders.v1.Orders/Get` through the gateway with curl (an

@@ -37,10 +37,24 @@ pub struct Request {
 }
 
 pub fn explain(req: Request) -> ExitCode {
-    let (_, _, rt) = match config::load_and_build(&req.config, &Memory::new()) {
-        Ok(x) => x,
+    let mut loaded = match config::load(&req.config) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // An offline evaluation must not write to the store replicas share (it
+    // would record a DPoP jti, bind a device, spend a rate limit): it runs
+    // on a private in-memory store and says which store a live call uses.
+    let state = state_note(loaded.raw.state.take());
+    let rt = match config::build(&loaded, &Memory::new()) {
+        Ok((_, rt)) => rt,
+        Err(problems) => {
+            eprintln!(
+                "{}",
+                config::ConfigErrors::locate(&req.config, &loaded.lines, problems)
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -54,7 +68,7 @@ pub fn explain(req: Request) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(&req, &rt)) {
+    match runtime.block_on(run(&req, &rt, &state)) {
         Ok(allowed) => {
             if allowed {
                 ExitCode::SUCCESS
@@ -109,7 +123,32 @@ fn headers(req: &Request) -> Result<HeaderMap, String> {
     Ok(h)
 }
 
-async fn run(req: &Request, rt: &Runtime) -> Result<bool, String> {
+/// Which store a live call consults for DPoP replay, first-seen bindings
+/// and rate limits, in one line.
+fn state_note(section: Option<ztgate_state::StateSection>) -> String {
+    let Some(section) = section else {
+        return "memory (this process)".to_owned();
+    };
+    match ztgate_state::check(&section, "state") {
+        Ok(Some(redis)) => {
+            let u = section.on_unavailable.resolve();
+            format!(
+                "redis {} (key_prefix {:?}, timeout {}) for dpop, first_seen, ratelimit; \
+                 on_unavailable dpop={} first_seen={} ratelimit={}; \
+                 explain itself uses a private in-memory store",
+                redis.endpoints.join(","),
+                redis.key_prefix,
+                humantime::format_duration(redis.timeout),
+                u.dpop.as_str(),
+                u.first_seen.as_str(),
+                u.ratelimit.as_str()
+            )
+        }
+        Ok(None) | Err(_) => "memory (this process)".to_owned(),
+    }
+}
+
+async fn run(req: &Request, rt: &Runtime, state: &str) -> Result<bool, String> {
     for problem in rt.chain.prepare().await {
         eprintln!("note: {problem}");
     }
@@ -145,9 +184,10 @@ async fn run(req: &Request, rt: &Runtime) -> Result<bool, String> {
     let out = rt.chain.run(&view, &mut facts).await;
     let allowed = out.denial.is_none() && facts.route.is_some();
     if req.json {
-        println!("{}", to_json(req, rt, &facts, &out, client_ip));
+        println!("{}", to_json(req, rt, &facts, &out, client_ip, state));
     } else {
         print_text(req, rt, &facts, &out, client_ip);
+        println!("state      {state}");
     }
     Ok(allowed)
 }
@@ -195,6 +235,7 @@ fn to_json(
     facts: &Facts,
     out: &ChainOutcome,
     client_ip: Option<IpAddr>,
+    state: &str,
 ) -> String {
     let (decision, reason, grpc, http) = final_status(facts, out);
     let filters: Vec<_> = out
@@ -211,6 +252,7 @@ fn to_json(
         .collect();
     json!({
         "request": {"path": req.path, "authority": req.authority, "client_ip": client_ip.map(|i| i.to_string())},
+        "state": state,
         "identity": facts.identity.as_ref().map(|i| json!({
             "spiffe_id": i.spiffe_id, "trust_domain": i.trust_domain, "dns_sans": i.dns_sans,
             "subject": i.subject, "thumbprint_sha256": hex::encode(i.thumbprint),

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use ztgate_filter::{BuildContext, Chain, ConfigProblem, Filter, Memory, Mode, Stage};
+use ztgate_filter::{
+    BuildContext, Chain, ConfigProblem, Filter, Memory, Mode, SharedState, Stage, StateStore,
+};
 
 use super::raw::{self, ClientAuth, LogFormat, TlsVersion};
 use super::Loaded;
@@ -55,6 +57,9 @@ pub struct Runtime {
     pub proxy_protocol: bool,
     /// Signs `x-ztgate-assertion`, when configured.
     pub assertion: Option<Arc<crate::assertion::Asserter>>,
+    /// The store shared by replicas (`state.backend: redis`), for the
+    /// reloader to dial ahead of the first request and for `explain`.
+    pub state_store: Option<Arc<ztgate_state::RedisStore>>,
 }
 
 impl Runtime {
@@ -125,12 +130,16 @@ pub fn build(
             format!("`{}` is not a valid level/filter", raw.log.level),
         ));
     }
+    let state = raw
+        .state
+        .as_ref()
+        .and_then(|s| shared_state(s, memory, &mut problems));
     let ctx = BuildContext {
         base_dir: loaded.base_dir.clone(),
         upstreams: raw.upstreams.keys().cloned().collect(),
         pipeline: raw.pipeline.clone(),
         memory: memory.clone(),
-        state: None,
+        state: state.as_ref().map(|(shared, _)| shared.clone()),
     };
 
     // --- TLS material ---------------------------------------------------
@@ -271,8 +280,45 @@ pub fn build(
         trusted_proxies,
         proxy_protocol: raw.listener.proxy_protocol,
         assertion,
+        state_store: state.map(|(_, store)| store),
     };
     Ok((st, rt))
+}
+
+/// `state:` → the store every replica shares, if not `memory`. The store
+/// (its connection, its circuit breaker) is claimed from memory by its
+/// settings, so a reload that leaves `state.redis` alone keeps it.
+fn shared_state(
+    section: &ztgate_state::StateSection,
+    memory: &Memory,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<(SharedState, Arc<ztgate_state::RedisStore>)> {
+    let config = take(ztgate_state::check(section, "state"), problems)??;
+    // The Debug form redacts passwords; the key must still change when a
+    // password does, so a digest of the whole connection info joins it.
+    let secret_part = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(format!("{:?}", config.nodes).as_bytes());
+        if let Some(p) = &config.password {
+            h.update(p.expose().as_bytes());
+        }
+        hex::encode(h.finalize())
+    };
+    let key = format!("state.redis\n{config:?}\n{secret_part}");
+    match memory.try_claim(&key, || ztgate_state::RedisStore::new(&config)) {
+        Ok(store) => Some((
+            SharedState {
+                store: store.clone() as Arc<dyn StateStore>,
+                on_unavailable: section.on_unavailable.resolve(),
+            },
+            store,
+        )),
+        Err(e) => {
+            problems.push(ConfigProblem::new("state.redis", e.to_string()));
+            None
+        }
+    }
 }
 
 fn build_chain(raw: &raw::Config, ctx: &BuildContext, problems: &mut Vec<ConfigProblem>) -> Chain {

@@ -39,6 +39,9 @@ pub struct Config {
     pub routes: Vec<ztgate_route::raw::Route>,
     #[serde(default)]
     pub ratelimit: Option<ztgate_ratelimit::raw::RateLimit>,
+    /// Where security memory shared by replicas lives (`memory` when absent).
+    #[serde(default)]
+    pub state: Option<ztgate_state::StateSection>,
     pub upstreams: BTreeMap<String, Upstream>,
 }
 

@@ -118,7 +118,7 @@ pub fn is_grease(v: u16) -> bool {
 
 /// Split a byte list into big-endian `u16`s; odd lengths are malformed.
 fn u16_list(bytes: &[u8], what: &'static str) -> Result<Vec<u16>, Ja4Error> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(Ja4Error::Malformed(what));
     }
     Ok(bytes

@@ -54,20 +54,33 @@ impl Memory {
     /// Keys are namespaced by type, so two filters cannot collide by
     /// choosing the same string for different kinds of state.
     pub fn claim<T: Any + Send + Sync>(&self, key: &str, make: impl FnOnce() -> T) -> Arc<T> {
+        match self.try_claim(key, || Ok::<T, std::convert::Infallible>(make())) {
+            Ok(t) => t,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Memory::claim`] for state whose creation can fail: nothing is
+    /// remembered on failure.
+    pub fn try_claim<T: Any + Send + Sync, E>(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
         let id = (TypeId::of::<T>(), key.to_owned());
         // A poisoned lock means a panic elsewhere while holding it; the map
         // is still consistent (every update is one insert or retain).
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(live) = entries.get(&id).and_then(Weak::upgrade) {
             if let Ok(t) = live.downcast::<T>() {
-                return t;
+                return Ok(t);
             }
         }
         entries.retain(|_, w| w.strong_count() > 0);
-        let fresh = Arc::new(make());
+        let fresh = Arc::new(make()?);
         let erased: Arc<dyn Any + Send + Sync> = fresh.clone();
         entries.insert(id, Arc::downgrade(&erased));
-        fresh
+        Ok(fresh)
     }
 
     /// Pieces of state some generation still holds.

@@ -36,7 +36,7 @@ fn pattern(i: usize) -> String {
         0 => format!("pkg{pkg}.v1.Svc{i}/Method{i}"),
         1 => format!("pkg{pkg}.v1.Svc{i}/Get*"),
         _ => {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 format!("pkg{pkg}.*.Svc{i}/List*Items")
             } else {
                 format!("*.Svc{i}/Watch*")
@@ -78,7 +78,7 @@ fn table(n: usize) -> RouteFilter {
 fn paths(n: usize) -> Vec<(&'static str, String)> {
     let last = |k: usize| (0..n).rev().find(|i| i % 3 == k).unwrap_or(0);
     let (e, p, g) = (last(0), last(1), last(2));
-    let glob_path = if g % 2 == 0 {
+    let glob_path = if g.is_multiple_of(2) {
         format!("/pkg{}.v9.Svc{g}/ListAllItems", g % 97)
     } else {
         format!("/x.v1.Svc{g}/WatchAll")
