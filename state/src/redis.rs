@@ -73,7 +73,7 @@ use ::redis::{
 };
 use arc_swap::ArcSwapOption;
 use tokio::runtime::{Handle, Runtime};
-use ztgate_filter::{Bind, Hit, StateError, StateStore, StateUse};
+use ztgate_filter::{Bind, Hit, StateAnswer, StateError, StateOp, StateStore, StateUse};
 
 use crate::breaker::{Admission, Breaker, BreakerConfig, Transition};
 use crate::build::RedisConfig;
@@ -313,16 +313,33 @@ impl RedisStore {
         Fut: Future<Output = RedisResult<T>> + Send + 'static,
         T: Send + 'static,
     {
+        self.run_labelled(vec![(used_by, op)], f).await
+    }
+
+    /// [`RedisStore::run`] for one round trip that serves several
+    /// operations (a pipeline): the metrics count each of them.
+    async fn run_labelled<T, F, Fut>(
+        &self,
+        labels: Vec<(StateUse, Op)>,
+        f: F,
+    ) -> Result<T, StateError>
+    where
+        F: FnOnce(Conn) -> Fut + Send + 'static,
+        Fut: Future<Output = RedisResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
         let handle = match self.handle() {
             Ok(h) => h,
             Err(e) => {
-                metrics::record(used_by, op, OpResult::Error, Duration::ZERO);
+                for (used_by, op) in &labels {
+                    metrics::record(*used_by, *op, OpResult::Error, Duration::ZERO);
+                }
                 return Err(e);
             }
         };
         let inner = self.inner.clone();
         match handle
-            .spawn(async move { inner.execute(used_by, op, f).await })
+            .spawn(async move { inner.execute(&labels, f).await })
             .await
         {
             Ok(result) => result,
@@ -368,8 +385,7 @@ impl Inner {
     /// The operation itself, on the store's runtime.
     async fn execute<T, F, Fut>(
         self: Arc<Self>,
-        used_by: StateUse,
-        op: Op,
+        labels: &[(StateUse, Op)],
         f: F,
     ) -> Result<T, StateError>
     where
@@ -379,7 +395,9 @@ impl Inner {
         let start = Instant::now();
         let admission = self.breaker.admit(self.now());
         if admission == Admission::Reject {
-            metrics::record(used_by, op, OpResult::CircuitOpen, Duration::ZERO);
+            for (used_by, op) in labels {
+                metrics::record(*used_by, *op, OpResult::CircuitOpen, Duration::ZERO);
+            }
             return Err(StateError::CircuitOpen);
         }
         let outcome = match self.connection() {
@@ -422,7 +440,9 @@ impl Inner {
                 }
             }
         }
-        metrics::record(used_by, op, label, took);
+        for (used_by, op) in labels {
+            metrics::record(*used_by, *op, label, took);
+        }
         result
     }
 
@@ -641,11 +661,129 @@ impl StateStore for RedisStore {
         self.run(used_by, Op::Hit, move |mut conn| async move {
             let (count, pttl): (i64, i64) =
                 eval(&mut conn, &HIT_SCRIPT, HIT_LUA, &key, &[window.as_bytes()]).await?;
-            Ok(Hit {
-                count: u64::try_from(count).unwrap_or(0),
-                resets_in: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
-            })
+            Ok(hit_of(count, pttl))
         })
         .await
+    }
+
+    /// One pipeline: every `SET NX` and `EVALSHA` of the request in one
+    /// round trip (the chain's deferred checks). Per-command errors come
+    /// back per command, so a `NOSCRIPT` (the script cache was flushed) is
+    /// retried alone with `EVAL` without re-running the `SET`s, which must
+    /// never run twice. A cluster spreads keys over nodes: there each
+    /// operation goes on its own, concurrently.
+    async fn batch(&self, ops: &[(StateUse, StateOp)]) -> Vec<Result<StateAnswer, StateError>> {
+        if self.inner.cluster || ops.len() < 2 {
+            return self.batch_each(ops).await;
+        }
+        let labels: Vec<(StateUse, Op)> = ops
+            .iter()
+            .map(|(u, op)| {
+                let op = match op {
+                    StateOp::InsertOnce { .. } => Op::InsertOnce,
+                    StateOp::Hit { .. } => Op::Hit,
+                };
+                (*u, op)
+            })
+            .collect();
+        let ops: Vec<StateOp> = ops
+            .iter()
+            .map(|(_, op)| match op {
+                StateOp::InsertOnce { key, ttl } => StateOp::InsertOnce {
+                    key: self.key(key),
+                    ttl: *ttl,
+                },
+                StateOp::Hit { key, window } => StateOp::Hit {
+                    key: self.key(key),
+                    window: *window,
+                },
+            })
+            .collect();
+        let n = ops.len();
+        let answers = self
+            .run_labelled(labels, move |mut conn| async move {
+                let mut pipe = ::redis::pipe();
+                pipe.ignore_errors();
+                for op in &ops {
+                    match op {
+                        StateOp::InsertOnce { key, ttl } => {
+                            pipe.cmd("SET")
+                                .arg(key)
+                                .arg(1)
+                                .arg("NX")
+                                .arg("PX")
+                                .arg(millis(*ttl));
+                        }
+                        StateOp::Hit { key, window } => {
+                            pipe.cmd("EVALSHA")
+                                .arg(HIT_SCRIPT.get_hash())
+                                .arg(1)
+                                .arg(key)
+                                .arg(millis(*window));
+                        }
+                    }
+                }
+                let replies: Vec<RedisResult<Value>> = pipe.query_async(&mut conn).await?;
+                let mut out = Vec::with_capacity(ops.len());
+                for (op, reply) in ops.iter().zip(replies) {
+                    out.push(match (op, reply) {
+                        (StateOp::InsertOnce { .. }, Ok(v)) => {
+                            Ok(StateAnswer::Inserted(!matches!(v, Value::Nil)))
+                        }
+                        (StateOp::Hit { .. }, Ok(v)) => ::redis::from_redis_value::<(i64, i64)>(v)
+                            .map(|(count, pttl)| StateAnswer::Hit(hit_of(count, pttl)))
+                            .map_err(|e| StateError::Backend(e.to_string())),
+                        (StateOp::Hit { key, window }, Err(e))
+                            if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                        {
+                            let window = millis(*window).to_string();
+                            let (count, pttl): (i64, i64) =
+                                eval(&mut conn, &HIT_SCRIPT, HIT_LUA, key, &[window.as_bytes()])
+                                    .await?;
+                            Ok(StateAnswer::Hit(hit_of(count, pttl)))
+                        }
+                        (_, Err(e)) => Err(StateError::Backend(describe(&e))),
+                    });
+                }
+                Ok(out)
+            })
+            .await;
+        match answers {
+            Ok(v) if v.len() == n => v,
+            Ok(_) => (0..n)
+                .map(|_| Err(StateError::Backend("short pipeline reply".into())))
+                .collect(),
+            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Each operation on its own (a cluster, or a single operation).
+    async fn batch_each(
+        &self,
+        ops: &[(StateUse, StateOp)],
+    ) -> Vec<Result<StateAnswer, StateError>> {
+        let mut out = Vec::with_capacity(ops.len());
+        for (used_by, op) in ops {
+            out.push(match op {
+                StateOp::InsertOnce { key, ttl } => self
+                    .insert_once(*used_by, key, *ttl)
+                    .await
+                    .map(StateAnswer::Inserted),
+                StateOp::Hit { key, window } => {
+                    self.hit(*used_by, key, *window).await.map(StateAnswer::Hit)
+                }
+            });
+        }
+        out
+    }
+}
+
+/// A window count from the script's `{count, pttl}`.
+fn hit_of(count: i64, pttl: i64) -> Hit {
+    Hit {
+        count: u64::try_from(count).unwrap_or(0),
+        resets_in: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ::redis::AsyncCommands;
 use tokio::task::JoinSet;
-use ztgate_filter::{Bind, StateError, StateStore, StateUse};
+use ztgate_filter::{Bind, StateAnswer, StateError, StateOp, StateStore, StateUse};
 use ztgate_state::breaker::BreakerConfig;
 use ztgate_state::raw::Secret;
 use ztgate_state::{RedisConfig, RedisStore};
@@ -694,4 +694,67 @@ async fn build_store_shares_one_store_and_can_dial_ahead() {
     assert!(!built.store.circuit_open());
     let exists: bool = r.exists("b:k").await.unwrap();
     assert!(exists);
+}
+
+/// Calls of each top-level command so far (`INFO commandstats`; commands
+/// a script runs are listed under their own names).
+async fn calls(r: &mut ::redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(r)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_batch_is_one_pipeline_and_survives_a_script_cache_flush() {
+    let server = RedisServer::start().unwrap();
+    let s = store(&server);
+    let mut r = raw(&server).await;
+    let ops = |jti: &str| {
+        vec![
+            (
+                StateUse::Dpop,
+                StateOp::InsertOnce {
+                    key: format!("dpop:{jti}"),
+                    ttl: Duration::from_secs(60),
+                },
+            ),
+            (
+                StateUse::RateLimit,
+                StateOp::Hit {
+                    key: "rl:alice".into(),
+                    window: Duration::from_secs(60),
+                },
+            ),
+        ]
+    };
+    s.batch(&ops("warm")).await;
+    let set = calls(&mut r, "set").await;
+    let evalsha = calls(&mut r, "evalsha").await;
+    let eval = calls(&mut r, "eval").await;
+    let answers = s.batch(&ops("one")).await;
+    // One SET and one EVALSHA, sent as one pipeline: nothing else.
+    assert_eq!(calls(&mut r, "set").await, set + 1);
+    assert_eq!(calls(&mut r, "evalsha").await, evalsha + 1);
+    assert_eq!(calls(&mut r, "eval").await, eval);
+    assert_eq!(answers[0], Ok(StateAnswer::Inserted(true)));
+    assert!(matches!(answers[1], Ok(StateAnswer::Hit(h)) if h.count == 2));
+    // A flushed script cache: the EVALSHA alone is retried; the SET NX is
+    // not sent twice (else a fresh proof would look like a replay).
+    let _: () = ::redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let answers = s.batch(&ops("two")).await;
+    assert_eq!(answers[0], Ok(StateAnswer::Inserted(true)));
+    assert!(matches!(answers[1], Ok(StateAnswer::Hit(h)) if h.count == 3));
+    // And a replay is a replay.
+    let answers = s.batch(&ops("two")).await;
+    assert_eq!(answers[0], Ok(StateAnswer::Inserted(false)));
 }

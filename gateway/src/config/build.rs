@@ -429,7 +429,7 @@ fn build_chain(raw: &raw::Config, ctx: &BuildContext, problems: &mut Vec<ConfigP
             ));
         }
     }
-    Chain::new(stages)
+    Chain::new(stages).with_store(ctx.state.as_ref().map(|s| s.store.clone()))
 }
 
 #[cfg(test)]

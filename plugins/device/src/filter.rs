@@ -190,6 +190,13 @@ impl Filter for DeviceFilter {
     fn watched_files(&self) -> Vec<PathBuf> {
         self.watched_paths()
     }
+
+    /// A shared first-seen binding is made here, inline: checks deferred
+    /// by earlier filters (a DPoP replay) are settled first, so a request
+    /// they refuse never binds a device.
+    fn settles_before(&self) -> bool {
+        self.first_seen.as_ref().is_some_and(Bindings::is_shared)
+    }
 }
 
 #[cfg(test)]

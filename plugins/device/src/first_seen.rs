@@ -158,6 +158,11 @@ impl Bindings {
         }
     }
 
+    /// Whether bindings live in the store replicas share.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// [`FirstSeen::observe`], against the shared store when there is one.
     /// If it has no answer, `deny` gives [`Unanswered`] and `allow` uses
     /// this replica's bindings.

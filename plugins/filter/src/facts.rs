@@ -69,6 +69,8 @@ pub struct Facts {
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
     /// Headers to remove from the upstream request.
     pub strip_headers: Vec<HeaderName>,
+    /// Shared-state checks deferred to the chain ([`crate::deferred`]).
+    pub pending: crate::deferred::Pending,
 }
 
 impl Facts {

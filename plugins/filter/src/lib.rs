@@ -16,6 +16,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod deferred;
 pub mod facts;
 pub mod memory;
 pub mod peer;
@@ -28,12 +29,14 @@ pub mod wildcard;
 pub use chain::{Chain, ChainOutcome, FilterVerdict, Stage};
 pub use config::{BuildContext, ConfigProblem, Mode};
 pub use facts::{DeviceFacts, Facts, PeerIdentity, SelectedRoute, VerifiedToken};
+pub use deferred::{Deferred, Pending, Settle};
 pub use memory::Memory;
 pub use peer::{PeerCertificate, PeerCertificateError};
 pub use reason::{GrpcCode, Reason};
 pub use spiffe::{SpiffeAllowList, SpiffeId, SpiffePattern, SpiffePatternError};
 pub use state::{
-    Bind, Hit, OnUnavailable, SharedState, StateError, StateStore, StateUse, Unavailable,
+    Bind, Hit, OnUnavailable, SharedState, StateAnswer, StateError, StateOp, StateStore, StateUse,
+    Unavailable,
 };
 pub use view::{RequestView, TlsFacts};
 
@@ -141,6 +144,14 @@ pub trait Filter: Send + Sync {
     fn watched_files(&self) -> Vec<PathBuf> {
         Vec::new()
     }
+
+    /// Whether the chain must settle deferred shared-state checks
+    /// ([`deferred`]) before this filter runs: true for a filter that
+    /// changes shared state inline and must not act on a request an
+    /// earlier check will refuse (a first-seen binding). Default: false.
+    fn settles_before(&self) -> bool {
+        false
+    }
 }
 
 /// A shared filter is a filter: the gateway keeps an `Arc` to filters that
@@ -169,5 +180,9 @@ impl<T: Filter + ?Sized> Filter for std::sync::Arc<T> {
 
     fn watched_files(&self) -> Vec<PathBuf> {
         (**self).watched_files()
+    }
+
+    fn settles_before(&self) -> bool {
+        (**self).settles_before()
     }
 }

@@ -78,6 +78,24 @@ pub struct Hit {
     pub resets_in: Duration,
 }
 
+/// An operation that can be batched with others ([`StateStore::batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateOp {
+    /// [`StateStore::insert_once`].
+    InsertOnce { key: String, ttl: Duration },
+    /// [`StateStore::hit`].
+    Hit { key: String, window: Duration },
+}
+
+/// The answer to one [`StateOp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateAnswer {
+    /// `insert_once`: whether the key was new.
+    Inserted(bool),
+    /// `hit`: the window's count.
+    Hit(Hit),
+}
+
 /// A shared, atomic key-value store for security state. Keys are logical
 /// (`dpop:…`); the implementation adds its configured prefix.
 #[async_trait::async_trait]
@@ -111,6 +129,25 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Count one hit for `key` in a fixed window of `window` that starts
     /// at the key's first hit.
     async fn hit(&self, used_by: StateUse, key: &str, window: Duration) -> Result<Hit, StateError>;
+
+    /// Several operations at once, answered in order. Each stays atomic;
+    /// together they should cost one round trip (a pipeline). The default
+    /// runs them one after the other.
+    async fn batch(&self, ops: &[(StateUse, StateOp)]) -> Vec<Result<StateAnswer, StateError>> {
+        let mut out = Vec::with_capacity(ops.len());
+        for (used_by, op) in ops {
+            out.push(match op {
+                StateOp::InsertOnce { key, ttl } => self
+                    .insert_once(*used_by, key, *ttl)
+                    .await
+                    .map(StateAnswer::Inserted),
+                StateOp::Hit { key, window } => {
+                    self.hit(*used_by, key, *window).await.map(StateAnswer::Hit)
+                }
+            });
+        }
+        out
+    }
 }
 
 /// What a use does when the store has no answer.

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName};
 use ztgate_filter::{
-    Background, BuildContext, Decision, Facts, Filter, RequestView, SharedState, StateUse,
-    Unavailable,
+    Background, BuildContext, Decision, Deferred, Facts, Filter, Pending, RequestView, SharedState,
+    StateAnswer, StateOp, StateUse, Unavailable,
 };
 
 use crate::cache::{self, Cached, TokenCache};
@@ -185,10 +185,13 @@ impl JwtFilter {
     }
 
     /// The whole decision for one request; `Ok(None)` means no token and
-    /// none required.
+    /// none required. A DPoP replay check against the shared store is
+    /// deferred into `pending` (one round trip with the other filters'
+    /// checks, see [`ztgate_filter::deferred`]).
     pub async fn check(
         &self,
         req: &RequestView<'_>,
+        pending: &mut Pending,
     ) -> Result<Option<(Arc<Verified>, &IssuerPolicy)>, JwtError> {
         let Some((scheme, token)) = extract(req.headers)? else {
             return if self.settings.required {
@@ -233,19 +236,19 @@ impl JwtFilter {
             .ok_or(JwtError::IssuerUnknown)?
             .policy;
         cnf::check(policy.cert_binding, verified.cnf_x5t.as_deref(), req.peer())?;
-        self.check_dpop(req, scheme, token, &verified, policy)
-            .await?;
+        self.check_dpop(req, scheme, token, &verified, policy, pending)?;
         Ok(Some((verified, policy)))
     }
 
     /// RFC 9449 per-issuer mode; runs on every request, cached or not.
-    async fn check_dpop(
+    fn check_dpop(
         &self,
         req: &RequestView<'_>,
         scheme: Scheme,
         token: &str,
         verified: &Verified,
         policy: &IssuerPolicy,
+        pending: &mut Pending,
     ) -> Result<(), JwtError> {
         let jkt = verified.cnf_jkt.as_deref();
         match (policy.dpop, scheme, jkt) {
@@ -280,33 +283,54 @@ impl JwtFilter {
             req.now,
         )?;
         dpop::check_binding(&verified_proof, jkt.unwrap_or_default())?;
-        self.check_replay(&verified_proof, req.now).await
+        self.check_replay(verified_proof, req.now, pending)
     }
 
     /// RFC 9449 §11.1: a proof is accepted once. With a shared store every
-    /// replica sees every `jti`; if the store has no answer, `deny` refuses
-    /// (`state_unavailable`) and `allow` falls back to this replica's cache.
-    async fn check_replay(&self, proof: &VerifiedProof, now: SystemTime) -> Result<(), JwtError> {
-        if let Some(shared) = &self.shared {
-            // Remember the jti for as long as the proof could be accepted.
-            let ttl = proof
-                .expires
-                .duration_since(now)
-                .unwrap_or_default()
-                .max(Duration::from_secs(1));
-            let key = format!("dpop:{}", hex::encode(proof.replay_key));
-            match shared.store.insert_once(StateUse::Dpop, &key, ttl).await {
-                Ok(true) => return Ok(()),
-                Ok(false) => return Err(JwtError::DpopReplay),
-                Err(e) => {
-                    tracing::debug!(error = %e, "DPoP replay check: shared store has no answer");
-                    if shared.on_unavailable(StateUse::Dpop) == Unavailable::Deny {
-                        return Err(JwtError::StateUnavailable);
+    /// replica sees every `jti`: the check is deferred to the chain, and if
+    /// the store has no answer, `deny` refuses (`state_unavailable`) and
+    /// `allow` falls back to this replica's cache.
+    fn check_replay(
+        &self,
+        proof: VerifiedProof,
+        now: SystemTime,
+        pending: &mut Pending,
+    ) -> Result<(), JwtError> {
+        let Some(shared) = &self.shared else {
+            return self.replay.check_and_insert(&proof, now);
+        };
+        // Remember the jti for as long as the proof could be accepted.
+        let ttl = proof
+            .expires
+            .duration_since(now)
+            .unwrap_or_default()
+            .max(Duration::from_secs(1));
+        let key = format!("dpop:{}", hex::encode(proof.replay_key));
+        let on_unavailable = shared.on_unavailable(StateUse::Dpop);
+        let local = self.replay.clone();
+        pending.push(Deferred {
+            used_by: StateUse::Dpop,
+            op: StateOp::InsertOnce { key, ttl },
+            settle: Box::new(move |answer| {
+                let verdict = match answer {
+                    Ok(StateAnswer::Inserted(true)) => Ok(()),
+                    Ok(StateAnswer::Inserted(false)) => Err(JwtError::DpopReplay),
+                    Ok(StateAnswer::Hit(_)) => Err(JwtError::StateUnavailable),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "DPoP replay check: shared store has no answer");
+                        match on_unavailable {
+                            Unavailable::Deny => Err(JwtError::StateUnavailable),
+                            Unavailable::Allow => local.check_and_insert(&proof, now),
+                        }
                     }
+                };
+                match verdict {
+                    Ok(()) => Decision::Continue,
+                    Err(e) => Decision::Deny(e.denial()),
                 }
-            }
-        }
-        self.replay.check_and_insert(proof, now)
+            }),
+        });
+        Ok(())
     }
 }
 
@@ -344,7 +368,7 @@ impl Filter for JwtFilter {
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
-        match self.check(req).await {
+        match self.check(req, &mut facts.pending).await {
             Ok(None) => Decision::Continue,
             Ok(Some((v, policy))) => {
                 if let Some(sub) = &v.subject_header {

@@ -1,18 +1,20 @@
 //! The `ratelimit` filter: every rule that applies counts the request.
 //!
 //! With `state.backend: redis` a rule counts in the store every replica
-//! shares (one atomic round trip per rule and call), so a limit of N is N
-//! for the whole deployment, not N per replica. An identity the store has
-//! said is over its limit is refused locally until its window ends. If the
-//! store has no answer, `on_unavailable: allow` (the default) counts in
-//! this replica's limiter instead, and `deny` refuses with
-//! `state_unavailable`.
+//! shares, so a limit of N is N for the whole deployment, not N per
+//! replica. The count is deferred to the chain, which sends it together
+//! with the other filters' shared-state checks in one round trip
+//! ([`ztgate_filter::deferred`]). An identity the store has said is over
+//! its limit is refused locally until its window ends. If the store has no
+//! answer, `on_unavailable: allow` (the default) counts in this replica's
+//! limiter instead, and `deny` refuses with `state_unavailable`.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ztgate_filter::{
-    Decision, Denial, Facts, Filter, Reason, RequestView, SharedState, StateUse, Unavailable,
+    Decision, Deferred, Denial, Facts, Filter, Pending, Reason, RequestView, SharedState,
+    StateAnswer, StateOp, StateUse, Unavailable,
 };
 
 use crate::raw::Key;
@@ -58,7 +60,7 @@ impl RateLimitFilter {
     /// without a subject (or SPIFFE ID, fingerprint, client IP) is not
     /// limited by a rule keyed on it; limiting anonymous callers is the job
     /// of the filters that require an identity, or of a `client_ip` rule.
-    pub async fn decide(&self, req: &RequestView<'_>, facts: &Facts) -> Decision {
+    pub async fn decide(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
         // The longest wait among exceeded rules: retrying sooner would be
         // refused by that rule anyway.
         let mut exceeded: Option<(&Rule, Duration)> = None;
@@ -81,10 +83,13 @@ impl RateLimitFilter {
             let Some(identity) = identity else { continue };
             let count = match &self.shared {
                 None => rule.count(&identity),
-                Some(shared) => match self.count_shared(shared, rule, &identity).await {
-                    Ok(c) => c,
-                    Err(denial) => return Decision::Deny(denial),
-                },
+                Some(shared) => {
+                    let id = identity.key();
+                    match count_shared(shared, rule, id, &mut facts.pending) {
+                        Some(c) => c,
+                        None => continue,
+                    }
+                }
             };
             if let Count::Exceeded(wait) = count {
                 if exceeded.is_none_or(|(_, w)| wait > w) {
@@ -94,55 +99,74 @@ impl RateLimitFilter {
         }
         match exceeded {
             None => Decision::Continue,
-            Some((rule, wait)) => {
-                let secs = retry_after_secs(wait);
-                Decision::Deny(
-                    Denial::new(
-                        Reason::RateLimited,
-                        format!("rate limit {} exceeded; retry after {secs}s", rule.name),
-                    )
-                    .retry_after(Duration::from_secs(secs)),
-                )
-            }
+            Some((rule, wait)) => self::exceeded(rule, wait),
         }
     }
+}
 
-    /// Count in the shared store: one atomic round trip, unless the
-    /// identity is already known to be over the limit.
-    async fn count_shared(
-        &self,
-        shared: &SharedState,
-        rule: &Rule,
-        identity: &Identity<'_>,
-    ) -> Result<Count, Denial> {
-        let id = identity.key();
-        let now = Instant::now();
-        if let Some(wait) = rule.known_over(&id, now) {
-            return Ok(Count::Exceeded(wait));
-        }
-        let key = format!("ratelimit:{}:{}:{id}", rule.name, rule.interval.as_millis());
-        match shared
-            .store
-            .hit(StateUse::RateLimit, &key, rule.interval)
-            .await
-        {
-            Ok(hit) if hit.count <= rule.limit() => Ok(Count::Allowed),
-            Ok(hit) => {
-                rule.mark_over(&id, now, hit.resets_in);
-                Ok(Count::Exceeded(hit.resets_in))
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, rule = %rule.name, "rate limit: shared store has no answer");
-                match shared.on_unavailable(StateUse::RateLimit) {
-                    Unavailable::Allow => Ok(rule.count(identity)),
-                    Unavailable::Deny => Err(Denial::new(
-                        Reason::StateUnavailable,
-                        "rate limit cannot be counted (state store unavailable)",
-                    )),
-                }
-            }
-        }
+/// Count in the shared store: deferred to the chain (one round trip with
+/// the request's other checks), unless the identity is already known to be
+/// over the limit, which is answered here without a round trip.
+fn count_shared(
+    shared: &SharedState,
+    rule: &Rule,
+    id: String,
+    pending: &mut Pending,
+) -> Option<Count> {
+    let now = Instant::now();
+    if let Some(wait) = rule.known_over(&id, now) {
+        return Some(Count::Exceeded(wait));
     }
+    let key = format!("ratelimit:{}:{}:{id}", rule.name, rule.interval.as_millis());
+    let on_unavailable = shared.on_unavailable(StateUse::RateLimit);
+    let rule = rule.clone();
+    pending.push(Deferred {
+        used_by: StateUse::RateLimit,
+        op: StateOp::Hit {
+            key,
+            window: rule.interval,
+        },
+        settle: Box::new(move |answer| {
+            let count = match answer {
+                Ok(StateAnswer::Hit(hit)) if hit.count <= rule.limit() => Count::Allowed,
+                Ok(StateAnswer::Hit(hit)) => {
+                    rule.mark_over(&id, now, hit.resets_in);
+                    Count::Exceeded(hit.resets_in)
+                }
+                other => {
+                    if let Err(e) = other {
+                        tracing::debug!(error = %e, rule = %rule.name, "rate limit: shared store has no answer");
+                    }
+                    match on_unavailable {
+                        Unavailable::Allow => rule.count(&id),
+                        Unavailable::Deny => {
+                            return Decision::Deny(Denial::new(
+                                Reason::StateUnavailable,
+                                "rate limit cannot be counted (state store unavailable)",
+                            ))
+                        }
+                    }
+                }
+            };
+            match count {
+                Count::Allowed => Decision::Continue,
+                Count::Exceeded(wait) => exceeded(&rule, wait),
+            }
+        }),
+    });
+    None
+}
+
+/// The denial for a rule over its limit.
+fn exceeded(rule: &Rule, wait: Duration) -> Decision {
+    let secs = retry_after_secs(wait);
+    Decision::Deny(
+        Denial::new(
+            Reason::RateLimited,
+            format!("rate limit {} exceeded; retry after {secs}s", rule.name),
+        )
+        .retry_after(Duration::from_secs(secs)),
+    )
 }
 
 /// Whole seconds to wait, rounded up, at least 1 (`retry-after` is in

@@ -38,7 +38,9 @@ struct Counters {
     over: Mutex<HashMap<String, Instant>>,
 }
 
-/// A rule of the `ratelimit` section, with its live counter.
+/// A rule of the `ratelimit` section, with its live counter. Cheap to
+/// clone: a deferred count keeps its rule.
+#[derive(Clone)]
 pub(crate) struct Rule {
     pub(crate) name: Arc<str>,
     pub(crate) key: Key,

@@ -96,7 +96,7 @@ fn decide(f: &RateLimitFilter, r: &Req) -> Decision {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
-        .block_on(f.decide(&view, &facts))
+        .block_on(f.decide(&view, &mut facts))
 }
 
 /// How many of `n` calls pass, and the last denial.
