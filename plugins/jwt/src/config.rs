@@ -118,7 +118,7 @@ pub fn build(
         .collect();
     for (i, iss) in issuers.iter().enumerate() {
         let p = format!("{path}.issuers[{i}]");
-        if issuers[..i].iter().any(|o| o.issuer == iss.issuer) {
+        if issuers.iter().take(i).any(|o| o.issuer == iss.issuer) {
             problems.push(ConfigProblem::new(
                 format!("{p}.issuer"),
                 "duplicate issuer",

@@ -13,6 +13,9 @@
 //!
 //! `jsonwebtoken` does the signature math only; every policy decision is here.
 
+// Input paths must not panic: no indexing that can be out of bounds.
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 pub mod cache;
 pub mod cnf;
 pub mod config;
