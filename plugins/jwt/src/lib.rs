@@ -9,9 +9,11 @@
 //! - [`verify`]: the pure validation core (time passed in, no I/O).
 //! - [`jwks`]: the per-issuer async key store (fetch, refresh, single-flight refetch).
 //! - [`cnf`]: RFC 8705 binding; [`dpop`]: RFC 9449 proofs and the replay cache.
+//! - [`signature`]: JWS signature checks with OpenSSL, keys parsed once.
 //! - [`cache`]: the verified-token cache; [`filter`]: the [`JwtFilter`] itself.
 //!
-//! `jsonwebtoken` does the signature math only; every policy decision is here.
+//! OpenSSL does the signature math; `jsonwebtoken` only lends its
+//! `Algorithm` names; every policy decision is here.
 
 // Input paths must not panic: no indexing that can be out of bounds.
 #![cfg_attr(not(test), warn(clippy::indexing_slicing))]
@@ -26,6 +28,7 @@ pub mod jwks;
 pub mod keys;
 pub mod metrics;
 pub mod raw;
+pub mod signature;
 pub mod token;
 pub mod verify;
 

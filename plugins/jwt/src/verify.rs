@@ -17,6 +17,7 @@ use ztgate_filter::VerifiedToken;
 
 use crate::config::IssuerPolicy;
 use crate::keys::{KeySet, VerificationKey};
+use crate::signature;
 use crate::token::{self, CompactJws, JoseHeader};
 use crate::JwtError;
 
@@ -148,11 +149,10 @@ pub fn verify_signature(
         return Err(JwtError::SignatureInvalid);
     }
     // Malformed base64 is the caller's syntax error, not a bad signature.
-    token::b64(jws.signature)?;
+    let sig = token::b64(jws.signature)?;
+    let data = jws.signing_input.as_bytes();
     for key in keys {
-        if let Ok(true) =
-            jsonwebtoken::crypto::verify(jws.signature, jws.signing_input.as_bytes(), &key.key, alg)
-        {
+        if signature::verify(alg, &key.key, data, &sig, jws.signature) {
             return Ok(());
         }
     }
