@@ -39,7 +39,13 @@ impl ServeHttp for Admin {
                     response(503, "text/plain", (why.join("\n") + "\n").into_bytes())
                 }
             }
-            "/metrics" => response(200, "text/plain; version=0.0.4", metrics::render()),
+            "/metrics" => {
+                // Read here rather than kept per request: the count is the
+                // drain's, and a scrape is rare next to requests.
+                let in_flight = self.shared.drain.in_flight();
+                metrics::REQUESTS_IN_FLIGHT.set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+                response(200, "text/plain; version=0.0.4", metrics::render())
+            }
             "/.well-known/jwks.json" => match &self.shared.runtime.load().assertion {
                 Some(a) => response(200, "application/json", a.jwks().to_string().into_bytes()),
                 None => response(404, "text/plain", b"no assertion key configured\n".to_vec()),

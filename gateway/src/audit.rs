@@ -11,7 +11,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use ztgate_filter::{Facts, Reason};
+use ztgate_filter::{Facts, Outcome, Reason};
 
 use crate::metrics;
 
@@ -23,7 +23,9 @@ pub struct Line<'a> {
     pub path: &'a str,
     pub route: &'a str,
     pub upstream: &'a str,
-    pub decision: &'a str,
+    /// `deny` or `error` by the reason's fault ([`Outcome::of`]), never
+    /// guessed from how far the request got.
+    pub decision: Outcome,
     pub reason: &'a str,
     pub grpc_status: &'a str,
     pub shadow: &'a [(&'static str, Reason)],
@@ -69,7 +71,7 @@ impl Line<'_> {
             path: self.path,
             route: self.route,
             upstream: self.upstream,
-            decision: self.decision,
+            decision: self.decision.as_str(),
             reason: self.reason,
             status: self.grpc_status,
             shadow_deny: self
@@ -237,5 +239,33 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_795_999_999_123);
         assert_eq!(rfc3339(t), "2026-11-30T00:53:19.123Z");
+    }
+
+    /// Issue 11: a backend outage is recorded as an error, from the
+    /// reason's fault, not as a denial.
+    #[test]
+    fn decision_is_the_reason_s_outcome() {
+        let facts = Facts::default();
+        let line = |reason: Reason| {
+            let l = Line {
+                request_id: "r1",
+                client_ip: None,
+                facts: &facts,
+                path: "/orders.v1.Orders/Get",
+                route: "orders",
+                upstream: "orders",
+                decision: Outcome::of(Some(reason), false),
+                reason: reason.as_str(),
+                grpc_status: reason.grpc_code().as_str(),
+                shadow: &[],
+                duration: Duration::from_micros(5),
+            };
+            serde_json::from_str::<serde_json::Value>(&l.to_json()).unwrap()
+        };
+        let v = line(Reason::NoHealthyBackend);
+        assert_eq!(v["decision"], "error");
+        assert_eq!(v["reason"], "no_healthy_backend");
+        assert_eq!(v["status"], "14");
+        assert_eq!(line(Reason::ScopeMissing)["decision"], "deny");
     }
 }

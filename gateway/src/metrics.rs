@@ -6,8 +6,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
-    HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 /// Buckets for a sub-millisecond proxy: 50 µs … 10 s.
@@ -88,6 +88,24 @@ metric!(AUDIT_DROPPED: IntCounter = register_int_counter!(
     "Audit lines dropped because the writer could not keep up."
 ));
 
+metric!(CONNECTIONS_OPEN: IntGauge = register_int_gauge!(
+    "ztgate_connections_open",
+    "Client connections open on the gRPC listener, from accept to close (TLS handshakes included)."
+));
+metric!(CONNECTIONS_REFUSED: IntCounterVec = register_int_counter_vec!(
+    "ztgate_connections_refused_total",
+    "Client connections closed right after accept, by reason (per_ip, global: a connection cap; draining: after SIGTERM).",
+    &["reason"]
+));
+metric!(REQUESTS_IN_FLIGHT: IntGauge = register_int_gauge!(
+    "ztgate_requests_in_flight",
+    "Requests being served on the gRPC listener (HTTP/2 streams, HTTP/1.1 requests), from the drain's count when /metrics is read."
+));
+metric!(REQUEST_HEADER_TIMEOUTS: IntCounter = register_int_counter!(
+    "ztgate_request_header_timeouts_total",
+    "Connections closed because no request headers arrived within listener.request_header_timeout of the TLS handshake."
+));
+
 /// Touch every metric so `/metrics` lists them from the start.
 pub fn init() {
     BUILD_INFO
@@ -117,6 +135,12 @@ pub fn init() {
     }
     LazyLock::force(&ztgate_device::DECISIONS);
     LazyLock::force(&AUDIT_DROPPED);
+    LazyLock::force(&CONNECTIONS_OPEN);
+    LazyLock::force(&REQUESTS_IN_FLIGHT);
+    for r in crate::conn_limits::Refused::ALL {
+        CONNECTIONS_REFUSED.with_label_values(&[r.label()]);
+    }
+    LazyLock::force(&REQUEST_HEADER_TIMEOUTS);
 }
 
 /// Render the default registry in the text format.

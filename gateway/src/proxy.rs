@@ -1,13 +1,14 @@
 //! The Pingora `ProxyHttp` implementation: wiring only, no policy.
 //!
 //! ```text
-//! request_filter ── build RequestView ── Chain::run ──┬─ deny → write denial (trailers-only / JSON)
-//!                                                     └─ allow → remember route + pool
+//! request_filter ── drop reserved identity headers ── canonical path? ──(no)── deny path_not_canonical
+//!                   └─ build RequestView ── Chain::run ──┬─ deny → write denial (trailers-only / JSON)
+//!                                                        └─ allow → remember route + pool
 //! upstream_peer ─── pool.select() → HttpPeer (h2c / h2+TLS, deadline as read timeout)
-//! upstream_request_filter ── strip client identity headers, add verified ones
+//! upstream_request_filter ── strip `sanitize` extras, add verified identity headers
 //! response_filter / trailer filters ── note grpc-status for metrics
 //! fail_to_proxy ── connect failure / timeout → UNAVAILABLE / DEADLINE_EXCEEDED
-//! logging ── metrics (+ audit)
+//! logging ── metrics (+ audit); `decision` from the reason's fault (Outcome::of)
 //! ```
 
 use std::sync::Arc;
@@ -20,7 +21,10 @@ use pingora::protocols::tls::SslDigest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
-use ztgate_filter::{ChainOutcome, Decision, Denial, Facts, Reason, RequestView, TlsFacts};
+use ztgate_filter::{
+    grpc_path, identity_headers, ChainOutcome, Decision, Denial, Facts, GrpcCode, Outcome, Reason,
+    RequestView, TlsFacts,
+};
 
 use crate::request_meta;
 use crate::respond;
@@ -119,6 +123,13 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let rt = self.shared.runtime.load_full();
         ctx.tls = Self::tls_digest(session);
+        // Request hygiene, before the chain or anything else reads a header:
+        // a client's copy of an identity header ztgate asserts never gets
+        // through, whatever `pipeline:` says (PRODUCT.md "Request hygiene").
+        // Removed from the request itself, so no filter sees it either.
+        for name in identity_headers::reserved_in(&session.req_header().headers) {
+            session.req_header_mut().remove_header(&name);
+        }
         let socket_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -139,7 +150,17 @@ impl ProxyHttp for Gateway {
                 .filter_map(|v| v.to_str().ok()),
             |ip| rt.is_trusted_proxy(ip),
         );
+        // The path only: a query is refused below and is never recorded
+        // (it could carry a credential, `?access_token=…`).
         ctx.path = req.uri.path().to_owned();
+        // What the route table matches must be what the upstream receives:
+        // a path some backend could read differently is refused before
+        // routing. Every request, not only gRPC ones: the routes name gRPC
+        // methods, so nothing else could be routed anyway.
+        if let Err(e) = grpc_path::check(req.raw_path()) {
+            let d = Denial::new(Reason::PathNotCanonical, e.to_string());
+            return self.deny(session, ctx, d).await;
+        }
         let client_deadline = headers
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
@@ -225,7 +246,7 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("x-request-id", ctx.facts.request_id.as_str())?;
         if let Some(a) = &ctx.assertion {
             if let Some(tok) = a.assertion(&ctx.facts, SystemTime::now()) {
-                upstream.insert_header("x-ztgate-assertion", tok.as_ref())?;
+                upstream.insert_header(identity_headers::ASSERTION, tok.as_ref())?;
             }
         }
         if let Some(d) = ctx.deadline {
@@ -267,12 +288,16 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Pingora's own error log lines carry this summary: add our request id
-    /// so they can be joined with the audit log.
+    /// Pingora's own error log lines carry this summary: method, path (never
+    /// the query, which could carry a credential) and host, plus our request
+    /// id so they can be joined with the audit log.
     fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        let req = session.req_header();
         format!(
-            "{} request_id={}",
-            session.as_ref().request_summary(),
+            "{} {}, Host: {} request_id={}",
+            req.method,
+            req.uri.path(),
+            req.uri.host().unwrap_or_default(),
             ctx.facts.request_id
         )
     }
@@ -360,17 +385,18 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .map(|r| r.upstream.as_ref())
             .unwrap_or("");
-        let (decision, reason, status) = match &ctx.denial {
-            Some(d) if ctx.pool.is_some() && ctx.upstream_started.is_some() => {
-                ("error", d.reason.as_str(), d.reason.grpc_code().as_str())
-            }
-            Some(d) => ("deny", d.reason.as_str(), d.reason.grpc_code().as_str()),
-            None if !ctx.shadow.is_empty() => (
-                "shadow_deny",
+        // Deny or error is whose fault the reason is (a backend outage is
+        // an error whether or not a connection was tried), worked out in one
+        // place for metrics, audit and `explain`.
+        let refused = ctx.denial.as_ref().map(|d| d.reason);
+        let outcome = Outcome::of(refused, !ctx.shadow.is_empty());
+        let decision = outcome.as_str();
+        let (reason, status) = match refused {
+            Some(r) => (r.as_str(), r.grpc_code().as_str()),
+            None => (
                 ctx.shadow.first().map(|s| s.1.as_str()).unwrap_or(""),
                 grpc_status_label(ctx.grpc_status),
             ),
-            None => ("allow", "", grpc_status_label(ctx.grpc_status)),
         };
         metrics::REQUESTS
             .with_label_values(&[route, upstream, decision, reason, status])
@@ -402,7 +428,7 @@ impl ProxyHttp for Gateway {
                 path: &ctx.path,
                 route,
                 upstream,
-                decision,
+                decision: outcome,
                 reason,
                 grpc_status: status,
                 shadow: &ctx.shadow,
@@ -418,11 +444,8 @@ fn grpc_status(v: Option<&HeaderValue>) -> Option<u16> {
 
 /// Bounded label for a gRPC status: 0–16 as numbers, anything else `other`.
 fn grpc_status_label(s: Option<u16>) -> &'static str {
-    const LABELS: [&str; 17] = [
-        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-    ];
     match s {
         None => "",
-        Some(n) => LABELS.get(usize::from(n)).copied().unwrap_or("other"),
+        Some(n) => GrpcCode::from_u16(n).map_or("other", GrpcCode::as_str),
     }
 }

@@ -9,6 +9,7 @@ use ztgate_filter::Memory;
 
 use crate::audit::Audit;
 use crate::config::{Runtime, Static};
+use crate::drain::Drain;
 use crate::tls::ServerMaterial;
 
 pub struct Shared {
@@ -24,6 +25,9 @@ pub struct Shared {
     pub memory: Arc<Memory>,
     /// Set once the listeners are up.
     pub listening: AtomicBool,
+    /// Requests and connections in flight, and whether SIGTERM started a
+    /// drain (then `/readyz` answers 503).
+    pub drain: Arc<Drain>,
 }
 
 impl Shared {
@@ -43,6 +47,7 @@ impl Shared {
             audit,
             memory,
             listening: AtomicBool::new(false),
+            drain: Drain::new(),
         })
     }
 
@@ -55,6 +60,9 @@ impl Shared {
     /// Why the gateway is not ready, if it is not.
     pub fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
+        if self.drain.is_draining() {
+            why.push("draining".to_owned());
+        }
         if !self.listening.load(Ordering::Acquire) {
             why.push("listeners not up".to_owned());
         }

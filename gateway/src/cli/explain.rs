@@ -17,7 +17,8 @@ use std::time::SystemTime;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::json;
 use ztgate_filter::{
-    ChainOutcome, Decision, Facts, Memory, PeerCertificate, RequestView, TlsFacts,
+    grpc_path, identity_headers, ChainOutcome, Decision, Denial, Facts, Memory, Outcome,
+    PeerCertificate, Reason, RequestView, TlsFacts,
 };
 
 use crate::config::{self, Runtime};
@@ -161,7 +162,13 @@ async fn run(req: &Request, rt: &Runtime, state: &str) -> Result<bool, String> {
         sni: None,
         alpn: Some("h2".into()),
     };
-    let headers = headers(req)?;
+    let mut headers = headers(req)?;
+    // As the gateway does before its chain: a client's copy of an identity
+    // header ztgate asserts is dropped, whatever the pipeline.
+    let forged = identity_headers::strip(&mut headers);
+    if forged > 0 {
+        eprintln!("note: {forged} reserved identity header(s) removed, as the gateway does");
+    }
     let client_ip = request_meta::client_ip(
         req.client_ip,
         headers
@@ -181,7 +188,15 @@ async fn run(req: &Request, rt: &Runtime, state: &str) -> Result<bool, String> {
         now: SystemTime::now(),
     };
     let mut facts = Facts::new(request_meta::new_request_id());
-    let out = rt.chain.run(&view, &mut facts).await;
+    // As the gateway does: a path that is not canonical never reaches the
+    // chain (so no filter is shown as run).
+    let out = match grpc_path::check(req.path.as_bytes()) {
+        Ok(()) => rt.chain.run(&view, &mut facts).await,
+        Err(e) => ChainOutcome {
+            verdicts: Vec::new(),
+            denial: Some(Denial::new(Reason::PathNotCanonical, e.to_string())),
+        },
+    };
     let allowed = out.denial.is_none() && facts.route.is_some();
     if req.json {
         println!("{}", to_json(req, rt, &facts, &out, client_ip, state));
@@ -206,17 +221,31 @@ fn verdict(d: &Decision) -> (String, Option<(&'static str, String)>) {
     }
 }
 
-/// (final decision, reason, gRPC status, HTTP status)
-fn final_status(facts: &Facts, out: &ChainOutcome) -> (&'static str, &'static str, String, u16) {
-    match &out.denial {
-        Some(d) => (
-            "deny",
-            d.reason.as_str(),
-            d.reason.grpc_code().as_str().to_owned(),
-            d.reason.http_status(),
+/// The request's end as the gateway would record it, from the same
+/// [`Outcome::of`] the proxy uses: the decision, and the reason it was
+/// refused for, if it was (a chain that allows but picks no route is
+/// refused `no_route` by the proxy).
+fn final_status(facts: &Facts, out: &ChainOutcome) -> (Outcome, Option<Reason>) {
+    let refused = out
+        .denial
+        .as_ref()
+        .map(|d| d.reason)
+        .or_else(|| facts.route.is_none().then_some(Reason::NoRoute));
+    let shadow = out.shadow_denials().next().is_some();
+    (Outcome::of(refused, shadow), refused)
+}
+
+/// (decision, reason, gRPC status, HTTP status) as printed: a forwarded
+/// call has no status of the gateway's own.
+fn status_row(facts: &Facts, out: &ChainOutcome) -> (&'static str, &'static str, String, u16) {
+    match final_status(facts, out) {
+        (o, Some(r)) => (
+            o.as_str(),
+            r.as_str(),
+            r.grpc_code().as_str().to_owned(),
+            r.http_status(),
         ),
-        None if facts.route.is_none() => ("deny", "no_route", "12".into(), 404),
-        None => ("allow", "", "forwarded".into(), 200),
+        (o, None) => (o.as_str(), "", "forwarded".into(), 200),
     }
 }
 
@@ -237,7 +266,7 @@ fn to_json(
     client_ip: Option<IpAddr>,
     state: &str,
 ) -> String {
-    let (decision, reason, grpc, http) = final_status(facts, out);
+    let (decision, reason, grpc, http) = status_row(facts, out);
     let filters: Vec<_> = out
         .verdicts
         .iter()
@@ -322,8 +351,14 @@ fn print_text(
         println!("  {:<10} {:<8} {:<12} {why}", v.filter, v.mode.as_str(), d);
     }
     let ran: Vec<_> = out.verdicts.iter().map(|v| v.filter).collect();
+    // Nothing ran at all: the gateway refused the request before its chain.
+    let why = if ran.is_empty() && out.denial.is_some() {
+        "refused before the chain"
+    } else {
+        "an earlier filter denied"
+    };
     for name in rt.chain.names().filter(|n| !ran.contains(n)) {
-        println!("  {name:<10} (not run: an earlier filter denied)");
+        println!("  {name:<10} (not run: {why})");
     }
     if let Some(r) = &facts.route {
         println!(
@@ -339,8 +374,8 @@ fn print_text(
             println!("  {k}: {}", String::from_utf8_lossy(v.as_bytes()));
         }
     }
-    let (decision, reason, grpc, http) = final_status(facts, out);
-    if decision == "allow" {
+    let (decision, reason, grpc, http) = status_row(facts, out);
+    if reason.is_empty() {
         println!(
             "result     ALLOW → forwarded to {}",
             facts
@@ -350,6 +385,61 @@ fn print_text(
                 .unwrap_or("-")
         );
     } else {
-        println!("result     DENY {reason}: grpc-status {grpc}, HTTP {http}");
+        // `DENY` for the caller's fault, `ERROR` for an outage or our bug.
+        let word = decision.to_ascii_uppercase();
+        println!("result     {word} {reason}: grpc-status {grpc}, HTTP {http}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use ztgate_filter::{FilterVerdict, Mode, SelectedRoute};
+
+    fn routed() -> Facts {
+        Facts {
+            route: Some(SelectedRoute {
+                route: "orders".into(),
+                upstream: "orders".into(),
+            }),
+            ..Facts::default()
+        }
+    }
+
+    fn denied(reason: Reason) -> ChainOutcome {
+        ChainOutcome {
+            verdicts: Vec::new(),
+            denial: Some(Denial::new(reason, "x")),
+        }
+    }
+
+    /// The status row comes from the same `Outcome::of` as the proxy's
+    /// metrics and audit: an outage is an `error`, not a denial, and the
+    /// codes come from the reason.
+    #[test]
+    fn status_row_follows_the_reason() {
+        let row = status_row(&Facts::default(), &denied(Reason::JwksUnavailable));
+        assert_eq!(row, ("error", "jwks_unavailable", "14".into(), 503));
+        let row = status_row(&Facts::default(), &denied(Reason::TokenExpired));
+        assert_eq!(row, ("deny", "token_expired", "16".into(), 401));
+        let row = status_row(&Facts::default(), &denied(Reason::PathNotCanonical));
+        assert_eq!(row, ("deny", "path_not_canonical", "12".into(), 404));
+        // Allowed by every filter but no route chosen: the proxy's no_route.
+        let row = status_row(&Facts::default(), &ChainOutcome::default());
+        assert_eq!(row, ("deny", "no_route", "12".into(), 404));
+        let row = status_row(&routed(), &ChainOutcome::default());
+        assert_eq!(row, ("allow", "", "forwarded".into(), 200));
+        let shadow = ChainOutcome {
+            verdicts: vec![FilterVerdict {
+                filter: "mtls",
+                mode: Mode::Shadow,
+                decision: Decision::ShadowDeny(Denial::new(Reason::TrustDomainNotAllowed, "x")),
+                elapsed: Duration::ZERO,
+            }],
+            denial: None,
+        };
+        let row = status_row(&routed(), &shadow);
+        assert_eq!(row, ("shadow_deny", "", "forwarded".into(), 200));
     }
 }

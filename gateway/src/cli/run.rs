@@ -9,13 +9,16 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::audit::Audit;
-use crate::config::{self, raw::LogFormat, Static};
+use crate::config::{self, Static};
+use crate::conn_limits::{self, AcceptGate};
+use crate::drain::{Counted, OnSignal};
+use crate::listener::Serve;
 use crate::proxy::Gateway;
 use crate::proxy_protocol::AcceptProxyHeader;
 use crate::reload::Reloader;
@@ -25,16 +28,7 @@ use crate::upstream::checker::HealthChecker;
 use crate::{metrics, reload};
 
 pub fn init_logging(st: &Static) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&st.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match st.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    crate::logging::init(&st.log_level, st.log_format);
 }
 
 pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
@@ -45,6 +39,13 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
+    };
+    // Connection settings are read here, at start-up, from the file as
+    // written (like `listen`, they take effect on restart).
+    let request_header_timeout = loaded.raw.listener.request_header_timeout;
+    let caps = conn_limits::Caps {
+        total: loaded.raw.listener.max_connections,
+        per_ip: loaded.raw.listener.max_connections_per_ip,
     };
     drop(loaded);
     init_logging(&st);
@@ -84,19 +85,26 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
 
     let shared = Shared::new(path.to_path_buf(), st.clone(), rt, audit, memory);
 
-    // The gRPC listener.
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    // The gRPC listener: Pingora's proxy, each request counted for the
+    // drain, each connection under the first-request deadline.
+    let mut app = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway {
             shared: shared.clone(),
         },
-        "ztgate",
     );
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut o = HttpServerOptions::default();
-        o.h2_idle_timeout = Some(st.h2_idle_timeout);
-        app.server_options = Some(o);
-    }
+    let mut o = HttpServerOptions::default();
+    o.h2_idle_timeout = Some(st.h2_idle_timeout);
+    app.server_options = Some(o);
+    let counted = Arc::new(Counted::new(app, shared.drain.clone()));
+    let mut proxy = Service::new(
+        "ztgate".to_string(),
+        Serve::new(
+            counted.clone(),
+            shared.drain.clone(),
+            request_header_timeout,
+        ),
+    );
     let handshake = Handshake {
         material: shared.material.clone(),
     };
@@ -114,12 +122,17 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
         .tls(tls)
         .l4_buffer(L4BufferSettings::default().read(0));
     proxy.add_listener(listener);
-    // PROXY protocol from trusted balancers, before TLS. Installed whatever
-    // `listener.proxy_protocol` says: it reads the current runtime config per
-    // connection, and does nothing when off or for an untrusted peer.
+    // Before TLS: the drain and the connection caps, around the PROXY
+    // protocol reader for trusted balancers (installed whatever
+    // `listener.proxy_protocol` says: it reads the current runtime config
+    // per connection, and does nothing when off or for an untrusted peer).
     proxy
         .endpoints()
-        .set_pre_tls_callback(Arc::new(AcceptProxyHeader::new(shared.clone())));
+        .set_pre_tls_callback(Arc::new(AcceptGate::new(
+            conn_limits::Table::new(caps),
+            shared.drain.clone(),
+            AcceptProxyHeader::new(shared.clone()),
+        )));
 
     // The admin listener.
     let mut admin = Service::new(
@@ -143,5 +156,13 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
         HealthChecker::new(shared.clone()),
     ));
     tracing::info!(listen = %st.listen, admin = %st.admin, "ztgate starting");
-    server.run_forever()
+    // SIGTERM drains here (see `drain.rs`); SIGQUIT and SIGINT are Pingora's.
+    server.run(RunArgs {
+        shutdown_signal: Box::new(OnSignal {
+            drain: shared.drain.clone(),
+            grace: st.grace_period,
+            idle: counted,
+        }),
+    });
+    ExitCode::SUCCESS
 }

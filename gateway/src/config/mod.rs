@@ -1,5 +1,5 @@
-//! Loading the config file: read, `${VAR}` substitution, YAML parsing with
-//! key paths, then the build into runtime state (see [`build`]). Every
+//! Loading the config file: read, `${VAR}` substitution inside YAML scalars,
+//! YAML parsing with key paths, then the build into runtime state (see [`build`]). Every
 //! problem is reported as `FILE:LINE: key.path: message`.
 
 pub mod build;
@@ -93,16 +93,15 @@ pub fn parse(
     text: &str,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigErrors> {
-    let expanded = env::expand(text, env).map_err(|missing| ConfigErrors {
+    // Substituted inside the parsed scalars, never into the raw text, so a
+    // value cannot change the document (see [`env`]); lines are kept.
+    let expanded = env::expand(text, env).map_err(|problems| ConfigErrors {
         file: path.display().to_string(),
-        problems: missing
+        problems: problems
             .into_iter()
-            .map(|m| Located {
-                line: Some(m.line),
-                problem: ConfigProblem::new(
-                    "${".to_owned() + &m.name + "}",
-                    "environment variable is not set (or not a valid name)",
-                ),
+            .map(|e| Located {
+                line: Some(e.line()),
+                problem: ConfigProblem::new(e.key(), e.to_string()),
             })
             .collect(),
     })?;
@@ -149,5 +148,77 @@ pub fn load_and_build(
     match build(&loaded, memory) {
         Ok((st, rt)) => Ok((loaded, st, rt)),
         Err(problems) => Err(ConfigErrors::locate(path, &loaded.lines, problems)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "listener:
+  address: ${LISTEN}
+  tls:
+    cert: server.pem
+    key: ${KEY_FILE}
+    client_ca: ca.pem
+server:
+  threads: ${THREADS}
+pipeline: [mtls, route]
+upstreams: {}
+";
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "LISTEN" => Some("127.0.0.1:8443".into()),
+            // Issue 11: written into the text, this value would have ended
+            // the scalar, added `client_ca` and `pipeline` keys and a comment.
+            "KEY_FILE" => Some("k.pem\n    client_ca: evil.pem #x\npipeline: []".into()),
+            "THREADS" => Some("3".into()),
+            _ => None,
+        }
+    }
+
+    /// A value containing `: `, ` #` and a newline lands verbatim in its
+    /// field, and the document keeps its own keys.
+    #[test]
+    fn substituted_values_cannot_change_the_document() {
+        let loaded = parse(Path::new("ztgate.yaml"), DOC, env).unwrap();
+        let raw = &loaded.raw;
+        assert_eq!(raw.listener.address, "127.0.0.1:8443");
+        assert_eq!(raw.listener.tls.key, env("KEY_FILE").unwrap());
+        assert_eq!(raw.listener.tls.client_ca, "ca.pem");
+        assert_eq!(raw.pipeline, vec!["mtls", "route"]);
+        assert_eq!(raw.server.threads, 3);
+        // Key paths still point at the user's lines.
+        assert_eq!(loaded.lines.line_of("listener.tls.client_ca"), Some(6));
+        assert_eq!(loaded.lines.line_of("pipeline"), Some(9));
+    }
+
+    #[test]
+    fn an_unset_variable_is_reported_with_its_line() {
+        let err = parse(Path::new("ztgate.yaml"), DOC, |_| None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("ztgate.yaml:2: ${LISTEN}: environment variable is not set"),
+            "{err}"
+        );
+        assert!(err.contains("ztgate.yaml:5: ${KEY_FILE}"), "{err}");
+        assert!(err.contains("ztgate.yaml:8: ${THREADS}"), "{err}");
+    }
+
+    /// A type error after substitution still names the user's line.
+    #[test]
+    fn errors_after_substitution_keep_their_lines() {
+        let err = parse(Path::new("ztgate.yaml"), DOC, |k| match k {
+            "THREADS" => Some("many".into()),
+            k => env(k),
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.starts_with("ztgate.yaml:8: server.threads: "), "{err}");
+        assert!(!err.contains("evil"), "{err}");
     }
 }

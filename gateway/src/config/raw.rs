@@ -6,6 +6,7 @@
 //! shape: `build.rs` turns it into the runtime config and reports problems.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -60,6 +61,45 @@ pub struct Listener {
     pub proxy_protocol: bool,
     #[serde(default = "default_h2_idle", with = "humantime_serde")]
     pub h2_idle_timeout: Duration,
+    /// How long a connection has, from the end of its TLS handshake, to
+    /// deliver the headers of its first request (HTTP/2 preface included);
+    /// then it is closed. Pingora itself waits for the HTTP/2 preface
+    /// forever, so without this a client could hold sockets and memory
+    /// with handshakes alone. Read at start-up (see `first_request.rs`).
+    #[serde(
+        default = "default_request_header_timeout",
+        deserialize_with = "positive_duration"
+    )]
+    pub request_header_timeout: Duration,
+    /// Most open client connections in all (off when absent): over it, a
+    /// new connection is closed right after accept, before TLS. Read at
+    /// start-up (see `conn_limits.rs`).
+    #[serde(default)]
+    pub max_connections: Option<NonZeroUsize>,
+    /// Most open client connections from one client IP (the PROXY protocol
+    /// address when there is one; off when absent). Read at start-up.
+    #[serde(default)]
+    pub max_connections_per_ip: Option<NonZeroUsize>,
+}
+
+/// Why 10 s: a real client sends its preface and first HEADERS within one
+/// round trip of the handshake; 10 s covers slow mobile links many times
+/// over and still frees a silent connection's socket and buffers quickly.
+fn default_request_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A duration that must be more than zero: a zero timeout would close
+/// every connection before its first byte.
+fn positive_duration<'de, D>(d: D) -> Result<Duration, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v: Duration = humantime_serde::deserialize(d)?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom("must be more than 0s"));
+    }
+    Ok(v)
 }
 
 /// Why 5 minutes: long enough that bursty gRPC clients keep their

@@ -121,6 +121,33 @@ impl CertAndKey {
 pub struct TrustBundle {
     pub store: X509Store,
     pub certs: Vec<X509>,
+    /// What this bundle trusts, as a digest: see [`trust_digest`].
+    pub digest: TrustDigest,
+}
+
+/// SHA-256 naming a set of trust anchors; equal digests trust the same
+/// certificates.
+pub type TrustDigest = [u8; 32];
+
+/// The digest of a trust bundle: SHA-256 over a version label, then each
+/// certificate's DER, length-prefixed, in file order.
+///
+/// It is the identity a TLS session is bound to (see
+/// [`super::ServerMaterial::trust_id`]), so it covers exactly what decides
+/// whether a client certificate verifies: the anchors' DER, not the PEM
+/// text (comments, line endings and re-encoding of the same bundle do not
+/// change it). A reordered bundle gets another digest; that only costs the
+/// sessions issued before it a full handshake.
+pub fn trust_digest(certs: &[X509]) -> Result<TrustDigest, openssl::error::ErrorStack> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"ztgate client trust v1\0");
+    for c in certs {
+        let der = c.to_der()?;
+        h.update((der.len() as u64).to_be_bytes());
+        h.update(&der);
+    }
+    Ok(h.finalize().into())
 }
 
 impl TrustBundle {
@@ -134,9 +161,11 @@ impl TrustBundle {
         for c in &certs {
             b.add_cert(c.clone()).map_err(|e| bad(e.to_string()))?;
         }
+        let digest = trust_digest(&certs).map_err(|e| bad(e.to_string()))?;
         Ok(Self {
             store: b.build(),
             certs,
+            digest,
         })
     }
 }

@@ -6,24 +6,37 @@
 //! swaps what new handshakes use while open connections keep theirs.
 //! `handshake_complete_callback` describes the verified peer once per
 //! connection ([`TlsFacts`]), which every request on it then reads.
+//!
+//! A resumed session skips certificate verification: a PSK handshake sends
+//! no Certificate and no CertificateVerify, and carries the authentication
+//! of the handshake that issued the ticket (RFC 8446 §2.2; the same holds
+//! for TLS 1.2 session ids and tickets). So a session is bound to the trust
+//! it was verified against: each connection's session id context is the
+//! [`ServerMaterial::trust_id`] in force when its ClientHello arrived
+//! ([`bind_session_to_trust`]), and OpenSSL resumes a session only under
+//! the context it was made in. After a reload that changes the client CA
+//! bundle, a session from before falls back to a full handshake, verified
+//! against the bundle in force now; a reload that changes only the server
+//! certificate leaves resumption alone.
 
 pub mod material;
 
 use std::any::Any;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use openssl::ex_data::Index;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::ext;
-use pingora::tls::ssl::{NameType, SslVerifyMode, SslVersion};
+use pingora::tls::ssl::{ClientHelloResponse, NameType, Ssl, SslRef, SslVerifyMode, SslVersion};
 use ztgate_filter::{PeerCertificate, TlsFacts};
 
 use crate::config::raw::{ClientAuth, TlsVersion};
-use material::{CertAndKey, MaterialError, Part, TrustBundle};
+use material::{CertAndKey, MaterialError, Part, TrustBundle, TrustDigest};
 
 /// What a handshake needs; swapped whole on reload.
 pub struct ServerMaterial {
@@ -32,6 +45,19 @@ pub struct ServerMaterial {
 }
 
 impl ServerMaterial {
+    /// What decides whether a client certificate is trusted, as a digest:
+    /// the session id context of the connections that use this material.
+    ///
+    /// Only the client CA bundle: it is the one part of the material that
+    /// verification reads. The server certificate and key are left out on
+    /// purpose, so rotating them keeps sessions resumable. The verify mode
+    /// (`client_auth`) and depth are fixed for the life of the process; a
+    /// restart that changes them also starts with new ticket keys and an
+    /// empty session cache, which ends every session anyway.
+    pub fn trust_id(&self) -> &TrustDigest {
+        &self.client_ca.digest
+    }
+
     pub fn load(
         cert: &Path,
         key: &Path,
@@ -70,10 +96,79 @@ pub struct Handshake {
     pub material: Arc<ArcSwap<ServerMaterial>>,
 }
 
+/// The material a connection's session id context was set from, kept on
+/// the connection so that its certificate is verified against that same
+/// bundle even if a reload lands between ClientHello and verification.
+static PINNED: LazyLock<Option<Index<Ssl, Arc<ServerMaterial>>>> =
+    LazyLock::new(|| Ssl::new_ex_index().ok());
+
+/// The ClientHello callback: bind this connection's session to the trust
+/// in force now.
+///
+/// It has to run before OpenSSL decides on resumption, which it does while
+/// it processes the ClientHello. Pingora's `certificate_callback` is too
+/// late: it runs from OpenSSL's cert_cb, after that decision, and only in a
+/// full handshake. With the context set here, OpenSSL declines a TLS 1.2
+/// session id or ticket, or a TLS 1.3 ticket, whose session carries another
+/// context and does a full handshake instead, and stamps the session this
+/// handshake creates, so the ticket it issues, with this context. (A server
+/// may always decline a ticket; RFC 8446 §4.6.1 recommends bounding how long
+/// tickets extend the original authentication, given "the likelihood of
+/// intervening revocation".)
+///
+/// Fails closed: a connection whose context could not be set would keep
+/// the listener's fixed one, so its handshake is aborted instead.
+fn bind_session_to_trust(
+    ssl: &mut SslRef,
+    material: &ArcSwap<ServerMaterial>,
+) -> Result<ClientHelloResponse, openssl::error::ErrorStack> {
+    let m = material.load_full();
+    session_context::set(ssl, m.trust_id())?;
+    let idx = (*PINNED).ok_or_else(openssl::error::ErrorStack::get)?;
+    ssl.set_ex_data(idx, m);
+    Ok(ClientHelloResponse::SUCCESS)
+}
+
+/// `SSL_set_session_id_context`, which the openssl crate binds only for an
+/// `SSL_CTX`. The one `unsafe` of this module lives here.
+mod session_context {
+    #![allow(unsafe_code)]
+
+    use std::os::raw::{c_int, c_uint};
+
+    use foreign_types::ForeignTypeRef;
+    use openssl::error::ErrorStack;
+    use openssl::ssl::SslRef;
+    use openssl_sys::SSL;
+
+    extern "C" {
+        fn SSL_set_session_id_context(ssl: *mut SSL, sid_ctx: *const u8, len: c_uint) -> c_int;
+    }
+
+    /// Set the session id context of one connection (at most 32 bytes,
+    /// `SSL_MAX_SID_CTX_LENGTH`; OpenSSL refuses longer).
+    pub fn set(ssl: &mut SslRef, sid_ctx: &[u8; 32]) -> Result<(), ErrorStack> {
+        // SAFETY: `ssl` is a live connection we hold exclusively; OpenSSL
+        // copies `len` bytes from `sid_ctx`, which points at 32 readable
+        // bytes, and keeps no pointer to them.
+        let rc = unsafe {
+            SSL_set_session_id_context(ssl.as_ptr(), sid_ctx.as_ptr(), sid_ctx.len() as c_uint)
+        };
+        if rc == 1 {
+            Ok(())
+        } else {
+            Err(ErrorStack::get())
+        }
+    }
+}
+
 #[async_trait]
 impl TlsAccept for Handshake {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let m = self.material.load();
+        // The material the ClientHello callback bound this session to; the
+        // current one only if that callback did not run (it always does).
+        let pinned = (*PINNED).and_then(|idx| ssl.ex_data(idx).cloned());
+        let m = pinned.unwrap_or_else(|| self.material.load_full());
         let mut ok = true;
         if let Some((leaf, rest)) = m.identity.chain.split_first() {
             ok &= ext::ssl_use_certificate(ssl, leaf).is_ok();
@@ -127,6 +222,7 @@ pub fn listener_settings(
     min_version: TlsVersion,
 ) -> pingora::Result<TlsSettings> {
     use pingora::{Error, ErrorType::InternalError, OrErr};
+    let material = handshake.material.clone();
     let mut tls = TlsSettings::with_callbacks(Box::new(handshake))?;
     let mode = match client_auth {
         ClientAuth::Require => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
@@ -134,9 +230,16 @@ pub fn listener_settings(
     };
     tls.set_verify(mode);
     tls.set_verify_depth(8);
-    // Session resumption with client auth needs a session id context.
+    // Session resumption with client auth needs a session id context. This
+    // fixed one is only the default: `bind_session_to_trust` replaces it on
+    // every connection with the client trust digest (32 bytes, so a session
+    // can never match this 6-byte value).
     tls.set_session_id_context(b"ztgate")
         .or_err(InternalError, "session id context")?;
+    if PINNED.is_none() {
+        return Error::e_explain(InternalError, "no ex_data index for the TLS material");
+    }
+    tls.set_client_hello_callback(move |ssl, _alert| bind_session_to_trust(ssl, &material));
     // One TLS 1.3 ticket instead of OpenSSL's default two: each ticket
     // copies the session, client certificate included, through DER
     // encode/decode (measured: 8% less CPU per full handshake with one), and a
@@ -153,4 +256,47 @@ pub fn listener_settings(
         .map_err(|e| Error::because(InternalError, "client hello callback", e))?;
     tls.enable_h2();
     Ok(tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ztgate_testkit::pki::Ca;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ztgate-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn material(d: &Path, server: &Ca, ca_pem: &str) -> ServerMaterial {
+        server.server().unwrap().write(d, "server").unwrap();
+        std::fs::write(d.join("ca.pem"), ca_pem).unwrap();
+        ServerMaterial::load(
+            &d.join("server.pem"),
+            &d.join("server-key.pem"),
+            &d.join("ca.pem"),
+        )
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
+    }
+
+    #[test]
+    fn trust_id_follows_the_client_cas_only() {
+        let d = dir("trust-id");
+        let (a, b) = (Ca::new("a.test").unwrap(), Ca::new("b.test").unwrap());
+        let only_a = material(&d, &a, &a.cert_pem()).trust_id().to_owned();
+        // The same anchors: another server certificate, other PEM text.
+        let rotated = material(&d, &b, &format!("# comment\n{}\n", a.cert_pem()));
+        assert_eq!(rotated.trust_id(), &only_a);
+        // Other anchors: each change is another identity.
+        let only_b = material(&d, &a, &b.cert_pem()).trust_id().to_owned();
+        let both = material(&d, &a, &(a.cert_pem() + &b.cert_pem()))
+            .trust_id()
+            .to_owned();
+        assert_ne!(only_a, only_b);
+        assert_ne!(only_a, both);
+        assert_ne!(only_b, both);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -17,9 +17,9 @@ use crate::metrics;
 use crate::policy::{self, ClaimCheck, Inputs, Policies, Verdict};
 
 /// Upstream header carrying the fingerprint (current secret).
-pub const FINGERPRINT_HEADER: HeaderName = HeaderName::from_static("x-device-fingerprint");
+pub const FINGERPRINT_HEADER: HeaderName = ztgate_filter::identity_headers::DEVICE_FINGERPRINT;
 /// Upstream header carrying the ISO country code, when known.
-pub const COUNTRY_HEADER: HeaderName = HeaderName::from_static("x-ztgate-geo-country");
+pub const COUNTRY_HEADER: HeaderName = ztgate_filter::identity_headers::GEO_COUNTRY;
 
 /// The built `device` filter of one config generation.
 pub struct DeviceFilter {

@@ -18,6 +18,8 @@ pub mod chain;
 pub mod config;
 pub mod deferred;
 pub mod facts;
+pub mod grpc_path;
+pub mod identity_headers;
 pub mod memory;
 pub mod peer;
 pub mod reason;
@@ -28,10 +30,11 @@ pub mod wildcard;
 
 pub use chain::{Chain, ChainOutcome, FilterVerdict, Stage};
 pub use config::{BuildContext, ConfigProblem, Mode};
-pub use facts::{DeviceFacts, Facts, PeerIdentity, SelectedRoute, VerifiedToken};
 pub use deferred::{Deferred, Pending, Settle};
+pub use facts::{DeviceFacts, Facts, PeerIdentity, SelectedRoute, VerifiedToken};
 pub use memory::Memory;
 pub use peer::{PeerCertificate, PeerCertificateError};
+pub use reason::{Fault, Outcome};
 pub use reason::{GrpcCode, Reason};
 pub use spiffe::{SpiffeAllowList, SpiffeId, SpiffePattern, SpiffePatternError};
 pub use state::{

@@ -5,138 +5,272 @@
 //! The codes are part of the user contract (audit log, metrics label
 //! `reason`): never rename one, add a new one instead.
 
-/// gRPC status codes used by ztgate (a subset of `google.rpc.Code`).
+/// gRPC status codes (`google.rpc.Code`, all seventeen): what ztgate
+/// answers with and what it reads back from upstreams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum GrpcCode {
     Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
     DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
     PermissionDenied = 7,
     ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
     Unimplemented = 12,
     Internal = 13,
     Unavailable = 14,
+    DataLoss = 15,
     Unauthenticated = 16,
 }
 
 impl GrpcCode {
+    /// Every code, in numeric order.
+    pub const ALL: [GrpcCode; 17] = [
+        GrpcCode::Ok,
+        GrpcCode::Cancelled,
+        GrpcCode::Unknown,
+        GrpcCode::InvalidArgument,
+        GrpcCode::DeadlineExceeded,
+        GrpcCode::NotFound,
+        GrpcCode::AlreadyExists,
+        GrpcCode::PermissionDenied,
+        GrpcCode::ResourceExhausted,
+        GrpcCode::FailedPrecondition,
+        GrpcCode::Aborted,
+        GrpcCode::OutOfRange,
+        GrpcCode::Unimplemented,
+        GrpcCode::Internal,
+        GrpcCode::Unavailable,
+        GrpcCode::DataLoss,
+        GrpcCode::Unauthenticated,
+    ];
+
     pub fn as_u8(self) -> u8 {
         self as u8
     }
 
-    /// The decimal string used in `grpc-status` and the metrics label.
+    /// The code with this number (as read from an upstream's `grpc-status`),
+    /// or `None` past 16.
+    pub fn from_u16(n: u16) -> Option<GrpcCode> {
+        GrpcCode::ALL.get(usize::from(n)).copied()
+    }
+
+    /// The decimal string used in `grpc-status` and the metrics label: the
+    /// one place these strings are written.
     pub fn as_str(self) -> &'static str {
         match self {
             GrpcCode::Ok => "0",
+            GrpcCode::Cancelled => "1",
+            GrpcCode::Unknown => "2",
+            GrpcCode::InvalidArgument => "3",
             GrpcCode::DeadlineExceeded => "4",
+            GrpcCode::NotFound => "5",
+            GrpcCode::AlreadyExists => "6",
             GrpcCode::PermissionDenied => "7",
             GrpcCode::ResourceExhausted => "8",
+            GrpcCode::FailedPrecondition => "9",
+            GrpcCode::Aborted => "10",
+            GrpcCode::OutOfRange => "11",
             GrpcCode::Unimplemented => "12",
             GrpcCode::Internal => "13",
             GrpcCode::Unavailable => "14",
+            GrpcCode::DataLoss => "15",
             GrpcCode::Unauthenticated => "16",
         }
     }
 }
 
+/// Whose fault a refusal is, as Pingora's `ErrorSource` records for its
+/// errors (Downstream / Upstream / Internal). It decides how the request is
+/// counted: the caller's fault is a `deny` (policy working as meant), a
+/// dependency's or our own an `error` (something to page about), and an
+/// alert on `decision="error"` must not fire because clients sent bad
+/// tokens, nor stay silent while every backend is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The request itself: no or bad credentials, not allowed, no such
+    /// method, over its limit.
+    Caller,
+    /// Something the gateway depends on: the IdP, the state store, a
+    /// backend (down, refusing, slow, reset).
+    Dependency,
+    /// The gateway's own bug or an impossible state.
+    Internal,
+}
+
+impl Fault {
+    /// The `decision` of a request refused for a reason with this fault.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Fault::Caller => Outcome::Deny,
+            Fault::Dependency | Fault::Internal => Outcome::Error,
+        }
+    }
+}
+
+/// How a request ended: the `decision` label of `ztgate_requests_total`,
+/// the audit line's `decision` and `ztgate explain`'s result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Forwarded, nothing objected.
+    Allow,
+    /// Forwarded, but a filter or route in shadow mode would have refused.
+    ShadowDeny,
+    /// Refused for the caller's fault.
+    Deny,
+    /// Refused or failed because of a dependency or the gateway itself.
+    Error,
+}
+
+impl Outcome {
+    /// The request's outcome from the reason it was refused for (if it
+    /// was) and whether shadow mode let a refusal through: the one place the
+    /// `decision` is worked out, for the proxy and `ztgate explain` alike.
+    pub fn of(refused: Option<Reason>, shadow_denied: bool) -> Outcome {
+        match refused {
+            Some(r) => r.fault().outcome(),
+            None if shadow_denied => Outcome::ShadowDeny,
+            None => Outcome::Allow,
+        }
+    }
+
+    /// The stable label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::ShadowDeny => "shadow_deny",
+            Outcome::Deny => "deny",
+            Outcome::Error => "error",
+        }
+    }
+}
+
 macro_rules! reasons {
-    ($( $(#[$doc:meta])* $variant:ident => $code:literal, $grpc:ident, $http:literal; )*) => {
+    ($( $fault:ident { $( $(#[$doc:meta])* $variant:ident => $code:literal, $grpc:ident, $http:literal; )* } )*) => {
         /// Why a request was refused. `as_str` is the stable snake_case code.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum Reason {
-            $( $(#[$doc])* $variant, )*
+            $( $( $(#[$doc])* $variant, )* )*
         }
 
         impl Reason {
             /// Every reason, for metrics pre-registration and docs.
-            pub const ALL: &'static [Reason] = &[ $( Reason::$variant, )* ];
+            pub const ALL: &'static [Reason] = &[ $( $( Reason::$variant, )* )* ];
 
             /// The stable code used in audit lines, metrics and responses.
             pub fn as_str(self) -> &'static str {
-                match self { $( Reason::$variant => $code, )* }
+                match self { $( $( Reason::$variant => $code, )* )* }
+            }
+
+            /// Whose fault the refusal is (the group it is listed in).
+            pub fn fault(self) -> Fault {
+                match self { $( $( Reason::$variant => Fault::$fault, )* )* }
             }
 
             /// The gRPC status a gRPC caller receives.
             pub fn grpc_code(self) -> GrpcCode {
-                match self { $( Reason::$variant => GrpcCode::$grpc, )* }
+                match self { $( $( Reason::$variant => GrpcCode::$grpc, )* )* }
             }
 
             /// The HTTP status a non-gRPC caller receives.
             pub fn http_status(self) -> u16 {
-                match self { $( Reason::$variant => $http, )* }
+                match self { $( $( Reason::$variant => $http, )* )* }
             }
         }
     };
 }
 
+// Each reason is listed in the group of whose fault it is; the unit tests
+// hold the statuses to the groups (the caller's fault is a 4xx and never
+// UNAVAILABLE; a dependency's is UNAVAILABLE or DEADLINE_EXCEEDED; ours is
+// INTERNAL), so a new reason cannot be counted as one kind and answered as
+// another.
 reasons! {
-    // --- caller could not prove who it is: UNAUTHENTICATED / 401 ---------
-    /// `client_auth: optional` listener, and the request needs a client cert.
-    ClientCertMissing => "client_cert_missing", Unauthenticated, 401;
-    /// The client certificate is not a valid X.509-SVID (e.g. two URI SANs, a CA leaf).
-    InvalidSvid => "invalid_svid", Unauthenticated, 401;
-    /// No bearer token where one is required.
-    TokenMissing => "token_missing", Unauthenticated, 401;
-    /// Not a parseable JWT, or over the size cap.
-    TokenMalformed => "token_malformed", Unauthenticated, 401;
-    TokenExpired => "token_expired", Unauthenticated, 401;
-    TokenNotYetValid => "token_not_yet_valid", Unauthenticated, 401;
-    /// `iss` is not a configured issuer (refused without any network call).
-    TokenIssuerUnknown => "token_issuer_unknown", Unauthenticated, 401;
-    TokenAudienceMismatch => "token_audience_mismatch", Unauthenticated, 401;
-    /// `typ` header not allowed for the issuer (e.g. an ID token replayed as an access token).
-    TokenTypeInvalid => "token_type_invalid", Unauthenticated, 401;
-    TokenAlgorithmNotAllowed => "token_algorithm_not_allowed", Unauthenticated, 401;
-    TokenSignatureInvalid => "token_signature_invalid", Unauthenticated, 401;
-    /// No key with the token's `kid`, even after a refetch.
-    TokenKeyUnknown => "token_key_unknown", Unauthenticated, 401;
-    TokenClaimMissing => "token_claim_missing", Unauthenticated, 401;
-    /// `exp - iat` longer than the issuer's `max_lifetime`.
-    TokenLifetimeExceeded => "token_lifetime_exceeded", Unauthenticated, 401;
-    /// A `crit` header parameter we do not understand.
-    TokenCritUnsupported => "token_crit_unsupported", Unauthenticated, 401;
-    /// RFC 8705: `cnf.x5t#S256` does not match the client certificate.
-    TokenCertBindingMismatch => "token_cert_binding_mismatch", Unauthenticated, 401;
-    /// RFC 8705 binding required by the issuer but absent.
-    TokenCertBindingMissing => "token_cert_binding_missing", Unauthenticated, 401;
-    /// A DPoP-bound token presented as `Bearer`, or DPoP required and absent.
-    DpopProofMissing => "dpop_proof_missing", Unauthenticated, 401;
-    DpopProofInvalid => "dpop_proof_invalid", Unauthenticated, 401;
-    DpopReplay => "dpop_replay", Unauthenticated, 401;
-    DpopBindingMismatch => "dpop_binding_mismatch", Unauthenticated, 401;
+    Caller {
+        // --- caller could not prove who it is: UNAUTHENTICATED / 401 -----
+        /// `client_auth: optional` listener, and the request needs a client cert.
+        ClientCertMissing => "client_cert_missing", Unauthenticated, 401;
+        /// The client certificate is not a valid X.509-SVID (e.g. two URI SANs, a CA leaf).
+        InvalidSvid => "invalid_svid", Unauthenticated, 401;
+        /// No bearer token where one is required.
+        TokenMissing => "token_missing", Unauthenticated, 401;
+        /// Not a parseable JWT, or over the size cap.
+        TokenMalformed => "token_malformed", Unauthenticated, 401;
+        TokenExpired => "token_expired", Unauthenticated, 401;
+        TokenNotYetValid => "token_not_yet_valid", Unauthenticated, 401;
+        /// `iss` is not a configured issuer (refused without any network call).
+        TokenIssuerUnknown => "token_issuer_unknown", Unauthenticated, 401;
+        TokenAudienceMismatch => "token_audience_mismatch", Unauthenticated, 401;
+        /// `typ` header not allowed for the issuer (e.g. an ID token replayed as an access token).
+        TokenTypeInvalid => "token_type_invalid", Unauthenticated, 401;
+        TokenAlgorithmNotAllowed => "token_algorithm_not_allowed", Unauthenticated, 401;
+        TokenSignatureInvalid => "token_signature_invalid", Unauthenticated, 401;
+        /// No key with the token's `kid`, even after a refetch.
+        TokenKeyUnknown => "token_key_unknown", Unauthenticated, 401;
+        TokenClaimMissing => "token_claim_missing", Unauthenticated, 401;
+        /// `exp - iat` longer than the issuer's `max_lifetime`.
+        TokenLifetimeExceeded => "token_lifetime_exceeded", Unauthenticated, 401;
+        /// A `crit` header parameter we do not understand.
+        TokenCritUnsupported => "token_crit_unsupported", Unauthenticated, 401;
+        /// RFC 8705: `cnf.x5t#S256` does not match the client certificate.
+        TokenCertBindingMismatch => "token_cert_binding_mismatch", Unauthenticated, 401;
+        /// RFC 8705 binding required by the issuer but absent.
+        TokenCertBindingMissing => "token_cert_binding_missing", Unauthenticated, 401;
+        /// A DPoP-bound token presented as `Bearer`, or DPoP required and absent.
+        DpopProofMissing => "dpop_proof_missing", Unauthenticated, 401;
+        DpopProofInvalid => "dpop_proof_invalid", Unauthenticated, 401;
+        DpopReplay => "dpop_replay", Unauthenticated, 401;
+        DpopBindingMismatch => "dpop_binding_mismatch", Unauthenticated, 401;
 
-    // --- a dependency is down, not the caller's fault: UNAVAILABLE -------
-    /// The issuer's keys cannot be had (IdP unreachable, nothing cached).
-    JwksUnavailable => "jwks_unavailable", Unavailable, 503;
-    NoHealthyBackend => "no_healthy_backend", Unavailable, 503;
-    UpstreamConnectFailed => "upstream_connect_failed", Unavailable, 502;
-    UpstreamError => "upstream_error", Unavailable, 502;
-    /// The shared state store (Redis) has no answer and the use is
-    /// configured `on_unavailable: deny` (a replay or device check that
-    /// cannot be made is not skipped).
-    StateUnavailable => "state_unavailable", Unavailable, 503;
+        // --- identity is fine but not allowed: PERMISSION_DENIED ---------
+        TrustDomainNotAllowed => "trust_domain_not_allowed", PermissionDenied, 403;
+        SpiffeIdNotAllowed => "spiffe_id_not_allowed", PermissionDenied, 403;
+        /// The route's SPIFFE rules refuse this workload.
+        IdentityNotAllowed => "identity_not_allowed", PermissionDenied, 403;
+        ScopeMissing => "scope_missing", PermissionDenied, 403;
+        /// The token's device claim does not equal the fingerprint.
+        DeviceMismatch => "device_mismatch", PermissionDenied, 403;
+        DeviceDenied => "device_denied", PermissionDenied, 403;
+        GeoDenied => "geo_denied", PermissionDenied, 403;
+        AnonymousNetwork => "anonymous_network", PermissionDenied, 403;
+        /// The subject's device changed within the first-seen binding TTL.
+        DeviceChanged => "device_changed", PermissionDenied, 403;
 
-    // --- identity is fine but not allowed: PERMISSION_DENIED -------------
-    TrustDomainNotAllowed => "trust_domain_not_allowed", PermissionDenied, 403;
-    SpiffeIdNotAllowed => "spiffe_id_not_allowed", PermissionDenied, 403;
-    /// The route's SPIFFE rules refuse this workload.
-    IdentityNotAllowed => "identity_not_allowed", PermissionDenied, 403;
-    ScopeMissing => "scope_missing", PermissionDenied, 403;
-    /// The token's device claim does not equal the fingerprint.
-    DeviceMismatch => "device_mismatch", PermissionDenied, 403;
-    DeviceDenied => "device_denied", PermissionDenied, 403;
-    GeoDenied => "geo_denied", PermissionDenied, 403;
-    AnonymousNetwork => "anonymous_network", PermissionDenied, 403;
-    /// The subject's device changed within the first-seen binding TTL.
-    DeviceChanged => "device_changed", PermissionDenied, 403;
+        // --- no such method, too many calls -------------------------------
+        NoRoute => "no_route", Unimplemented, 404;
+        /// The `:path` is not canonical `/package.Service/Method` (an
+        /// escape, a query, a dot or empty segment): refused before routing
+        /// so that what the route table matched is what the upstream gets
+        /// (see `grpc_path`).
+        PathNotCanonical => "path_not_canonical", Unimplemented, 404;
+        RateLimited => "rate_limited", ResourceExhausted, 429;
+    }
 
-    // --- the rest --------------------------------------------------------
-    NoRoute => "no_route", Unimplemented, 404;
-    RateLimited => "rate_limited", ResourceExhausted, 429;
-    UpstreamTimeout => "upstream_timeout", DeadlineExceeded, 504;
-    /// Our own bug or an impossible state; never the caller's fault.
-    Internal => "internal_error", Internal, 500;
+    Dependency {
+        // --- a dependency is down or slow, not the caller's fault --------
+        /// The issuer's keys cannot be had (IdP unreachable, nothing cached).
+        JwksUnavailable => "jwks_unavailable", Unavailable, 503;
+        NoHealthyBackend => "no_healthy_backend", Unavailable, 503;
+        UpstreamConnectFailed => "upstream_connect_failed", Unavailable, 502;
+        UpstreamError => "upstream_error", Unavailable, 502;
+        /// The shared state store (Redis) has no answer and the use is
+        /// configured `on_unavailable: deny` (a replay or device check that
+        /// cannot be made is not skipped).
+        StateUnavailable => "state_unavailable", Unavailable, 503;
+        UpstreamTimeout => "upstream_timeout", DeadlineExceeded, 504;
+    }
+
+    Internal {
+        /// Our own bug or an impossible state; never the caller's fault.
+        Internal => "internal_error", Internal, 500;
+    }
 }
 
 impl Reason {
@@ -174,6 +308,84 @@ mod tests {
         }
     }
 
+    /// The statuses follow whose fault a reason is: a caller is never told
+    /// to retry a refusal of its own (UNAVAILABLE), and an outage is never
+    /// answered as the caller's mistake.
+    #[test]
+    fn statuses_follow_the_fault() {
+        for r in Reason::ALL {
+            let (grpc, http) = (r.grpc_code(), r.http_status());
+            match r.fault() {
+                Fault::Caller => {
+                    assert!((400..500).contains(&http), "{r}: {http}");
+                    assert!(
+                        !matches!(
+                            grpc,
+                            GrpcCode::Ok
+                                | GrpcCode::Unavailable
+                                | GrpcCode::DeadlineExceeded
+                                | GrpcCode::Internal
+                        ),
+                        "{r}: {grpc:?}"
+                    );
+                }
+                Fault::Dependency => {
+                    assert!((502..=504).contains(&http), "{r}: {http}");
+                    assert!(
+                        matches!(grpc, GrpcCode::Unavailable | GrpcCode::DeadlineExceeded),
+                        "{r}: {grpc:?}"
+                    );
+                }
+                Fault::Internal => {
+                    assert_eq!((grpc, http), (GrpcCode::Internal, 500), "{r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn outcome_comes_from_the_fault() {
+        assert_eq!(Outcome::of(None, false).as_str(), "allow");
+        assert_eq!(Outcome::of(None, true).as_str(), "shadow_deny");
+        assert_eq!(
+            Outcome::of(Some(Reason::ScopeMissing), false).as_str(),
+            "deny"
+        );
+        assert_eq!(
+            Outcome::of(Some(Reason::PathNotCanonical), false).as_str(),
+            "deny"
+        );
+        assert_eq!(
+            Outcome::of(Some(Reason::RateLimited), true).as_str(),
+            "deny"
+        );
+        // Issue 11: a backend outage is an error, not a denial, whether or
+        // not a connection was ever attempted.
+        assert_eq!(
+            Outcome::of(Some(Reason::NoHealthyBackend), false).as_str(),
+            "error"
+        );
+        assert_eq!(
+            Outcome::of(Some(Reason::JwksUnavailable), false).as_str(),
+            "error"
+        );
+        assert_eq!(
+            Outcome::of(Some(Reason::StateUnavailable), false).as_str(),
+            "error"
+        );
+        assert_eq!(Outcome::of(Some(Reason::Internal), false).as_str(), "error");
+    }
+
+    #[test]
+    fn grpc_codes_round_trip_through_their_numbers() {
+        for (n, c) in GrpcCode::ALL.iter().enumerate() {
+            assert_eq!(usize::from(c.as_u8()), n);
+            assert_eq!(c.as_str(), n.to_string());
+            assert_eq!(GrpcCode::from_u16(n as u16), Some(*c));
+        }
+        assert_eq!(GrpcCode::from_u16(17), None);
+    }
+
     #[test]
     fn table_matches_product_contract() {
         assert_eq!(Reason::TokenExpired.grpc_code(), GrpcCode::Unauthenticated);
@@ -184,6 +396,11 @@ mod tests {
         assert_eq!(Reason::RateLimited.http_status(), 429);
         assert_eq!(Reason::UpstreamConnectFailed.http_status(), 502);
         assert_eq!(Reason::NoHealthyBackend.http_status(), 503);
+        assert_eq!(
+            Reason::PathNotCanonical.grpc_code(),
+            GrpcCode::Unimplemented
+        );
+        assert_eq!(Reason::PathNotCanonical.http_status(), 404);
         assert_eq!(
             Reason::UpstreamTimeout.grpc_code(),
             GrpcCode::DeadlineExceeded

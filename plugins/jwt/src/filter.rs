@@ -21,9 +21,9 @@ use crate::raw::DpopMode;
 use crate::verify::{self, Verified};
 use crate::{cnf, metrics, JwtError};
 
-pub static X_ZTGATE_SUBJECT: HeaderName = HeaderName::from_static("x-ztgate-subject");
-pub static X_ZTGATE_ISSUER: HeaderName = HeaderName::from_static("x-ztgate-issuer");
-pub static X_ZTGATE_SCOPES: HeaderName = HeaderName::from_static("x-ztgate-scopes");
+pub static X_ZTGATE_SUBJECT: HeaderName = ztgate_filter::identity_headers::SUBJECT;
+pub static X_ZTGATE_ISSUER: HeaderName = ztgate_filter::identity_headers::ISSUER;
+pub static X_ZTGATE_SCOPES: HeaderName = ztgate_filter::identity_headers::SCOPES;
 pub static DPOP: HeaderName = HeaderName::from_static("dpop");
 
 /// How the token was presented (RFC 6750 §2.1, RFC 9449 §7.1).

@@ -12,7 +12,7 @@
 
 mod xfcc;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use serde::Deserialize;
 use ztgate_filter::{
     BuildContext, ConfigProblem, Decision, Facts, Filter, Mode, PeerCertificate, PeerIdentity,
@@ -21,8 +21,11 @@ use ztgate_filter::{
 
 pub use xfcc::xfcc_value;
 
-static SPIFFE_ID_HEADER: HeaderName = HeaderName::from_static("x-ztgate-spiffe-id");
-static XFCC_HEADER: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+// Named where the gateway's reserved list is kept, so what this filter
+// asserts is what the gateway strips from clients.
+use ztgate_filter::identity_headers::{
+    FORWARDED_CLIENT_CERT as XFCC_HEADER, SPIFFE_ID as SPIFFE_ID_HEADER,
+};
 
 pub mod raw {
     use super::*;

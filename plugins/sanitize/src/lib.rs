@@ -1,19 +1,20 @@
-//! The `sanitize` filter: removes headers that carry identity the gateway
-//! asserts, so a client can never forge them.
+//! The `sanitize` filter: removes the extra headers an operator names in
+//! `sanitize.strip_headers` before the request goes upstream (e.g. an
+//! identity header of a system behind the gateway, `x-internal-user`).
 //!
-//! Stripped always: every `x-ztgate-*` header, `x-forwarded-client-cert` and
-//! `x-device-fingerprint`; plus the configured `strip_headers`. The filter
-//! never denies: a forged header is dropped, not an error, because a
-//! misbehaving proxy in front of a legitimate client must not break it.
+//! The identity headers ztgate itself asserts (`x-ztgate-*`,
+//! `x-forwarded-client-cert`, `x-device-fingerprint`, see
+//! [`ztgate_filter::identity_headers`]) are not this filter's job: the
+//! gateway removes them from every request before the chain runs, whatever
+//! `pipeline:` says, so leaving `sanitize` out (or putting it late) can
+//! never let a client forge them. This filter adds only its configured
+//! extras. It never denies: a stray header is dropped, not an error,
+//! because a misbehaving proxy in front of a legitimate client must not
+//! break it.
 
 use http::HeaderName;
 use serde::Deserialize;
 use ztgate_filter::{BuildContext, ConfigProblem, Decision, Facts, Filter, Mode, RequestView};
-
-/// Headers no client may set (besides the `x-ztgate-` prefix).
-pub const ALWAYS_STRIPPED: &[&str] = &["x-forwarded-client-cert", "x-device-fingerprint"];
-/// Prefix of every header the gateway asserts.
-pub const ZTGATE_PREFIX: &str = "x-ztgate-";
 
 pub mod raw {
     use super::*;
@@ -24,7 +25,8 @@ pub mod raw {
     pub struct Sanitize {
         #[serde(default)]
         pub mode: Mode,
-        /// Extra header names to strip (case-insensitive).
+        /// Header names to strip (case-insensitive), besides the identity
+        /// headers the gateway always removes.
         #[serde(default)]
         pub strip_headers: Vec<String>,
     }
@@ -61,10 +63,10 @@ pub fn build(
 }
 
 impl SanitizeFilter {
-    /// Whether a header must be removed before the request goes upstream.
+    /// Whether a header is one of the configured extras to remove before
+    /// the request goes upstream.
     pub fn must_strip(&self, name: &HeaderName) -> bool {
-        let n = name.as_str();
-        n.starts_with(ZTGATE_PREFIX) || ALWAYS_STRIPPED.contains(&n) || self.extra.contains(name)
+        self.extra.contains(name)
     }
 }
 
@@ -100,8 +102,10 @@ mod tests {
         }
     }
 
+    /// Only the configured extras: the identity headers are the gateway's
+    /// to remove (before the chain), not this filter's.
     #[tokio::test]
-    async fn strips_identity_headers_and_configured_ones() {
+    async fn strips_the_configured_headers_only() {
         let f = build(
             &raw::Sanitize {
                 mode: Mode::Enforce,
@@ -138,16 +142,7 @@ mod tests {
         assert_eq!(f.evaluate(&view, &mut facts).await, Decision::Continue);
         let mut stripped: Vec<_> = facts.strip_headers.iter().map(|h| h.as_str()).collect();
         stripped.sort();
-        assert_eq!(
-            stripped,
-            vec![
-                "x-device-fingerprint",
-                "x-forwarded-client-cert",
-                "x-internal-user",
-                "x-ztgate-spiffe-id",
-                "x-ztgate-subject"
-            ]
-        );
+        assert_eq!(stripped, vec!["x-internal-user"]);
     }
 
     #[test]
