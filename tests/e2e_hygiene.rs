@@ -320,3 +320,30 @@ async fn a_backend_outage_is_an_error_not_a_denial() {
     assert_eq!(l["status"], "14", "{l}");
     assert_eq!(l["upstream"], "orders", "{l}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_are_counted_not_logged_as_errors() {
+    let env = Setup::new("hygiene-probes").start().await;
+    // What a load balancer's TCP health check does: connect, close.
+    for _ in 0..5 {
+        drop(std::net::TcpStream::connect(env.gw.listen).unwrap());
+    }
+    let counted = eventually(Duration::from_secs(10), async || {
+        env.metric(
+            "ztgate_downstream_handshake_failures_total",
+            &[("stage", "tls")],
+        ) >= 5.0
+    })
+    .await;
+    assert!(counted, "every probe is counted");
+    let log = env.gw.log_text();
+    assert!(
+        !log.contains("handshake error"),
+        "no ERROR line per probe:\n{log}"
+    );
+    // A real call still works.
+    client::orders(env.web_channel().await)
+        .get(Request::default())
+        .await
+        .unwrap();
+}

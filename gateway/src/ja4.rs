@@ -9,8 +9,9 @@
 //! `handshake_complete_callback` then computes the JA4 once per connection
 //! with `ztgate_device::ja4` (a bounded parser that never panics).
 //!
-//! This is the only module with `unsafe`: `SSL_CTX_set_msg_callback` is not
-//! bound by the openssl crates, so it is declared here.
+//! `SSL_CTX_set_msg_callback` is not bound by the openssl crates, so it is
+//! declared here, in one of the two modules with `unsafe` (the other is
+//! `tls::session_context`).
 #![allow(unsafe_code)]
 
 use std::os::raw::{c_int, c_void};

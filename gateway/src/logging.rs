@@ -19,9 +19,18 @@
 //! libraries to quiet, so a library added later is capped too. It applies
 //! to `log`-crate records (Pingora, rustls) as well: `try_init` installs the
 //! `log` bridge, whose records are filtered like any event.
+//!
+//! One more layer turns Pingora's per-connection handshake ERROR lines into
+//! a metric ([`HandshakeNoise`]): every load-balancer TCP probe that
+//! connects and closes, every scanner, every refused connection wrote an
+//! ERROR line, drowning real errors. They are counted in
+//! `ztgate_downstream_handshake_failures_total{stage}` instead.
 
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::{Layer, Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Registry;
@@ -65,7 +74,7 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    type Filtered = Layered<Targets, Layered<EnvFilter, Registry>>;
+    type Filtered = Layered<HandshakeNoise, Layered<Targets, Layered<EnvFilter, Registry>>>;
     let fmt: Box<dyn Layer<Filtered> + Send + Sync> = match format {
         LogFormat::Json => Box::new(tracing_subscriber::fmt::layer().json().with_writer(writer)),
         LogFormat::Text => Box::new(tracing_subscriber::fmt::layer().with_writer(writer)),
@@ -73,7 +82,106 @@ where
     tracing_subscriber::registry()
         .with(filter)
         .with(library_cap())
+        .with(HandshakeNoise)
         .with(fmt)
+}
+
+/// Where a client connection failed before its first request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeStage {
+    /// The TLS handshake failed (or the peer closed: a TCP health probe).
+    Tls,
+    /// The TLS handshake took longer than Pingora's 60 s.
+    TlsTimeout,
+    /// No valid HTTP/2 preface after TLS.
+    H2,
+}
+
+impl HandshakeStage {
+    pub const ALL: [HandshakeStage; 3] = [
+        HandshakeStage::Tls,
+        HandshakeStage::TlsTimeout,
+        HandshakeStage::H2,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeStage::Tls => "tls",
+            HandshakeStage::TlsTimeout => "tls_timeout",
+            HandshakeStage::H2 => "h2",
+        }
+    }
+
+    /// Pingora's per-connection handshake lines (`pingora_core`
+    /// `services/listening.rs`, `apps/mod.rs` in 0.9.1), by their text.
+    fn of(target: &str, message: &str) -> Option<Self> {
+        if !target.starts_with("pingora_core") {
+            return None;
+        }
+        if message.starts_with("Downstream handshake error") {
+            Some(HandshakeStage::Tls)
+        } else if message.starts_with("Downstream handshake timeout") {
+            Some(HandshakeStage::TlsTimeout)
+        } else if message.starts_with("H2 handshake error") {
+            Some(HandshakeStage::H2)
+        } else {
+            None
+        }
+    }
+}
+
+/// Drops Pingora's per-connection handshake ERROR lines and counts them
+/// (see the module docs). Only `pingora_core` events are inspected.
+pub struct HandshakeNoise;
+
+/// The start of an event's `message`, and the original target of a
+/// `log`-crate record (whose event metadata says only `log`: the bridge
+/// puts the real target in the `log.target` field).
+#[derive(Default)]
+struct Fields {
+    message: String,
+    log_target: Option<String>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message = value.chars().take(32).collect(),
+            "log.target" => self.log_target = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let mut s = format!("{value:?}");
+            s.truncate(s.char_indices().nth(32).map_or(s.len(), |(i, _)| i));
+            self.message = s;
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for HandshakeNoise {
+    fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
+        let target = event.metadata().target();
+        // Pingora logs through the `log` crate; only those events (and any
+        // native pingora_core one) are looked into.
+        if target != "log" && !target.starts_with("pingora_core") {
+            return true;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let target = fields.log_target.as_deref().unwrap_or(target);
+        match HandshakeStage::of(target, &fields.message) {
+            Some(stage) => {
+                crate::metrics::HANDSHAKE_FAILURES
+                    .with_label_values(&[stage.label()])
+                    .inc();
+                false
+            }
+            None => true,
+        }
+    }
 }
 
 /// Install the process's subscriber, writing to stderr as text or JSON
@@ -123,6 +231,28 @@ mod tests {
         ] {
             assert!(passes(own, Level::TRACE), "{own}");
         }
+    }
+
+    #[test]
+    fn handshake_lines_are_classified_by_target_and_text() {
+        let l = "pingora_core::services::listening";
+        assert_eq!(
+            HandshakeStage::of(l, "Downstream handshake error from 1"),
+            Some(HandshakeStage::Tls)
+        );
+        assert_eq!(
+            HandshakeStage::of(l, "Downstream handshake timeout"),
+            Some(HandshakeStage::TlsTimeout)
+        );
+        assert_eq!(
+            HandshakeStage::of("pingora_core::apps", "H2 handshake error x"),
+            Some(HandshakeStage::H2)
+        );
+        assert_eq!(HandshakeStage::of(l, "shutdown_signal error"), None);
+        assert_eq!(
+            HandshakeStage::of("ztgate::proxy", "Downstream handshake error"),
+            None
+        );
     }
 
     #[test]

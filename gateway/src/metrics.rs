@@ -106,6 +106,12 @@ metric!(REQUEST_HEADER_TIMEOUTS: IntCounter = register_int_counter!(
     "Connections closed because no request headers arrived within listener.request_header_timeout of the TLS handshake."
 ));
 
+metric!(HANDSHAKE_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "ztgate_downstream_handshake_failures_total",
+    "Client connections that failed before their first request, by stage (tls: TLS handshake failed or the peer closed, as a TCP health probe does; tls_timeout; h2: no valid HTTP/2 preface). Counted instead of logged.",
+    &["stage"]
+));
+
 /// Touch every metric so `/metrics` lists them from the start.
 pub fn init() {
     BUILD_INFO
@@ -141,6 +147,9 @@ pub fn init() {
         CONNECTIONS_REFUSED.with_label_values(&[r.label()]);
     }
     LazyLock::force(&REQUEST_HEADER_TIMEOUTS);
+    for stage in crate::logging::HandshakeStage::ALL {
+        HANDSHAKE_FAILURES.with_label_values(&[stage.label()]);
+    }
 }
 
 /// Render the default registry in the text format.
