@@ -87,11 +87,11 @@ impl Reloader {
             tokio::task::spawn_blocking(move || config::load_and_build(&path, &memory)).await;
         let rt = match built {
             Ok(Ok((_, st, rt))) => {
-                if st.listen != self.shared.settings.listen
-                    || st.admin != self.shared.settings.admin
-                {
+                let restart_only = self.shared.settings.restart_only_changes(&st);
+                if !restart_only.is_empty() {
                     tracing::warn!(
-                        "listen addresses changed: that part takes effect on restart only"
+                        keys = ?restart_only,
+                        "these settings changed but take effect on restart only"
                     );
                 }
                 rt

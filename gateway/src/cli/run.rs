@@ -7,6 +7,7 @@ use std::sync::Arc;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::ListenerConfig;
+use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -40,12 +41,12 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Connection settings are read here, at start-up, from the file as
-    // written (like `listen`, they take effect on restart).
-    let request_header_timeout = loaded.raw.listener.request_header_timeout;
+    // Connection settings take effect on restart (like `listen`); a reload
+    // that changes them says so.
+    let request_header_timeout = st.request_header_timeout;
     let caps = conn_limits::Caps {
-        total: loaded.raw.listener.max_connections,
-        per_ip: loaded.raw.listener.max_connections_per_ip,
+        total: st.max_connections,
+        per_ip: st.max_connections_per_ip,
     };
     drop(loaded);
     init_logging(&st);
@@ -96,6 +97,13 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
     let mut o = HttpServerOptions::default();
     o.h2_idle_timeout = Some(st.h2_idle_timeout);
     app.server_options = Some(o);
+    // Pingora's bounded defaults (100 concurrent streams, 64 KiB header
+    // list), with the header-list limit raised above the gateway's own so an
+    // oversized list or token gets a gRPC answer from `request_filter`
+    // instead of the h2 codec's bare 431 (see `H2_MAX_HEADER_LIST_SIZE`).
+    let mut h2 = default_h2_options();
+    h2.max_header_list_size(crate::proxy::H2_MAX_HEADER_LIST_SIZE);
+    app.h2_options = Some(h2);
     let counted = Arc::new(Counted::new(app, shared.drain.clone()));
     let mut proxy = Service::new(
         "ztgate".to_string(),

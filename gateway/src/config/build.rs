@@ -43,6 +43,63 @@ pub struct Static {
     pub audit: Option<(String, usize, Option<u64>)>,
     /// Files whose change should trigger a reload.
     pub watched: Vec<PathBuf>,
+    /// `listener.request_header_timeout`.
+    pub request_header_timeout: Duration,
+    /// `listener.max_connections`, `listener.max_connections_per_ip`.
+    pub max_connections: Option<std::num::NonZeroUsize>,
+    pub max_connections_per_ip: Option<std::num::NonZeroUsize>,
+}
+
+impl Static {
+    /// The keys whose change between `self` (in service) and `next` (a
+    /// reloaded file) only a restart applies: a reload names them in a
+    /// warning instead of silently ignoring them.
+    pub fn restart_only_changes(&self, next: &Static) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |differs: bool, key: &'static str| {
+            if differs {
+                changed.push(key);
+            }
+        };
+        check(self.listen != next.listen, "listener.address");
+        check(self.admin != next.admin, "admin.address");
+        check(
+            self.client_auth != next.client_auth,
+            "listener.tls.client_auth",
+        );
+        check(
+            self.min_version != next.min_version,
+            "listener.tls.min_version",
+        );
+        check(
+            self.h2_idle_timeout != next.h2_idle_timeout,
+            "listener.h2_idle_timeout",
+        );
+        check(
+            self.request_header_timeout != next.request_header_timeout,
+            "listener.request_header_timeout",
+        );
+        check(
+            self.max_connections != next.max_connections,
+            "listener.max_connections",
+        );
+        check(
+            self.max_connections_per_ip != next.max_connections_per_ip,
+            "listener.max_connections_per_ip",
+        );
+        check(self.threads != next.threads, "server.threads");
+        check(
+            self.work_stealing != next.work_stealing,
+            "server.work_stealing",
+        );
+        check(
+            self.grace_period != next.grace_period,
+            "server.grace_period",
+        );
+        check(self.log_level != next.log_level, "log.level");
+        check(self.audit != next.audit, "audit");
+        changed
+    }
 }
 
 /// One generation of policy.
@@ -272,6 +329,9 @@ pub fn build(
             (out, a.queue, a.max_size)
         }),
         watched,
+        request_header_timeout: raw.listener.request_header_timeout,
+        max_connections: raw.listener.max_connections,
+        max_connections_per_ip: raw.listener.max_connections_per_ip,
     };
     let rt = Runtime {
         chain,
@@ -447,5 +507,55 @@ mod tests {
         // A v6 CIDR does not swallow a v4 address by accident.
         let v6: Vec<IpNet> = vec!["::/0".parse().unwrap()];
         assert!(!in_any(&v6, ip("10.1.2.3")));
+    }
+
+    #[test]
+    fn a_reload_names_the_settings_only_a_restart_applies() {
+        let dir = std::env::temp_dir();
+        let parse = |extra: &str| {
+            let yaml = format!(
+                "listener:\n  address: 127.0.0.1:8443\n  tls: {{cert: a.pem, key: b.pem, client_ca: c.pem}}\n{extra}admin:\n  address: 127.0.0.1:9901\npipeline: [route]\nroutes: []\nupstreams: {{}}\n"
+            );
+            let loaded = crate::config::parse(&dir.join("z.yaml"), &yaml, |_| None).unwrap();
+            let raw = &loaded.raw;
+            (
+                raw.listener.request_header_timeout,
+                raw.listener.max_connections,
+            )
+        };
+        // The raw keys exist and parse; the comparison itself:
+        let (t, m) = parse("  request_header_timeout: 3s\n  max_connections: 5\n");
+        assert_eq!(t, Duration::from_secs(3));
+        assert_eq!(m.map(|n| n.get()), Some(5));
+        let base = Static {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            admin: "127.0.0.1:2".parse().unwrap(),
+            client_auth: ClientAuth::Require,
+            min_version: TlsVersion::Tls12,
+            h2_idle_timeout: Duration::from_secs(1),
+            threads: 1,
+            work_stealing: false,
+            grace_period: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(1),
+            pid_file: String::new(),
+            upgrade_sock: String::new(),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            audit: None,
+            watched: vec![],
+            request_header_timeout: Duration::from_secs(10),
+            max_connections: None,
+            max_connections_per_ip: None,
+        };
+        assert!(base.restart_only_changes(&base.clone()).is_empty());
+        let next = Static {
+            threads: 4,
+            max_connections_per_ip: std::num::NonZeroUsize::new(2),
+            ..base.clone()
+        };
+        assert_eq!(
+            base.restart_only_changes(&next),
+            vec!["listener.max_connections_per_ip", "server.threads"]
+        );
     }
 }
