@@ -294,17 +294,34 @@ async fn a_redis_outage_follows_on_unavailable_and_recovers() {
         } else {
             redis.pause().unwrap();
         }
-        for i in 0..5 {
-            // DPoP fails closed: 14 UNAVAILABLE state_unavailable.
-            let proof = dkey.proof(&htu(), &dtok).unwrap();
-            let (took, r) = timed(call(&ch, &dtok, "laptop", Some(&proof))).await;
-            denied_with(r, tonic::Code::Unavailable);
-            assert!(took < BOUND, "{outage}: a DPoP call took {took:?}");
-            // first_seen and ratelimit fail open (local fallback).
-            let someone = bearer_token(&idp, &format!("user-{outage}-{i}"));
-            let (took, r) = timed(call(&ch, &someone, "laptop", None)).await;
-            r.unwrap();
-            assert!(took < BOUND, "{outage}: a bearer call took {took:?}");
+        // Under load: 8 DPoP and 8 bearer calls at a time, five rounds.
+        for round in 0..5 {
+            let mut calls = tokio::task::JoinSet::new();
+            for i in 0..8 {
+                // DPoP fails closed: 14 UNAVAILABLE state_unavailable.
+                let proof = dkey.proof(&htu(), &dtok).unwrap();
+                let (ch2, tok) = (ch.clone(), dtok.clone());
+                calls.spawn(async move {
+                    let (took, r) = timed(call(&ch2, &tok, "laptop", Some(&proof))).await;
+                    (true, took, r)
+                });
+                // first_seen and ratelimit fail open (local fallback).
+                let someone = bearer_token(&idp, &format!("user-{outage}-{round}-{i}"));
+                let ch2 = ch.clone();
+                calls.spawn(async move {
+                    let (took, r) = timed(call(&ch2, &someone, "laptop", None)).await;
+                    (false, took, r)
+                });
+            }
+            while let Some(done) = calls.join_next().await {
+                let (dpop, took, r) = done.unwrap();
+                assert!(took < BOUND, "{outage}: a call took {took:?}");
+                if dpop {
+                    denied_with(r, tonic::Code::Unavailable);
+                } else {
+                    r.unwrap();
+                }
+            }
         }
         assert!(env.metric("ztgate_requests_total", &[("reason", "state_unavailable")]) >= 5.0);
         if outage == "killed" {
