@@ -1,13 +1,15 @@
 //! The Pingora `ProxyHttp` implementation: wiring only, no policy.
 //!
 //! ```text
-//! request_filter ── drop reserved identity headers ── canonical path? ──(no)── deny path_not_canonical
+//! request_filter ── drop reserved identity headers ── header list ≤ limit? ──(no)── deny headers_too_large
+//!                   └─ canonical path? ──(no)── deny path_not_canonical
 //!                   └─ build RequestView ── Chain::run ──┬─ deny → write denial (trailers-only / JSON)
 //!                                                        └─ allow → remember route + pool
 //! upstream_peer ─── pool.select() → HttpPeer (h2c / h2+TLS, deadline as read timeout)
 //! upstream_request_filter ── strip `sanitize` extras, add verified identity headers
 //! response_filter / trailer filters ── note grpc-status for metrics
-//! fail_to_proxy ── connect failure / timeout → UNAVAILABLE / DEADLINE_EXCEEDED
+//! fail_to_proxy ── connect failure / timeout / reset → UNAVAILABLE / DEADLINE_EXCEEDED:
+//!                  trailers-only before response headers, `grpc-status` trailers after
 //! logging ── metrics (+ audit); `decision` from the reason's fault (Outcome::of)
 //! ```
 
@@ -17,10 +19,11 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v2::client::PING_TIMEDOUT;
 use pingora::protocols::tls::SslDigest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 use ztgate_filter::{
     grpc_path, identity_headers, ChainOutcome, Decision, Denial, Facts, GrpcCode, Outcome, Reason,
     RequestView, TlsFacts,
@@ -68,6 +71,77 @@ pub struct RequestCtx {
 }
 
 static NO_TLS: std::sync::LazyLock<TlsFacts> = std::sync::LazyLock::new(TlsFacts::default);
+
+/// The largest request header list the gateway serves, counted as HTTP/2
+/// counts it (RFC 9113 §6.5.2: each field's name and value plus 32 bytes,
+/// pseudo-headers included). Why 80 KiB: a bearer token of 64 KiB (eight
+/// times `jwt.max_token_size`'s 8 KiB default) plus 16 KiB for everything
+/// else must still reach the `jwt` filter and be refused there as
+/// `token_too_large`; a list over it is refused here with 8
+/// RESOURCE_EXHAUSTED `headers_too_large` before any filter reads a header.
+pub const MAX_HEADER_LIST_SIZE: usize = 80 * 1024;
+
+/// What the HTTP/2 codec advertises (SETTINGS_MAX_HEADER_LIST_SIZE) and
+/// enforces itself. The h2 crate answers a list over its limit with a bare
+/// `:status 431` and a reset before Pingora or any hook of ours sees the
+/// stream, so its limit is twice ours: everything between the two reaches
+/// `request_filter` and gets a gRPC answer. Beyond this, the codec's own
+/// answers stand (see README "Request hygiene"); no larger, because the
+/// codec buffers a list up to this size for each stream it decodes.
+pub const H2_MAX_HEADER_LIST_SIZE: u32 = 2 * MAX_HEADER_LIST_SIZE as u32;
+
+/// The request's header list size as HTTP/2 counts it (RFC 9113 §6.5.2),
+/// the same measure the codec applies to [`H2_MAX_HEADER_LIST_SIZE`].
+fn header_list_size(req: &RequestHeader) -> usize {
+    const PER_FIELD: usize = 32;
+    let authority = req.uri.authority().map_or(0, |a| a.as_str().len());
+    let scheme = req.uri.scheme_str().map_or(0, str::len);
+    let pseudo = [
+        ":method".len() + req.method.as_str().len(),
+        ":path".len() + req.raw_path().len(),
+        ":scheme".len() + scheme,
+        ":authority".len() + authority,
+    ];
+    let pseudo: usize = pseudo.iter().map(|n| n + PER_FIELD).sum();
+    req.headers.iter().fold(pseudo, |size, (name, value)| {
+        size.saturating_add(name.as_str().len() + value.len() + PER_FIELD)
+    })
+}
+
+/// Why a call failed once it reached the proxy phase, from Pingora's error:
+/// the backend's stream or connection ending early (RST_STREAM, GOAWAY, a
+/// closed or reset socket, a dead-connection ping) is `upstream_reset`, so
+/// the caller is told UNAVAILABLE, which it may retry. The same error types
+/// on the caller's side (Pingora's `ErrorSource::Downstream`: the client
+/// went away) are not a reset by the backend and stay `upstream_error`, as
+/// does anything else.
+fn proxy_error_reason(e: &Error) -> Reason {
+    match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout => Reason::UpstreamConnectFailed,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Reason::UpstreamTimeout,
+        // Pingora's h2 client: a remote RST_STREAM or GOAWAY while reading
+        // headers, body or trailers is `H2Error` (as are the few malformed
+        // responses it refuses, e.g. DATA after END_STREAM: the caller's
+        // answer is the same); a closed or reset socket is
+        // `ReadError`/`WriteError`/`ConnectionClosed`; a connection that
+        // stopped answering pings is `PING_TIMEDOUT`.
+        ErrorType::H2Error
+        | ErrorType::ReadError
+        | ErrorType::WriteError
+        | ErrorType::ConnectionClosed
+            if *e.esource() == ErrorSource::Upstream =>
+        {
+            Reason::UpstreamReset
+        }
+        t if *t == PING_TIMEDOUT => Reason::UpstreamReset,
+        _ => Reason::UpstreamError,
+    }
+}
 
 impl Gateway {
     /// The connection's TLS digest (shared by every stream of an h2
@@ -123,6 +197,8 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let rt = self.shared.runtime.load_full();
         ctx.tls = Self::tls_digest(session);
+        // Measured as received, before anything is removed.
+        let list_size = header_list_size(session.req_header());
         // Request hygiene, before the chain or anything else reads a header:
         // a client's copy of an identity header ztgate asserts never gets
         // through, whatever `pipeline:` says (PRODUCT.md "Request hygiene").
@@ -153,6 +229,20 @@ impl ProxyHttp for Gateway {
         // The path only: a query is refused below and is never recorded
         // (it could carry a credential, `?access_token=…`).
         ctx.path = req.uri.path().to_owned();
+        // An oversized header list is refused before any filter (or the
+        // route table) reads it, as RESOURCE_EXHAUSTED: the h2 codec's own
+        // limit is set above this one so that such a list gets here rather
+        // than a bare 431 (see `H2_MAX_HEADER_LIST_SIZE`).
+        if list_size > MAX_HEADER_LIST_SIZE {
+            let d = Denial::new(
+                Reason::HeadersTooLarge,
+                format!(
+                    "request header list is {list_size} bytes, over the \
+                     {MAX_HEADER_LIST_SIZE}-byte limit"
+                ),
+            );
+            return self.deny(session, ctx, d).await;
+        }
         // What the route table matches must be what the upstream receives:
         // a path some backend could read differently is refused before
         // routing. Every request, not only gRPC ones: the routes name gRPC
@@ -331,20 +421,12 @@ impl ProxyHttp for Gateway {
             .denial
             .as_ref()
             .map(|d| d.reason)
-            .unwrap_or_else(|| match e.etype() {
-                ErrorType::ConnectTimedout
-                | ErrorType::ConnectRefused
-                | ErrorType::ConnectNoRoute
-                | ErrorType::ConnectError
-                | ErrorType::TLSHandshakeFailure
-                | ErrorType::TLSHandshakeTimedout => Reason::UpstreamConnectFailed,
-                ErrorType::ReadTimedout | ErrorType::WriteTimedout => Reason::UpstreamTimeout,
-                _ => Reason::UpstreamError,
-            });
+            .unwrap_or_else(|| proxy_error_reason(e));
         let message = match reason {
             Reason::NoHealthyBackend => "no healthy backend",
             Reason::UpstreamConnectFailed => "upstream connect failed",
             Reason::UpstreamTimeout => "upstream deadline exceeded",
+            Reason::UpstreamReset => "upstream ended the call early",
             _ => "upstream error",
         };
         let d = Denial::new(reason, message);
@@ -356,6 +438,17 @@ impl ProxyHttp for Gateway {
             {
                 tracing::debug!(error = %err, "could not write error response");
                 code = 0;
+            }
+        } else if ctx.grpc && ctx.grpc_status.is_none() && session.as_ref().is_http2() {
+            // The backend's response headers (and maybe messages) are
+            // already relayed, and the call has no status yet. Left alone,
+            // Pingora drops the stream and h2 resets it (RST_STREAM
+            // CANCEL), which gRPC clients read as CANCELLED and never
+            // retry; end it with the status as trailers instead.
+            if let Err(err) =
+                respond::write_denial_trailers(session, &d, &ctx.facts.request_id).await
+            {
+                tracing::debug!(error = %err, "could not write error trailers");
             }
         }
         ctx.denial = Some(d);

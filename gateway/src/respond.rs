@@ -2,10 +2,12 @@
 //! everyone else (PRODUCT.md "Denials").
 
 use bytes::Bytes;
+use http::HeaderValue;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::HttpTask;
 use pingora::proxy::Session;
+use pingora::{ErrorType, OrErr};
 use ztgate_filter::{Denial, Reason};
 
 /// gRPC's percent-encoding set for `grpc-message`: everything outside
@@ -92,6 +94,48 @@ pub async fn write_denial(
     Ok(())
 }
 
+/// The trailers that end a gRPC call whose response headers were already
+/// relayed from the backend: `grpc-status` and `grpc-message` of the denial,
+/// and the request id (the backend's headers need not have carried it) so
+/// the failure can be found in the audit log.
+pub fn denial_trailers(d: &Denial, request_id: &str) -> pingora::Result<http::HeaderMap> {
+    let mut t = http::HeaderMap::new();
+    t.insert(
+        "grpc-status",
+        HeaderValue::from_static(d.reason.grpc_code().as_str()),
+    );
+    // Percent-encoded, so always a valid value; refused rather than
+    // trusted all the same.
+    let message = HeaderValue::from_str(&grpc_message(d)).or_err(
+        ErrorType::InternalError,
+        "grpc-message is not a header value",
+    )?;
+    t.insert("grpc-message", message);
+    match HeaderValue::from_str(request_id) {
+        Ok(id) if !request_id.is_empty() => {
+            t.insert("x-request-id", id);
+        }
+        _ => {}
+    }
+    Ok(t)
+}
+
+/// End a gRPC call mid-response (headers, maybe messages, already sent) with
+/// the denial's status as trailers: HEADERS with END_STREAM, which a gRPC
+/// client reads as the call's status. Without it the stream would be reset,
+/// and a reset reads as CANCELLED.
+pub async fn write_denial_trailers(
+    session: &mut Session,
+    d: &Denial,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let t = denial_trailers(d, request_id)?;
+    session
+        .write_response_tasks(vec![HttpTask::Trailer(Some(Box::new(t)))])
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +167,17 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["reason"], "no_route");
         assert_eq!(v["request_id"], "rid");
+    }
+
+    #[test]
+    fn trailers_carry_the_status_of_a_reset() {
+        let d = Denial::new(Reason::UpstreamReset, "upstream ended the call early");
+        let t = denial_trailers(&d, "rid").unwrap();
+        assert_eq!(t["grpc-status"], "14");
+        assert_eq!(t["x-request-id"], "rid");
+        assert_eq!(
+            t["grpc-message"],
+            "upstream_reset: upstream ended the call early"
+        );
     }
 }

@@ -201,8 +201,12 @@ reasons! {
         InvalidSvid => "invalid_svid", Unauthenticated, 401;
         /// No bearer token where one is required.
         TokenMissing => "token_missing", Unauthenticated, 401;
-        /// Not a parseable JWT, or over the size cap.
+        /// Not a parseable JWT.
         TokenMalformed => "token_malformed", Unauthenticated, 401;
+        /// The bearer token is longer than `jwt.max_token_size`: refused by
+        /// its length before any parsing (a caller mistake, so 16, not the
+        /// 8 RESOURCE_EXHAUSTED of a whole header list over the limit).
+        TokenTooLarge => "token_too_large", Unauthenticated, 401;
         TokenExpired => "token_expired", Unauthenticated, 401;
         TokenNotYetValid => "token_not_yet_valid", Unauthenticated, 401;
         /// `iss` is not a configured issuer (refused without any network call).
@@ -251,6 +255,10 @@ reasons! {
         /// (see `grpc_path`).
         PathNotCanonical => "path_not_canonical", Unimplemented, 404;
         RateLimited => "rate_limited", ResourceExhausted, 429;
+        /// The request's header list is over the gateway's limit
+        /// (`proxy::MAX_HEADER_LIST_SIZE`): refused before any filter reads
+        /// a header, in gRPC terms rather than the HTTP/2 layer's bare 431.
+        HeadersTooLarge => "headers_too_large", ResourceExhausted, 431;
     }
 
     Dependency {
@@ -259,7 +267,15 @@ reasons! {
         JwksUnavailable => "jwks_unavailable", Unavailable, 503;
         NoHealthyBackend => "no_healthy_backend", Unavailable, 503;
         UpstreamConnectFailed => "upstream_connect_failed", Unavailable, 502;
+        /// The backend violated the protocol or failed in a way other than
+        /// ending the call early (see `UpstreamReset`).
         UpstreamError => "upstream_error", Unavailable, 502;
+        /// The backend reset the stream (RST_STREAM), sent GOAWAY or closed
+        /// its connection before the call ended, with or without response
+        /// headers: answered 14 UNAVAILABLE (trailers-only, or trailers
+        /// after what was already relayed), never a reset toward the caller,
+        /// which gRPC clients read as CANCELLED and do not retry.
+        UpstreamReset => "upstream_reset", Unavailable, 502;
         /// The shared state store (Redis) has no answer and the use is
         /// configured `on_unavailable: deny` (a replay or device check that
         /// cannot be made is not skipped).
@@ -405,5 +421,17 @@ mod tests {
             Reason::UpstreamTimeout.grpc_code(),
             GrpcCode::DeadlineExceeded
         );
+        // PRODUCT.md "Request hygiene": an oversized token or header list
+        // answers in gRPC terms, never a bare 431.
+        assert_eq!(Reason::TokenTooLarge.grpc_code(), GrpcCode::Unauthenticated);
+        assert_eq!(
+            Reason::HeadersTooLarge.grpc_code(),
+            GrpcCode::ResourceExhausted
+        );
+        assert_eq!(Reason::HeadersTooLarge.http_status(), 431);
+        // Issue 11: a backend that resets mid-call is UNAVAILABLE (which
+        // clients retry), counted as the dependency's fault.
+        assert_eq!(Reason::UpstreamReset.grpc_code(), GrpcCode::Unavailable);
+        assert_eq!(Reason::UpstreamReset.fault(), Fault::Dependency);
     }
 }

@@ -62,7 +62,8 @@ impl JwtError {
     pub fn reason(&self) -> Reason {
         match self {
             JwtError::Missing => Reason::TokenMissing,
-            JwtError::TooLarge { .. } | JwtError::Malformed(_) => Reason::TokenMalformed,
+            JwtError::TooLarge { .. } => Reason::TokenTooLarge,
+            JwtError::Malformed(_) => Reason::TokenMalformed,
             JwtError::IssuerUnknown => Reason::TokenIssuerUnknown,
             JwtError::AlgorithmNotAllowed => Reason::TokenAlgorithmNotAllowed,
             JwtError::TypeInvalid => Reason::TokenTypeInvalid,

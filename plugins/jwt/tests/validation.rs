@@ -274,7 +274,7 @@ async fn malformed_tokens() {
     let (d, _) = Req::bearer(&big).run(&f).await;
     match d {
         Decision::Deny(d) => {
-            assert_eq!(d.reason, Reason::TokenMalformed);
+            assert_eq!(d.reason, Reason::TokenTooLarge);
             assert_eq!(d.reason.grpc_code(), GrpcCode::Unauthenticated);
             assert!(
                 !d.message.contains(&good[..20]),
