@@ -4,6 +4,9 @@
 //! service, admin endpoints, reload. Every policy decision lives in the
 //! filter crates under `plugins/`.
 
+// Input paths must not panic: no indexing that can be out of bounds.
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 mod admin;
 mod assertion;
 mod audit;

@@ -14,6 +14,9 @@
 //! [`reason`]. That is what lets `ztgate explain`, the proxy and unit tests
 //! run the very same code.
 
+// Input paths must not panic: no indexing that can be out of bounds.
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 pub mod chain;
 pub mod config;
 pub mod deferred;

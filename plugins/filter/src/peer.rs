@@ -74,14 +74,13 @@ impl PeerCertificate {
     pub fn sha256_hex(&self) -> String {
         let mut s = String::with_capacity(64);
         for b in self.sha256 {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0x0f)]));
+            // A nibble is always a hex digit; `from_digit` cannot fail here.
+            s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+            s.push(char::from_digit(u32::from(b & 0x0f), 16).unwrap_or('0'));
         }
         s
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests {

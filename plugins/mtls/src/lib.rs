@@ -10,6 +10,9 @@
 //! Upstream headers: `x-ztgate-spiffe-id` and `x-forwarded-client-cert` in
 //! Envoy's XFCC format (`Hash=<sha256 hex>;Subject="…";URI=spiffe://…;DNS=…`).
 
+// Input paths must not panic: no indexing that can be out of bounds.
+#![cfg_attr(not(test), warn(clippy::indexing_slicing))]
+
 mod xfcc;
 
 use http::HeaderValue;
