@@ -211,6 +211,12 @@ pub fn build(
             );
         }
         match NonZeroUsize::new(f.capacity) {
+            // The LRU reserves its table up front: an absurd capacity would
+            // abort the process at build time (found by fuzzing the config).
+            Some(_) if f.capacity > crate::first_seen::MAX_CAPACITY => problem(
+                format!("{path}.first_seen.capacity"),
+                format!("must be at most {}", crate::first_seen::MAX_CAPACITY),
+            ),
             Some(cap) => store = Some(Bindings::new(f.ttl, cap, ctx)),
             None => problem(
                 format!("{path}.first_seen.capacity"),

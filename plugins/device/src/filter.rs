@@ -492,6 +492,20 @@ mod tests {
         assert!(text.contains("MaxMind-DB-test-broken-pointers-24.mmdb"));
     }
 
+    /// Regression (fuzz/regressions/config-first-seen-capacity.bin): an
+    /// absurd capacity aborted the process when the LRU reserved its table.
+    #[test]
+    fn an_absurd_first_seen_capacity_is_a_problem_not_an_abort() {
+        let yaml = format!("secret: {SECRET}\nfirst_seen:\n  capacity: 18446744073709551615\n");
+        let problems = build_yaml(&yaml).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "device.first_seen.capacity" && p.message.contains("at most")),
+            "{problems:#?}"
+        );
+    }
+
     #[test]
     fn token_policies_need_jwt_first() {
         let raw: crate::raw::Device =

@@ -35,6 +35,9 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
 /// ≈ 15 MB at most.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
+/// Largest `first_seen.capacity`: ten million subjects is over a gigabyte.
+pub const MAX_CAPACITY: usize = 10_000_000;
+
 /// What the store saw for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observation {

@@ -20,6 +20,10 @@ use crate::token::parse_asymmetric_alg;
 pub const DEFAULT_MAX_TOKEN_SIZE: usize = 8 * 1024;
 /// Default verified-token cache size: a few MiB for a busy edge.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+/// Largest `cache_capacity`: the LRU reserves its table up front, so an
+/// absurd value would abort the process at build time (found by fuzzing
+/// the config); ten million tokens is gigabytes already.
+pub const MAX_CACHE_CAPACITY: usize = 10_000_000;
 /// Clock skew tolerated on `exp`/`nbf`/`iat` (a common IdP default).
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// JWKS refresh bounds around Cache-Control max-age: 5 minutes keeps a
@@ -103,6 +107,12 @@ pub fn build(
         problems.push(ConfigProblem::new(
             format!("{path}.max_token_size"),
             "must be at least 64 bytes",
+        ));
+    }
+    if cache_capacity.is_some_and(|c| c > MAX_CACHE_CAPACITY) {
+        problems.push(ConfigProblem::new(
+            format!("{path}.cache_capacity"),
+            format!("must be at most {MAX_CACHE_CAPACITY}"),
         ));
     }
     if issuers.is_empty() {

@@ -60,6 +60,17 @@ issuers:
     assert!(has(&p, "jwt.issuers[3].ca_file", "cannot read"), "{p:#?}");
 }
 
+/// Regression (fuzz/regressions/config-jwt-cache-capacity.bin): an absurd
+/// capacity aborted the process when the LRU reserved its table.
+#[test]
+fn an_absurd_cache_capacity_is_a_problem_not_an_abort() {
+    assert!(has(
+        &problems("cache_capacity: 18446744073709551615\nissuers: []\n"),
+        "jwt.cache_capacity",
+        "at most"
+    ));
+}
+
 #[test]
 fn no_issuers_and_unknown_keys() {
     assert!(has(
