@@ -7,6 +7,10 @@
 #   ztgate-full   mTLS + SPIFFE + JWT RS256 (cache) + device/GeoIP + scope routing
 #   ztgate-miss   the same, a fresh token on every call (cache misses), RS256 and ES256
 #   ztgate-mtls   mTLS pass-through
+#   ztgate-state-memory, ztgate-state-redis
+#                 ztgate-full + a rate-limit rule on every call + DPoP (fresh
+#                 proof per call), state.backend memory vs redis (its own
+#                 redis-server, Redis commands and read events per call)
 #   haproxy-mtls  HAProxy 2.6 mTLS pass-through
 #   haproxy-jwt   HAProxy 2.6 mTLS + jwt_verify RS256 + scope ACL routing
 #   nginx         nginx mTLS + grpc_pass
@@ -29,7 +33,7 @@ METHOD=get
 WARMUP=3s
 DURATION=10s
 UNLOADED_DURATION=5s
-TARGETS="selftest,direct,ztgate-full,ztgate-miss-rs256,ztgate-miss-es256,ztgate-mtls,haproxy-mtls,haproxy-jwt,nginx"
+TARGETS="selftest,direct,ztgate-full,ztgate-miss-rs256,ztgate-miss-es256,ztgate-mtls,ztgate-state-memory,ztgate-state-redis,haproxy-mtls,haproxy-jwt,nginx"
 SCALE=1
 SCALE_CONNECTIONS=10000
 OUT=""
@@ -99,7 +103,8 @@ log "building (release) into $TD"
 LOADGEN=$TD/release/ztgate-loadgen
 BENCHD=$TD/release/ztgate-benchd
 ZTGATE=""
-if want ztgate-full || want ztgate-mtls || want ztgate-miss-rs256 || want ztgate-miss-es256; then
+if want ztgate-full || want ztgate-mtls || want ztgate-miss-rs256 || want ztgate-miss-es256 ||
+    want ztgate-state-memory || want ztgate-state-redis; then
     if (cd "$ROOT" && cargo build --release -p ztgate) >"$WORK/ztgate-build.log" 2>&1 && [ -x "$TD/release/ztgate" ]; then
         ZTGATE=$TD/release/ztgate
     else
@@ -119,6 +124,7 @@ install_pkg() {
 }
 if want haproxy-mtls || want haproxy-jwt; then install_pkg haproxy haproxy || skip haproxy "apt-get install haproxy failed"; fi
 if want nginx; then install_pkg nginx nginx-light || skip nginx "apt-get install nginx-light failed"; fi
+if want ztgate-state-redis; then install_pkg redis-server redis-server || skip ztgate-state-redis "apt-get install redis-server failed"; fi
 
 # ---- PKI, keys, tokens ----------------------------------------------------------
 ISS=https://idp.bench.test
@@ -140,6 +146,11 @@ keys = json.load(open(f"{w}/jwks-rs.json"))["keys"] + json.load(open(f"{w}/jwks-
 json.dump({"keys": keys}, open(f"{w}/jwks.json", "w"))
 PY
 "$LOADGEN" mint --mint-key "$WORK/jwt-rs256.pem" --mint-alg RS256 --mint-kid rs1 "${CLAIMS[@]}" --mint-lifetime 6h --count 1 --out "$WORK/token-rs256.txt"
+# DPoP (state targets): the client's proof key, and the same RS256 token
+# bound to it (cnf.jkt = its RFC 7638 thumbprint).
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/dpop-client.pem" 2>/dev/null
+"$LOADGEN" mint --mint-key "$WORK/jwt-rs256.pem" --mint-alg RS256 --mint-kid rs1 "${CLAIMS[@]}" --mint-lifetime 6h \
+    --mint-cnf-key "$WORK/dpop-client.pem" --count 1 --out "$WORK/token-dpop.txt"
 TESTDATA=${ZTGATE_TESTDATA:-$ROOT/../shared/testdata}
 DEVICE_SECRET=$(openssl rand -hex 32)
 
@@ -148,10 +159,13 @@ render() { # template out port admin_port
         -e "s#@BACKEND_PORT@#$BACKEND_PORT#g" -e "s#@THREADS@#$PROXY_THREADS#g" \
         -e "s#@ISS@#$ISS#g" -e "s#@AUD@#$AUD#g" -e "s#@TESTDATA@#$TESTDATA#g" \
         -e "s#@DEVICE_SECRET@#$DEVICE_SECRET#g" -e "s#@CACHE_CAPACITY@#${CACHE_CAPACITY:-100000}#g" \
+        -e "s#@DPOP@#${DPOP:-off}#g" -e "s#@RATELIMIT_STAGE@#${RATELIMIT_STAGE:-}#g" \
+        -e "s#@STATE_BACKEND@#${STATE_BACKEND:-memory}#g" -e "s#@REDIS_PORT@#$REDIS_PORT#g" \
         "$1" >"$2"
 }
 
 BACKEND_PORT=50151
+REDIS_PORT=6391
 CLK_TCK=$(getconf CLK_TCK)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -223,8 +237,19 @@ scale() {
     echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews RPS and latency more than CPU µs/call)"
     command -v haproxy >/dev/null && echo "- $(haproxy -v | head -1 | cut -d' ' -f1-3)"
     command -v nginx >/dev/null && echo "- $(nginx -v 2>&1)"
-    [ -n "$ZTGATE" ] && echo "- ztgate $(cd "$ROOT" && git rev-parse --short HEAD)"
-    echo "- $(date -u +%FT%TZ); \`load-tests/run.sh --connections $CONNECTIONS --streams $STREAMS --payload $PAYLOAD --method $METHOD --duration $DURATION\`"
+    # ZTGATE_REV names the source when the tree is not a git checkout (an export).
+    if [ -n "$ZTGATE" ]; then
+        if [ -n "${ZTGATE_REV:-}" ]; then
+            echo "- ztgate $ZTGATE_REV"
+        elif rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null); then
+            (cd "$ROOT" && git diff --quiet HEAD -- . ':!load-tests') || rev="$rev (+ uncommitted changes outside load-tests/)"
+            echo "- ztgate $rev"
+        else
+            echo "- ztgate (source not a git checkout; set ZTGATE_REV)"
+        fi
+    fi
+    want ztgate-state-redis && command -v redis-server >/dev/null && echo "- $(redis-server --version | cut -d' ' -f1-3), on cpus \`$LOAD_CORES\`"
+    echo "- $(date -u +%FT%TZ); \`load-tests/run.sh --connections $CONNECTIONS --streams $STREAMS --payload $PAYLOAD --method $METHOD --duration $DURATION --targets $TARGETS$([ "$SCALE" = 1 ] || echo ' --no-scale')\`"
 } >"$OUT/machine.md"
 
 # ---- generator ceiling --------------------------------------------------------------
@@ -242,7 +267,7 @@ fi
 # ---- backend --------------------------------------------------------------------------
 # A port already taken (a leftover backend or proxy) would silently measure
 # something else: refuse to start instead.
-for p in "$BACKEND_PORT" 8441 8442 8443 8444 9901 9902; do
+for p in "$BACKEND_PORT" 8441 8442 8443 8444 9901 9902 "$REDIS_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         echo "port $p on 127.0.0.1 is already in use; stop whatever listens there first" >&2
         exit 1
@@ -255,10 +280,23 @@ wait_port "$BACKEND_PORT" || { echo "backend did not start" >&2; exit 1; }
 if want direct; then measure direct "127.0.0.1:$BACKEND_PORT" ""; fi
 
 # ---- ztgate -------------------------------------------------------------------------------
+# Optional environment: DPOP (the issuer's dpop mode, default off),
+# RATELIMIT_STAGE (", ratelimit" to add the stage), OVERLAY (a template
+# appended to the config) and STATE_BACKEND (memory | redis: keeps or drops
+# the overlay's lines tagged #REDIS).
 ztgate_target() { # name template port admin token-args...
     local name=$1 tmpl=$2 port=$3 admin=$4; shift 4
     local cfg=$WORK/$name.yaml
     render "$HERE/conf/$tmpl" "$cfg" "$port" "$admin"
+    if [ -n "${OVERLAY:-}" ]; then
+        render "$HERE/conf/$OVERLAY" "$cfg.overlay" "$port" "$admin"
+        if [ "${STATE_BACKEND:-memory}" = redis ]; then
+            sed -e 's/[[:space:]]*#REDIS$//' "$cfg.overlay" >>"$cfg"
+        else
+            sed -e '/#REDIS$/d' "$cfg.overlay" >>"$cfg"
+        fi
+        rm -f "$cfg.overlay"
+    fi
     if ! "$ZTGATE" check -c "$cfg" >"$WORK/$name-check.log" 2>&1; then
         skip "$name" "\`ztgate check\` refused the generated config: $(head -3 "$WORK/$name-check.log" | tr '\n' ' ')"
         return 0
@@ -285,6 +323,30 @@ if [ -n "$ZTGATE" ]; then
         --mint-key "$WORK/jwt-es256.pem" --mint-alg ES256 --mint-kid es1 "${CLAIMS[@]}" --mint-count "$MINT_COUNT"
     unset CACHE_CAPACITY
     want ztgate-mtls && ztgate_target ztgate-mtls ztgate-mtls.yaml.in 8444 9902
+    # Rate limit + DPoP on top of the full chain, state in memory or in a
+    # Redis of our own (pinned with the load: it is not the proxy's CPU).
+    state_target() { # memory|redis
+        local backend=$1 name=ztgate-state-$1 redis_pid="" extra=()
+        if [ "$backend" = redis ]; then
+            if ! command -v redis-server >/dev/null; then
+                skip "$name" "no redis-server"; return 0
+            fi
+            taskset -c "$LOAD_CORES" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+                --save "" --appendonly no --logfile "$WORK/redis.log" &
+            redis_pid=$!; PIDS+=("$redis_pid")
+            if ! wait_port "$REDIS_PORT"; then
+                skip "$name" "redis-server did not listen on $REDIS_PORT (see work/redis.log)"
+                stop "$redis_pid"; return 0
+            fi
+            extra=(--redis-stats "127.0.0.1:$REDIS_PORT")
+        fi
+        DPOP=require RATELIMIT_STAGE=", ratelimit" OVERLAY=ztgate-state.yaml.in STATE_BACKEND=$backend \
+            ztgate_target "$name" ztgate-full.yaml.in 8443 9901 \
+            --token-file "$WORK/token-dpop.txt" --dpop-key "$WORK/dpop-client.pem" "${extra[@]}"
+        if [ -n "$redis_pid" ]; then stop "$redis_pid"; fi
+    }
+    want ztgate-state-memory && state_target memory
+    want ztgate-state-redis && state_target redis
 fi
 
 # ---- HAProxy ----------------------------------------------------------------------------------

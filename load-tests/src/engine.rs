@@ -23,6 +23,7 @@ use crate::conn::{ConnError, Endpoint};
 use crate::grpc::{self, Deframer, Method};
 use crate::hist::{Latency, Recorder};
 use crate::procstat::{self, ProxyStats};
+use crate::redisstat::{self, RedisStats};
 use crate::schedule::{latency_origin, Pacing, Slots};
 use crate::token::TokenSource;
 
@@ -48,11 +49,15 @@ pub struct Workload {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// Processes whose CPU and RSS are sampled over the measured window.
+/// Processes whose CPU and RSS are sampled over the measured window, and
+/// the Redis whose command counts are read at the same edges.
 #[derive(Clone, Debug, Default)]
 pub struct Watch {
     pub pids: Vec<u32>,
     pub clk_tck: u64,
+    /// Redis the gateway keeps its state in (`INFO` before the warm-up and
+    /// at the window's edges; see [`crate::redisstat`]).
+    pub redis: Option<std::net::SocketAddr>,
 }
 
 /// Everything a run measured.
@@ -73,6 +78,12 @@ pub struct Outcome {
     /// Connections re-opened after a transport failure.
     pub reconnects: u64,
     pub proxy: Option<ProxyStats>,
+    /// Successful calls that started before the measured window.
+    #[serde(default)]
+    pub warmup_calls: u64,
+    /// What the gateway asked of its Redis (with `--redis-stats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStats>,
 }
 
 /// Why a run could not start.
@@ -84,6 +95,8 @@ pub enum EngineError {
     Request(String),
     #[error("sampling the proxy: {0}")]
     Proc(#[from] procstat::ProcError),
+    #[error("sampling Redis: {0}")]
+    Redis(#[from] redisstat::RedisStatError),
 }
 
 /// How one call failed.
@@ -94,6 +107,8 @@ enum CallError {
     Transport,
     Timeout,
     BadResponse,
+    /// The generator could not sign a DPoP proof.
+    Proof,
 }
 
 impl CallError {
@@ -104,6 +119,7 @@ impl CallError {
             CallError::Transport => "TRANSPORT".into(),
             CallError::Timeout => "TIMEOUT".into(),
             CallError::BadResponse => "BAD_RESPONSE".into(),
+            CallError::Proof => "DPOP_PROOF".into(),
         }
     }
 }
@@ -117,6 +133,8 @@ impl From<h2::Error> for CallError {
 /// The parts of a request that are the same on every call.
 struct Template {
     uri: Uri,
+    /// `https://authority/path` as a JSON string literal: a DPoP proof's `htu`.
+    htu_json: String,
     headers: HeaderMap,
     body: Bytes,
     expect_messages: u64,
@@ -150,8 +168,10 @@ impl Template {
             fail_code: w.fail_code,
             ..OrdersRequest::default()
         };
+        let htu = format!("https://{}{}", ep.authority, w.method.path());
         Ok(Self {
             uri,
+            htu_json: serde_json::Value::String(htu).to_string(),
             headers,
             body: grpc::frame(&msg.encode_to_vec()),
             expect_messages: match w.method {
@@ -162,19 +182,25 @@ impl Template {
     }
 }
 
+static DPOP: HeaderName = HeaderName::from_static("dpop");
+
 async fn call(
     send: &mut SendRequest<Bytes>,
     t: &Template,
-    token: Option<&HeaderValue>,
+    tokens: &TokenSource,
 ) -> Result<u64, CallError> {
     poll_fn(|cx| send.poll_ready(cx)).await?;
     let mut req = http::Request::new(());
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = t.uri.clone();
     *req.headers_mut() = t.headers.clone();
-    if let Some(tok) = token {
+    if let Some(tok) = tokens.header() {
         req.headers_mut()
             .insert(http::header::AUTHORIZATION, tok.clone());
+    }
+    // Signed when the stream is ready, so that `iat` is the send time.
+    if let Some(proof) = tokens.proof(&t.htu_json).map_err(|_| CallError::Proof)? {
+        req.headers_mut().insert(DPOP.clone(), proof);
     }
     let (resp, mut tx) = send.send_request(req, false)?;
     tx.send_data(t.body.clone(), true)?;
@@ -221,6 +247,8 @@ struct Tally {
     errors: BTreeMap<String, u64>,
     late: u64,
     reconnects: u64,
+    /// Successful calls whose origin fell before the measured window.
+    warm_ok: u64,
 }
 
 struct Clock {
@@ -261,13 +289,16 @@ async fn worker(
         if sent >= clock.end.into_std() {
             break;
         }
-        let res = tokio::time::timeout(call_timeout, call(&mut send, &t, tokens.header())).await;
+        let res = tokio::time::timeout(call_timeout, call(&mut send, &t, &tokens)).await;
         let done = std::time::Instant::now();
         let origin = latency_origin(intended, prev_done, sent);
         prev_done = done;
         let counted = origin >= clock.measure_start.into_std() && origin < clock.end.into_std();
         match res {
             Ok(Ok(n)) => {
+                if origin < clock.measure_start.into_std() {
+                    tally.warm_ok += 1;
+                }
                 if counted {
                     tally
                         .hist
@@ -340,6 +371,12 @@ pub async fn run(
     let ep = Arc::new(ep);
     let template = Arc::new(Template::new(&ep, w)?);
     let conns = connect_all(&ep, w.connections.max(1)).await?;
+    // Redis before the first call: the warm-up's commands include the
+    // gateway's first connect and script loads.
+    let redis_start = match watch.redis {
+        Some(addr) => Some(redisstat::sample(addr).await?),
+        None => None,
+    };
     let t0 = Instant::now() + Duration::from_millis(20);
     let clock = Arc::new(Clock {
         t0,
@@ -365,24 +402,38 @@ pub async fn run(
     }
     drop(conns);
 
-    // Sample the proxy exactly at the window's edges.
+    // Sample the proxy (and its Redis) exactly at the window's edges.
     let pids = watch.pids.clone();
+    let redis = watch.redis;
     let sampler = {
         let clock = clock.clone();
         tokio::spawn(async move {
-            if pids.is_empty() {
-                return Ok(None);
-            }
             tokio::time::sleep_until(clock.measure_start).await;
-            let before = procstat::sample(&pids)?;
+            let before = if pids.is_empty() {
+                None
+            } else {
+                Some(procstat::sample(&pids)?)
+            };
             let b_at = Instant::now();
+            let redis_before = match redis {
+                Some(addr) => Some(redisstat::sample(addr).await?),
+                None => None,
+            };
             tokio::time::sleep_until(clock.end).await;
-            let after = procstat::sample(&pids)?;
-            Ok::<_, procstat::ProcError>(Some((
-                before,
-                after,
-                (Instant::now() - b_at).as_secs_f64(),
-            )))
+            let after = if pids.is_empty() {
+                None
+            } else {
+                Some(procstat::sample(&pids)?)
+            };
+            let window = (Instant::now() - b_at).as_secs_f64();
+            let redis_after = match redis {
+                Some(addr) => Some(redisstat::sample(addr).await?),
+                None => None,
+            };
+            Ok::<_, EngineError>((
+                before.zip(after).map(|(b, a)| (b, a, window)),
+                redis_before.zip(redis_after),
+            ))
         })
     };
 
@@ -396,15 +447,26 @@ pub async fn run(
         total.messages += t.messages;
         total.late += t.late;
         total.reconnects += t.reconnects;
+        total.warm_ok += t.warm_ok;
         for (k, v) in t.errors {
             *total.errors.entry(k).or_default() += v;
         }
     }
     let measured_s = w.duration.as_secs_f64();
-    let proxy = match sampler
+    let (proc_samples, redis_samples) = sampler
         .await
-        .map_err(|e| EngineError::Request(format!("sampler failed: {e}")))??
-    {
+        .map_err(|e| EngineError::Request(format!("sampler failed: {e}")))??;
+    let redis = match (watch.redis, redis_start, redis_samples) {
+        (Some(addr), Some(start), Some((before, after))) => Some(RedisStats {
+            addr: addr.to_string(),
+            // Our own reads: the previous sampling connection's close and
+            // the INFO itself.
+            warmup: redisstat::window(&start, &before, total.warm_ok, 2),
+            window: redisstat::window(&before, &after, total.ok, 2),
+        }),
+        _ => None,
+    };
+    let proxy = match proc_samples {
         Some((before, after, window)) => Some(procstat::stats(
             &watch.pids,
             before,
@@ -429,6 +491,8 @@ pub async fn run(
         late_sends: total.late,
         reconnects: total.reconnects,
         proxy,
+        warmup_calls: total.warm_ok,
+        redis,
     })
 }
 
@@ -454,7 +518,7 @@ pub async fn probe(
         headers: Vec::new(),
     };
     let t = Template::new(ep, &w).map_err(|e| e.to_string())?;
-    call(send, &t, tokens.header())
+    call(send, &t, tokens)
         .await
         .map(|_| ())
         .map_err(|e| e.key())

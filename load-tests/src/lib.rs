@@ -10,11 +10,13 @@
 
 pub mod backend;
 pub mod conn;
+pub mod dpop;
 pub mod engine;
 pub mod grpc;
 pub mod hist;
 pub mod plot;
 pub mod procstat;
+pub mod redisstat;
 pub mod report;
 pub mod scale;
 pub mod schedule;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Outcome;
 use crate::grpc::Method;
+use crate::redisstat::SCRIPT_COMMANDS;
 use crate::scale::{HandshakeResult, HoldResult};
 
 /// One measured target, as written by `ztgate-loadgen run --out`.
@@ -145,6 +146,219 @@ pub struct Summary {
     pub haproxy: String,
     pub runs: Vec<(RunResult, Ratios)>,
     pub scale: Vec<ScaleResult>,
+    /// `state.backend: memory` against `redis`, per table (when both ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<StateComparison>,
+}
+
+/// Target labels of the state comparison (`run.sh`).
+pub const STATE_MEMORY: &str = "ztgate-state-memory";
+pub const STATE_REDIS: &str = "ztgate-state-redis";
+/// The chain the state targets add rate limiting and DPoP to.
+pub const STATE_REFERENCE: &str = "ztgate-full";
+
+/// One target's figures in the state comparison.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StateFigures {
+    pub target: String,
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub errors: u64,
+    pub cpu_us_per_call: Option<f64>,
+    /// Redis requests (commands the gateway sent) per call in the measured
+    /// window (redis target only).
+    pub redis_requests_per_call: Option<f64>,
+    /// Commands Redis executed per call, those inside scripts included.
+    pub redis_commands_per_call: Option<f64>,
+    /// Redis server read events per call in the window: round trips per
+    /// call when one call is in flight (see `redisstat`).
+    pub redis_reads_per_call: Option<f64>,
+    /// Commands per command name, per call, in the window.
+    #[serde(default)]
+    pub redis_commands_by_name_per_call: std::collections::BTreeMap<String, f64>,
+    /// Requests per call over the warm-up (first connect, script loads).
+    pub redis_warmup_requests_per_call: Option<f64>,
+    #[serde(default)]
+    pub redis_warmup_commands: std::collections::BTreeMap<String, u64>,
+    pub redis_server_cpu_us_per_call: Option<f64>,
+}
+
+impl StateFigures {
+    fn of(r: &RunResult) -> Self {
+        let l = &r.outcome.latency;
+        let redis = r.outcome.redis.as_ref();
+        let w = redis.map(|x| &x.window);
+        Self {
+            target: r.target.clone(),
+            rps: r.outcome.rps,
+            p50_us: l.p50_us,
+            p99_us: l.p99_us,
+            errors: r.error_total(),
+            cpu_us_per_call: r.outcome.proxy.as_ref().map(|p| p.cpu_us_per_call),
+            redis_requests_per_call: w.map(|w| w.requests_per_call),
+            redis_commands_per_call: w.map(|w| w.commands_per_call),
+            redis_reads_per_call: w.map(|w| w.reads_per_call),
+            redis_commands_by_name_per_call: w
+                .map(|w| {
+                    w.commands
+                        .iter()
+                        .map(|(k, &v)| (k.clone(), v as f64 / w.calls.max(1) as f64))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            redis_warmup_requests_per_call: redis.map(|x| x.warmup.requests_per_call),
+            redis_warmup_commands: redis.map(|x| x.warmup.commands.clone()).unwrap_or_default(),
+            redis_server_cpu_us_per_call: w.map(|w| w.server_cpu_us_per_call),
+        }
+    }
+}
+
+/// `state.backend: memory` against `redis` in one table of the report.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StateComparison {
+    pub group: String,
+    /// `ztgate-full` of the same table, for reference.
+    pub reference: Option<StateFigures>,
+    pub memory: StateFigures,
+    pub redis: StateFigures,
+    /// Proxy CPU per call, redis ÷ memory.
+    pub cpu_redis_vs_memory: Option<f64>,
+    /// Proxy CPU per call, redis ÷ `ztgate-full` (rate limit + DPoP + Redis).
+    pub cpu_redis_vs_reference: Option<f64>,
+    /// Proxy CPU per call, memory ÷ `ztgate-full` (rate limit + DPoP).
+    pub cpu_memory_vs_reference: Option<f64>,
+    pub rps_redis_vs_memory: Option<f64>,
+    pub p99_redis_vs_memory: Option<f64>,
+}
+
+/// The state comparison of every table that has both state targets.
+pub fn compare_state(runs: &[RunResult]) -> Vec<StateComparison> {
+    let mut groups: Vec<&str> = Vec::new();
+    for r in runs {
+        if !groups.contains(&r.group.as_str()) {
+            groups.push(&r.group);
+        }
+    }
+    let find = |g: &str, t: &str| runs.iter().find(|r| r.group == g && r.target == t);
+    groups
+        .into_iter()
+        .filter_map(|g| {
+            let memory = StateFigures::of(find(g, STATE_MEMORY)?);
+            let redis = StateFigures::of(find(g, STATE_REDIS)?);
+            let reference = find(g, STATE_REFERENCE).map(StateFigures::of);
+            let cpu_ref = reference.as_ref().and_then(|f| f.cpu_us_per_call);
+            Some(StateComparison {
+                group: g.to_owned(),
+                cpu_redis_vs_memory: redis
+                    .cpu_us_per_call
+                    .and_then(|c| ratio(c, memory.cpu_us_per_call)),
+                cpu_redis_vs_reference: redis.cpu_us_per_call.and_then(|c| ratio(c, cpu_ref)),
+                cpu_memory_vs_reference: memory.cpu_us_per_call.and_then(|c| ratio(c, cpu_ref)),
+                rps_redis_vs_memory: ratio(redis.rps, Some(memory.rps)),
+                p99_redis_vs_memory: ratio(redis.p99_us, Some(memory.p99_us)),
+                reference,
+                memory,
+                redis,
+            })
+        })
+        .collect()
+}
+
+fn state_markdown(out: &mut String, cmp: &[StateComparison]) {
+    if cmp.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## State backends: memory vs redis
+"
+    );
+    let _ = writeln!(
+        out,
+        "`{STATE_MEMORY}` and `{STATE_REDIS}` are `{STATE_REFERENCE}` plus a rate-limit rule on every call and DPoP \
+         (a fresh proof per call), identical except `state.backend`. Redis figures are read from `INFO` at the \
+         edges of the measured window: requests (commands the gateway sent), commands executed (Redis also counts \
+         those a Lua script runs, marked \\*), and server read events (with one call in flight, the round trips a \
+         call waits for; under load the gateway's multiplexed connection packs several calls' requests into one \
+         read). Redis server CPU is not part of the proxy's.\n"
+    );
+    for c in cmp {
+        let _ = writeln!(out, "### {}\n", c.group);
+        let _ = writeln!(
+            out,
+            "| target | RPS | p50 µs | p99 µs | errors | proxy CPU µs/call | CPU ×{STATE_REFERENCE} | CPU ×memory | Redis requests/call | Redis reads/call | Redis commands by name, per call | warm-up requests/call | Redis CPU µs/call |"
+        );
+        let _ = writeln!(
+            out,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+        );
+        let cpu_ref = c.reference.as_ref().and_then(|f| f.cpu_us_per_call);
+        let rows = c
+            .reference
+            .iter()
+            .chain([&c.memory, &c.redis])
+            .collect::<Vec<_>>();
+        for f in rows {
+            let by_name = if f.redis_commands_by_name_per_call.is_empty() {
+                "–".to_string()
+            } else {
+                f.redis_commands_by_name_per_call
+                    .iter()
+                    .map(|(k, v)| {
+                        let inner = if SCRIPT_COMMANDS.contains(&k.as_str()) {
+                            "\\*"
+                        } else {
+                            ""
+                        };
+                        format!("{k}{inner} {v:.3}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.target,
+                f.rps,
+                f.p50_us,
+                f.p99_us,
+                f.errors,
+                fmt_opt(f.cpu_us_per_call, 1),
+                fmt_ratio(f.cpu_us_per_call.and_then(|x| ratio(x, cpu_ref))),
+                fmt_ratio(
+                    f.cpu_us_per_call
+                        .and_then(|x| ratio(x, c.memory.cpu_us_per_call))
+                ),
+                fmt_opt(f.redis_requests_per_call, 3),
+                fmt_opt(f.redis_reads_per_call, 3),
+                by_name,
+                fmt_opt(f.redis_warmup_requests_per_call, 3),
+                fmt_opt(f.redis_server_cpu_us_per_call, 1),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nredis ÷ memory: proxy CPU per call {}, RPS {}, p99 {}; redis ÷ {STATE_REFERENCE}: proxy CPU per call {}.",
+            fmt_ratio(c.cpu_redis_vs_memory),
+            fmt_ratio(c.rps_redis_vs_memory),
+            fmt_ratio(c.p99_redis_vs_memory),
+            fmt_ratio(c.cpu_redis_vs_reference),
+        );
+        if !c.redis.redis_warmup_commands.is_empty() {
+            let _ = writeln!(
+                out,
+                "Warm-up commands (first connect included): {}.",
+                c.redis
+                    .redis_warmup_commands
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let _ = writeln!(out);
+    }
 }
 
 /// Read every `*.json` in `dir` (sorted by name) as `T`, skipping others.
@@ -192,6 +406,7 @@ pub fn summarize(
     Summary {
         direct: direct.into(),
         haproxy: haproxy.into(),
+        state: compare_state(&runs),
         runs: with,
         scale,
     }
@@ -266,6 +481,7 @@ pub fn markdown(s: &Summary, machine: &str, plot_file: Option<&str>, skipped: &s
         }
         let _ = writeln!(out);
     }
+    state_markdown(&mut out, &s.state);
     if let Some(p) = plot_file {
         let _ = writeln!(
             out,
@@ -412,6 +628,71 @@ mod tests {
         assert!(md.contains("0.57×"), "nginx CPU vs haproxy 46/80: {md}");
         assert!(md.contains("![latency percentiles](latency.png)"));
         assert!(md.contains("ztgate-full: no binary"));
+    }
+
+    #[test]
+    fn state_comparison_has_ratios_and_redis_figures() {
+        use crate::redisstat::{RedisStats, RedisWindow};
+        let full = run(STATE_REFERENCE, 9000.0, 5000.0, Some(40.0));
+        let mem = run(STATE_MEMORY, 8000.0, 6000.0, Some(60.0));
+        let mut red = run(STATE_REDIS, 6000.0, 9000.0, Some(75.0));
+        red.outcome.redis = Some(RedisStats {
+            addr: "127.0.0.1:6390".into(),
+            warmup: RedisWindow {
+                calls: 10,
+                commands: [("script".to_string(), 2u64)].into(),
+                commands_per_call: 2.2,
+                ..RedisWindow::default()
+            },
+            window: RedisWindow {
+                calls: 1000,
+                commands: [
+                    ("set".to_string(), 1000u64),
+                    ("evalsha".to_string(), 1000),
+                    ("incr".to_string(), 1000),
+                ]
+                .into(),
+                commands_per_call: 3.0,
+                requests_per_call: 2.0,
+                reads_per_call: 1.5,
+                server_cpu_us_per_call: 7.0,
+            },
+        });
+        let s = summarize(vec![full, mem, red], Vec::new(), "direct", "haproxy");
+        assert_eq!(s.state.len(), 1);
+        let c = &s.state[0];
+        assert_eq!(c.cpu_redis_vs_memory, Some(1.25));
+        assert_eq!(c.cpu_redis_vs_reference, Some(1.875));
+        assert_eq!(c.cpu_memory_vs_reference, Some(1.5));
+        assert_eq!(c.redis.redis_requests_per_call, Some(2.0));
+        assert_eq!(c.redis.redis_commands_per_call, Some(3.0));
+        assert_eq!(
+            c.redis.redis_commands_by_name_per_call.get("set"),
+            Some(&1.0)
+        );
+        assert_eq!(c.memory.redis_requests_per_call, None);
+        let md = markdown(&s, "", None, "");
+        assert!(md.contains("## State backends: memory vs redis"), "{md}");
+        assert!(md.contains("| ztgate-state-redis | 6000 |"), "{md}");
+        assert!(
+            md.contains("evalsha 1.000, incr\\* 1.000, set 1.000"),
+            "{md}"
+        );
+        assert!(md.contains("proxy CPU per call 1.25×"), "{md}");
+        assert!(md.contains("script 2"), "{md}");
+        // Old summaries (no state, no redis fields) still parse.
+        let j = serde_json::to_string(&s).unwrap();
+        let back: Summary = serde_json::from_str(&j).unwrap();
+        assert_eq!(back.state, s.state);
+        // Without both state targets there is no section.
+        let s = summarize(
+            vec![run("direct", 1.0, 1.0, None)],
+            Vec::new(),
+            "direct",
+            "h",
+        );
+        assert!(s.state.is_empty());
+        assert!(!markdown(&s, "", None, "").contains("State backends"));
     }
 
     #[test]

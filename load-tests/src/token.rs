@@ -18,6 +18,8 @@ use http::HeaderValue;
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 
+use crate::dpop::DpopAuth;
+
 /// Errors while loading keys or minting.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -75,6 +77,7 @@ pub struct Minter {
     sub: String,
     scope: String,
     lifetime_s: u64,
+    cnf_jkt: Option<String>,
     rng: SystemRandom,
     serial: AtomicU64,
     /// Makes `jti` unique across processes started in the same second.
@@ -90,9 +93,11 @@ pub struct Claims {
     pub sub: String,
     pub scope: String,
     pub lifetime_s: u64,
+    /// RFC 9449 `cnf.jkt`: bind the token to this DPoP key thumbprint.
+    pub cnf_jkt: Option<String>,
 }
 
-fn read_pem_key(path: &Path) -> Result<Vec<u8>, TokenError> {
+pub(crate) fn read_pem_key(path: &Path) -> Result<Vec<u8>, TokenError> {
     let shown = path.display().to_string();
     let data = std::fs::read(path).map_err(|source| TokenError::Read {
         path: shown.clone(),
@@ -139,6 +144,7 @@ impl Minter {
             sub: claims.sub,
             scope: claims.scope,
             lifetime_s: claims.lifetime_s,
+            cnf_jkt: claims.cnf_jkt,
             rng,
             serial: AtomicU64::new(0),
             run_id,
@@ -153,7 +159,7 @@ impl Minter {
             .unwrap_or(0);
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         let header = serde_json::json!({"alg": self.alg.as_str(), "typ": "JWT", "kid": self.kid});
-        let payload = serde_json::json!({
+        let mut payload = serde_json::json!({
             "iss": self.iss,
             "sub": self.sub,
             "aud": self.aud,
@@ -163,6 +169,9 @@ impl Minter {
             "exp": now + self.lifetime_s,
             "jti": format!("{:x}-{serial}", self.run_id),
         });
+        if let Some(jkt) = &self.cnf_jkt {
+            payload["cnf"] = serde_json::json!({ "jkt": jkt });
+        }
         let signing_input = format!(
             "{}.{}",
             B64.encode(header.to_string()),
@@ -226,6 +235,9 @@ pub enum TokenSource {
     Static(HeaderValue),
     /// A different token on every call, taken in order from a pre-minted pool.
     Pool(Arc<Pool>),
+    /// One DPoP-bound token (`authorization: DPoP …`) with a fresh proof
+    /// signed for every call.
+    Dpop(Arc<DpopAuth>),
 }
 
 /// Pre-minted `Bearer …` header values.
@@ -288,17 +300,7 @@ impl Pool {
 impl TokenSource {
     /// A static token from the first non-empty line of `path`.
     pub fn from_file(path: &Path) -> Result<Self, TokenError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let tok = text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .ok_or(TokenError::EmptyTokenFile { path: shown })?;
-        Ok(Self::Static(bearer(tok)?))
+        Ok(Self::Static(bearer(&Self::read_token(path)?)?))
     }
 
     pub fn header(&self) -> Option<&HeaderValue> {
@@ -306,7 +308,32 @@ impl TokenSource {
             TokenSource::None => None,
             TokenSource::Static(h) => Some(h),
             TokenSource::Pool(p) => p.take(),
+            TokenSource::Dpop(d) => Some(d.authorization()),
         }
+    }
+
+    /// The `dpop` header for one call to `htu_json` (the request's
+    /// `https://authority/path` as a JSON string literal); `None` unless
+    /// the source is DPoP.
+    pub fn proof(&self, htu_json: &str) -> Result<Option<HeaderValue>, TokenError> {
+        match self {
+            TokenSource::Dpop(d) => d.proof_header(htu_json).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The first non-empty line of `path`, trimmed.
+    pub fn read_token(path: &Path) -> Result<String, TokenError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_owned)
+            .ok_or(TokenError::EmptyTokenFile { path: shown })
     }
 }
 
@@ -331,6 +358,7 @@ mod tests {
             sub: "alice".into(),
             scope: "orders.read".into(),
             lifetime_s: 600,
+            cnf_jkt: None,
         }
     }
 
@@ -374,6 +402,27 @@ mod tests {
         assert_eq!(payload["iss"], "https://idp.test");
         assert_eq!(payload["scope"], "orders.read");
         assert!(payload["exp"].as_u64().unwrap() > payload["iat"].as_u64().unwrap());
+    }
+
+    #[test]
+    fn cnf_jkt_is_minted_when_asked() {
+        let dir = tmpdir("cnf");
+        let mut c = claims();
+        c.cnf_jkt = Some("thumb".into());
+        let t = Minter::load(&ec_key_file(&dir), Alg::Es256, c)
+            .unwrap()
+            .mint()
+            .unwrap();
+        let payload: serde_json::Value =
+            serde_json::from_slice(&B64.decode(t.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        assert_eq!(payload["cnf"]["jkt"], "thumb");
+        let t = Minter::load(&ec_key_file(&dir), Alg::Es256, claims())
+            .unwrap()
+            .mint()
+            .unwrap();
+        let payload: serde_json::Value =
+            serde_json::from_slice(&B64.decode(t.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        assert!(payload.get("cnf").is_none());
     }
 
     #[test]

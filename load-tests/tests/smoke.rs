@@ -43,6 +43,7 @@ async fn closed_loop_unary_against_the_echo_backend() {
     let watch = Watch {
         pids: vec![std::process::id()],
         clk_tck: 100,
+        redis: None,
     };
     let o = run(
         Endpoint::plain(addr),

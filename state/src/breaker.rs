@@ -95,6 +95,12 @@ pub struct Breaker {
     open_until: AtomicU64,
     /// Openings since the breaker was last closed: the cool-down exponent.
     opens: AtomicU32,
+    /// When (ns since the epoch) the last counted failure was reported. A
+    /// failure of an operation that started before it overlapped the same
+    /// stall and is not counted again: one slow moment times out every
+    /// operation in flight at once (64 under load), which must count as
+    /// one failure, not open the breaker by itself.
+    last_counted: AtomicU64,
 }
 
 impl Breaker {
@@ -107,6 +113,7 @@ impl Breaker {
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(CLOSED),
             opens: AtomicU32::new(0),
+            last_counted: AtomicU64::new(0),
         }
     }
 
@@ -158,10 +165,16 @@ impl Breaker {
         }
     }
 
-    /// Report that an admitted operation failed at `now`.
-    pub fn on_failure(&self, admission: Admission, now: Duration) -> Transition {
+    /// Report that an admitted operation that started at `started` failed
+    /// at `now`.
+    pub fn on_failure(&self, admission: Admission, started: Duration, now: Duration) -> Transition {
         match admission {
             Admission::Pass => {
+                // Overlapped a failure already counted: the same stall.
+                if nanos(started) < self.last_counted.load(Ordering::Acquire) {
+                    return Transition::None;
+                }
+                self.last_counted.fetch_max(nanos(now), Ordering::AcqRel);
                 let n = self
                     .failures
                     .fetch_add(1, Ordering::Relaxed)
@@ -243,31 +256,62 @@ mod tests {
         let t = ms(10_000);
         for _ in 0..2 {
             assert_eq!(b.admit(t), Admission::Pass);
-            assert_eq!(b.on_failure(Admission::Pass, t), Transition::None);
+            assert_eq!(b.on_failure(Admission::Pass, t, t), Transition::None);
         }
         assert_eq!(b.on_success(Admission::Pass), Transition::None);
         for _ in 0..2 {
-            assert_eq!(b.on_failure(Admission::Pass, t), Transition::None);
+            assert_eq!(b.on_failure(Admission::Pass, t, t), Transition::None);
         }
         assert_eq!(b.admit(t), Admission::Pass);
         assert!(!b.is_open(t));
     }
 
     #[test]
+    fn failures_of_one_stall_count_once() {
+        let b = breaker();
+        let stall_start = ms(10_000);
+        let stall_end = stall_start + ms(10);
+        // 64 operations in flight through one 10 ms stall all time out.
+        for _ in 0..64 {
+            assert_eq!(
+                b.on_failure(Admission::Pass, stall_start, stall_end),
+                Transition::None
+            );
+        }
+        assert_eq!(
+            b.admit(stall_end),
+            Admission::Pass,
+            "one stall is one failure"
+        );
+        // Two more stalls, each of operations started after the last one
+        // ended, open it.
+        let second = stall_end + ms(1);
+        b.on_failure(Admission::Pass, second, second + ms(10));
+        let third = second + ms(20);
+        assert!(matches!(
+            b.on_failure(Admission::Pass, third, third + ms(10)),
+            Transition::Opened(_)
+        ));
+    }
+
+    #[test]
     fn opens_after_consecutive_failures_and_rejects_during_the_cooldown() {
         let b = breaker();
         let t = ms(10_000);
-        b.on_failure(Admission::Pass, t);
-        b.on_failure(Admission::Pass, t);
+        b.on_failure(Admission::Pass, t, t);
+        b.on_failure(Admission::Pass, t, t);
         assert_eq!(
-            b.on_failure(Admission::Pass, t),
+            b.on_failure(Admission::Pass, t, t),
             Transition::Opened(ms(1000))
         );
         assert!(b.is_open(t));
         assert_eq!(b.admit(t), Admission::Reject);
         assert_eq!(b.admit(t + ms(999)), Admission::Reject);
         // Late failures of calls that were already in flight change nothing.
-        assert_eq!(b.on_failure(Admission::Pass, t + ms(1)), Transition::None);
+        assert_eq!(
+            b.on_failure(Admission::Pass, t + ms(1), t + ms(1)),
+            Transition::None
+        );
         assert_eq!(b.admit(t + ms(999)), Admission::Reject);
     }
 
@@ -276,7 +320,7 @@ mod tests {
         let b = breaker();
         let t = ms(10_000);
         for _ in 0..3 {
-            b.on_failure(Admission::Pass, t);
+            b.on_failure(Admission::Pass, t, t);
         }
         let later = t + ms(1000);
         assert_eq!(b.admit(later), Admission::Probe);
@@ -287,10 +331,10 @@ mod tests {
         assert!(!b.is_open(later));
         // Closed again from zero: it takes the full threshold to reopen, with
         // the base cool-down.
-        b.on_failure(Admission::Pass, later);
-        b.on_failure(Admission::Pass, later);
+        b.on_failure(Admission::Pass, later, later);
+        b.on_failure(Admission::Pass, later, later);
         assert_eq!(
-            b.on_failure(Admission::Pass, later),
+            b.on_failure(Admission::Pass, later, later),
             Transition::Opened(ms(1000))
         );
     }
@@ -300,14 +344,14 @@ mod tests {
         let b = breaker();
         let mut t = ms(10_000);
         for _ in 0..3 {
-            b.on_failure(Admission::Pass, t);
+            b.on_failure(Admission::Pass, t, t);
         }
         let mut expected = vec![2000, 4000, 5000, 5000].into_iter();
         let mut cooldown = ms(1000);
         for _ in 0..4 {
             t += cooldown;
             assert_eq!(b.admit(t), Admission::Probe);
-            let Transition::Opened(next) = b.on_failure(Admission::Probe, t) else {
+            let Transition::Opened(next) = b.on_failure(Admission::Probe, t, t) else {
                 panic!("a failed probe must reopen");
             };
             assert_eq!(next, ms(expected.next().unwrap_or_default()));
@@ -321,7 +365,7 @@ mod tests {
         let b = breaker();
         let t = ms(10_000);
         for _ in 0..3 {
-            b.on_failure(Admission::Pass, t);
+            b.on_failure(Admission::Pass, t, t);
         }
         let half_open = t + ms(1000);
         assert_eq!(b.admit(half_open), Admission::Probe);
@@ -335,7 +379,7 @@ mod tests {
         let b = breaker();
         let t = ms(10_000);
         for _ in 0..3 {
-            b.on_failure(Admission::Pass, t);
+            b.on_failure(Admission::Pass, t, t);
         }
         assert_eq!(b.on_success(Admission::Pass), Transition::None);
         assert_eq!(b.admit(t + ms(1)), Admission::Reject);
@@ -345,9 +389,9 @@ mod tests {
     fn rejected_calls_report_nothing() {
         let b = breaker();
         let t = ms(10_000);
-        assert_eq!(b.on_failure(Admission::Reject, t), Transition::None);
-        assert_eq!(b.on_failure(Admission::Reject, t), Transition::None);
-        assert_eq!(b.on_failure(Admission::Reject, t), Transition::None);
+        assert_eq!(b.on_failure(Admission::Reject, t, t), Transition::None);
+        assert_eq!(b.on_failure(Admission::Reject, t, t), Transition::None);
+        assert_eq!(b.on_failure(Admission::Reject, t, t), Transition::None);
         assert_eq!(b.admit(t), Admission::Pass);
         assert_eq!(b.on_success(Admission::Reject), Transition::None);
     }
@@ -359,7 +403,7 @@ mod tests {
             ..BreakerConfig::default()
         });
         assert_eq!(
-            b.on_failure(Admission::Pass, Duration::ZERO),
+            b.on_failure(Admission::Pass, Duration::ZERO, Duration::ZERO),
             Transition::Opened(DEFAULT_BASE_COOLDOWN)
         );
         assert_eq!(b.admit(Duration::ZERO), Admission::Reject);
@@ -371,7 +415,7 @@ mod tests {
         let b = std::sync::Arc::new(breaker());
         let t = ms(10_000);
         for _ in 0..3 {
-            b.on_failure(Admission::Pass, t);
+            b.on_failure(Admission::Pass, t, t);
         }
         let handles: Vec<_> = (0..8)
             .map(|_| {

@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use http::{HeaderName, HeaderValue};
 use ztgate_loadtest::conn::{Endpoint, TlsOptions};
+use ztgate_loadtest::dpop::{DpopAuth, DpopKey};
 use ztgate_loadtest::engine::{self, Watch, Workload};
 use ztgate_loadtest::grpc::Method;
 use ztgate_loadtest::plot;
@@ -126,6 +127,12 @@ struct TokenArgs {
     /// Send the token in this file (first line) on every call.
     #[arg(long, conflicts_with = "key_file")]
     token_file: Option<PathBuf>,
+    /// RFC 9449 DPoP: send the token as `authorization: DPoP …` with a
+    /// fresh proof per call (new `jti`, current `iat`) signed with this
+    /// P-256 private key (PEM); the token must carry its thumbprint as
+    /// `cnf.jkt` (`mint --mint-cnf-key`).
+    #[arg(long, requires = "token_file")]
+    dpop_key: Option<PathBuf>,
     #[command(flatten)]
     mint: OptMintArgs,
     /// Tokens minted before the run (one per call; the pool wraps around
@@ -173,18 +180,27 @@ struct ClaimArgs {
     /// Token lifetime.
     #[arg(long = "mint-lifetime", value_parser = humantime::parse_duration, default_value = "1h")]
     lifetime: Duration,
+    /// Bind the tokens to this DPoP key (P-256 private key, PEM): `cnf.jkt`
+    /// is its RFC 7638 thumbprint.
+    #[arg(long = "mint-cnf-key")]
+    cnf_key: Option<PathBuf>,
 }
 
 impl ClaimArgs {
-    fn claims(&self) -> Claims {
-        Claims {
+    fn claims(&self) -> anyhow::Result<Claims> {
+        let cnf_jkt = match &self.cnf_key {
+            Some(p) => Some(DpopKey::load(p)?.thumbprint()),
+            None => None,
+        };
+        Ok(Claims {
             kid: self.kid.clone(),
             iss: self.iss.clone(),
             aud: self.aud.clone(),
             sub: self.sub.clone(),
             scope: self.scope.clone(),
             lifetime_s: self.lifetime.as_secs(),
-        }
+            cnf_jkt,
+        })
     }
 }
 
@@ -238,6 +254,11 @@ struct WatchArgs {
     /// Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`).
     #[arg(long, default_value_t = 100)]
     clk_tck: u64,
+    /// The gateway's Redis (ip:port, no password): read `INFO` before the
+    /// warm-up and at the window's edges and report commands, read events
+    /// and server CPU per call.
+    #[arg(long)]
+    redis_stats: Option<SocketAddr>,
 }
 
 impl From<&WatchArgs> for Watch {
@@ -245,6 +266,7 @@ impl From<&WatchArgs> for Watch {
         Watch {
             pids: a.pids.clone(),
             clk_tck: a.clk_tck,
+            redis: a.redis_stats,
         }
     }
 }
@@ -382,13 +404,17 @@ fn workload(l: &LoadArgs) -> anyhow::Result<Workload> {
 /// Build the token source; returns it with its description and pool size.
 fn tokens(t: &TokenArgs) -> anyhow::Result<(TokenSource, String, usize)> {
     if let Some(f) = &t.token_file {
+        if let Some(k) = &t.dpop_key {
+            let auth = DpopAuth::new(&TokenSource::read_token(f)?, DpopKey::load(k)?)?;
+            return Ok((TokenSource::Dpop(auth.into()), "file+DPoP".into(), 0));
+        }
         return Ok((TokenSource::from_file(f)?, "file".into(), 0));
     }
     let Some(key) = &t.mint.key else {
         return Ok((TokenSource::None, "none".into(), 0));
     };
     let alg = t.mint.alg.unwrap_or(Alg::Rs256);
-    let minter = Minter::load(key, alg, t.mint.claims.claims())?;
+    let minter = Minter::load(key, alg, t.mint.claims.claims()?)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let started = std::time::Instant::now();
     let pool = Pool::mint(&minter, t.mint_count.max(1), threads)?;
@@ -549,7 +575,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run(a) => run_cmd(a),
         Cmd::SelfTest(a) => self_test(a),
         Cmd::Mint { mint, count, out } => {
-            let m = Minter::load(&mint.key, mint.alg, mint.claims.claims())?;
+            let m = Minter::load(&mint.key, mint.alg, mint.claims.claims()?)?;
             let mut text = String::new();
             for _ in 0..count {
                 text.push_str(&m.mint()?);
@@ -571,7 +597,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Jwks { mint, out } => {
-            let m = Minter::load(&mint.key, mint.alg, mint.claims.claims())?;
+            let m = Minter::load(&mint.key, mint.alg, mint.claims.claims()?)?;
             write_json(Some(&out), &m.jwks())
         }
         Cmd::Hold(a) => {
