@@ -40,7 +40,12 @@ const HOSTILE: &str = "a: b #c\n- [d, {e: f}]\r\n\"'\\ ${X} $$Y &g *h !i |j >k %
 /// Findings reported to the lead and not yet fixed; while `true`, the
 /// harness caps the values that show them again so the fuzzer keeps
 /// looking for new ones (`run_strict` does not). Inputs:
-/// `fuzz/regressions/config-*-capacity.bin`.
+/// `fuzz/regressions/config-*.bin`.
+/// - `config-escaped-placeholder`: `b: "ztgate\x2denv-0-"` (escapes that
+///   spell `env.rs`'s placeholder for the first `${VAR}`) is replaced by
+///   that variable's value: `Marked::new` checks that its prefix is not in
+///   the raw text, but scalars are compared after YAML unescaping. While
+///   open, the document comparison is skipped for texts with a `\`.
 /// - `device.first_seen.capacity` and `jwt.cache_capacity` go straight to
 ///   `LruCache::new`, which allocates a hash table of that many entries at
 ///   once: `capacity: 100000000000000` asks for 2.4 PB and the process
@@ -79,7 +84,7 @@ fn check(data: &[u8], cap: bool) {
             return;
         }
     };
-    check_structure(text, &expanded, &lookup);
+    check_structure(text, &expanded, &lookup, cap);
     load_and_build(&expanded, cap);
 }
 
@@ -204,9 +209,14 @@ fn events(text: &str) -> Option<Vec<Ev>> {
 /// Independent of `env.rs`: the original text with every well-formed
 /// `${NAME}` as a plain placeholder `<prefix>N_` (N per name), and the names.
 fn with_placeholders(text: &str) -> (String, String, Vec<String>) {
+    // A run of `q` then `fuzzph`, the run made longer until the prefix is
+    // not in the text (as env.rs does with `z`): a match cannot start in
+    // text before a placeholder (its `q`s would be one too many before the
+    // `f`), so it starts only at one. Letters only, so a placeholder is
+    // also a valid anchor or tag name.
     let mut prefix = "qqfuzzph".to_owned();
     while text.contains(&prefix) {
-        prefix.push('q');
+        prefix.insert(0, 'q');
     }
     let mut out = String::new();
     let mut names = Vec::new();
@@ -287,7 +297,12 @@ fn expected_value(
     out
 }
 
-fn check_structure(original: &str, expanded: &str, lookup: &impl Fn(&str) -> Option<String>) {
+fn check_structure(
+    original: &str,
+    expanded: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+    skip_known: bool,
+) {
     if !original.contains('$') {
         assert_eq!(original, expanded, "a text without `$` was changed");
         return;
@@ -307,8 +322,9 @@ fn check_structure(original: &str, expanded: &str, lookup: &impl Fn(&str) -> Opt
             // YAML (and libyaml) limit an implicit key to 1024 characters:
             // `${K}: v` with a longer value is no longer a key.
             // `fuzz/regressions/config-long-value-in-key.bin`.
-            let long_key = e.to_string().contains("while scanning a simple key")
-                && expanded.lines().any(|l| l.chars().count() > 1024);
+            // (libyaml words it "could not find expected ':'" or "mapping
+            // values are not allowed", depending on what follows.)
+            let long_key = expanded.lines().any(|l| l.chars().count() > 1024);
             assert!(
                 long_key,
                 "expanded text is not YAML to serde_yaml ({e}): {expanded:?}"
@@ -376,10 +392,15 @@ fn check_structure(original: &str, expanded: &str, lookup: &impl Fn(&str) -> Opt
             e => e,
         })
         .collect();
-    assert_eq!(
-        got, want,
-        "substitution changed the document\n{original:?}\n→ {expanded:?}"
-    );
+    if got != want {
+        // Open finding `config-escaped-placeholder`: a double-quoted
+        // scalar whose escapes spell env.rs's placeholder is replaced too.
+        let known = skip_known && original.contains('\\');
+        assert!(
+            known,
+            "substitution changed the document\n{original:?}\n→ {expanded:?}\n{got:?}\n{want:?}"
+        );
+    }
     assert_eq!(
         original.matches('\n').count(),
         expanded.matches('\n').count(),
