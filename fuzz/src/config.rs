@@ -37,31 +37,19 @@ use crate::gateway::config::{env, lines::LineIndex, raw};
 /// double, and a multibyte character (char vs byte offsets).
 const HOSTILE: &str = "a: b #c\n- [d, {e: f}]\r\n\"'\\ ${X} $$Y &g *h !i |j >k %l @m `n é\t";
 
-/// Findings reported to the lead and not yet fixed; while `true`, the
-/// harness caps the values that show them again so the fuzzer keeps
-/// looking for new ones (`run_strict` does not). Inputs:
-/// `fuzz/regressions/config-*.bin`.
-/// - `config-escaped-placeholder`: `b: "ztgate\x2denv-0-"` (escapes that
-///   spell `env.rs`'s placeholder for the first `${VAR}`) is replaced by
-///   that variable's value: `Marked::new` checks that its prefix is not in
-///   the raw text, but scalars are compared after YAML unescaping. While
-///   open, the document comparison is skipped for texts with a `\`.
-/// - `device.first_seen.capacity` and `jwt.cache_capacity` go straight to
-///   `LruCache::new`, which allocates a hash table of that many entries at
-///   once: `capacity: 100000000000000` asks for 2.4 PB and the process
-///   aborts ("memory allocation failed", not a panic, so a reload that
-///   would otherwise be refused kills the running gateway); values in the
-///   hundreds of millions take tens of GiB. The builds should refuse a
-///   capacity over a stated maximum.
-pub const SKIP_KNOWN_FINDINGS: bool = true;
-/// The cap applied while [`SKIP_KNOWN_FINDINGS`].
+/// `run` caps `device.first_seen.capacity` and `jwt.cache_capacity` at
+/// this, for throughput only: the builds refuse anything over 10 million
+/// (the finding `config-*-capacity.bin`), but a table that size takes a
+/// second to build, so the fuzzer would spend its time there. `run_strict`
+/// (what `cargo test` replays the regression inputs with) uses the real
+/// values.
 const CAPACITY_CAP: usize = 1 << 16;
 
 pub fn run(data: &[u8]) {
-    check(data, SKIP_KNOWN_FINDINGS);
+    check(data, true);
 }
 
-/// Every check, known findings included.
+/// Every check with the configured capacities as written.
 pub fn run_strict(data: &[u8]) {
     check(data, false);
 }
@@ -84,7 +72,7 @@ fn check(data: &[u8], cap: bool) {
             return;
         }
     };
-    check_structure(text, &expanded, &lookup, cap);
+    check_structure(text, &expanded, &lookup);
     load_and_build(&expanded, cap);
 }
 
@@ -301,7 +289,6 @@ fn check_structure(
     original: &str,
     expanded: &str,
     lookup: &impl Fn(&str) -> Option<String>,
-    skip_known: bool,
 ) {
     if !original.contains('$') {
         assert_eq!(original, expanded, "a text without `$` was changed");
@@ -392,15 +379,10 @@ fn check_structure(
             e => e,
         })
         .collect();
-    if got != want {
-        // Open finding `config-escaped-placeholder`: a double-quoted
-        // scalar whose escapes spell env.rs's placeholder is replaced too.
-        let known = skip_known && original.contains('\\');
-        assert!(
-            known,
-            "substitution changed the document\n{original:?}\n→ {expanded:?}\n{got:?}\n{want:?}"
-        );
-    }
+    assert_eq!(
+        got, want,
+        "substitution changed the document\n{original:?}\n→ {expanded:?}"
+    );
     assert_eq!(
         original.matches('\n').count(),
         expanded.matches('\n').count(),

@@ -85,40 +85,6 @@ mod tests {
         replay("proxy_protocol", super::proxy_protocol::run);
     }
 
-    /// The open findings of `proxy_protocol` (see
-    /// `proxy_protocol::SKIP_KNOWN_FINDINGS`): fails until
-    /// gateway/src/proxy_protocol.rs is fixed.
-    #[test]
-    #[ignore = "open finding in gateway/src/proxy_protocol.rs (issue 11 fuzzing)"]
-    fn proxy_protocol_open_findings() {
-        let mut failing = Vec::new();
-        for name in [
-            "proxy_protocol-v1-bare-lf.bin",
-            "proxy_protocol-v1-utf8-split.bin",
-            "proxy_protocol-v1-plus-port.bin",
-        ] {
-            let data = regression(name);
-            let result = std::panic::catch_unwind(|| super::proxy_protocol::run_strict(&data));
-            failing.extend(result.is_err().then_some(name));
-        }
-        assert!(failing.is_empty(), "still failing: {failing:?}");
-    }
-
-    /// The open findings of `config` (see `config::SKIP_KNOWN_FINDINGS`):
-    /// fails, then aborts the test process (allocation failure), until they
-    /// are fixed.
-    #[test]
-    #[ignore = "open findings in env.rs and the device and jwt builds (issue 11 fuzzing); aborts"]
-    fn config_open_findings() {
-        for name in [
-            "config-escaped-placeholder.bin",
-            "config-first-seen-capacity.bin",
-            "config-jwt-cache-capacity.bin",
-        ] {
-            super::config::run_strict(&regression(name));
-        }
-    }
-
     #[test]
     fn jwt() {
         replay("jwt", super::jwt::run);
@@ -131,7 +97,7 @@ mod tests {
 
     #[test]
     fn config() {
-        replay("config", super::config::run);
+        replay("config", super::config::run_strict);
     }
 
     #[test]

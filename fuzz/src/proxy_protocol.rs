@@ -20,30 +20,8 @@ compile_error!(
 );
 
 #[cfg(ztgate_proxy_protocol)]
-pub use imp::{run, run_strict};
+pub use imp::run;
 
-/// Findings reported to the lead and not yet fixed in
-/// `gateway/src/proxy_protocol.rs`; inputs that only show them again are
-/// not checked, so the fuzzer keeps looking for new ones. Set to `false`
-/// once `parse_v1` is fixed (then `run_strict` = `run`); the inputs are
-/// `fuzz/regressions/proxy_protocol-v1-*.bin`:
-/// - `v1-bare-lf`: `PROXY UNKNOWN \n` (LF without CR) is a whole header
-///   when the read ends right after the LF, and `Incomplete` when one more
-///   byte came with it: acceptance depends on TCP segmentation, and §2.1
-///   requires CRLF.
-/// - `v1-utf8-split`: `PROXY UNKNOWN \u{399}\r\n` is accepted whole, but
-///   refused when a read ends inside the two-byte character (ppp: "not
-///   valid UTF-8"), so "any prefix of a valid header is Incomplete" fails;
-///   §2.1 lines are US-ASCII.
-/// - `v1-plus-port`: ppp reads ports with Rust's `u16::from_str`, which
-///   takes a sign: `… 1 +443\r\n` is accepted (port 443), while a read
-///   ending right after the `+` is refused.
-///
-/// One cause: `parse_v1` asks ppp about lines that have no CR yet, and ppp
-/// refuses some prefixes of lines it accepts whole. While this is open,
-/// v1 inputs skip the every-prefix check and the byte-at-a-time reader;
-/// the other checks (caps, stability, the reader on one read) still run.
-pub const SKIP_KNOWN_FINDINGS: bool = true;
 
 #[cfg(ztgate_proxy_protocol)]
 mod imp {
@@ -58,19 +36,9 @@ mod imp {
     };
 
     pub fn run(data: &[u8]) {
-        let v1 = data.first() == Some(&b'P');
-        check(data, !(super::SKIP_KNOWN_FINDINGS && v1));
-    }
-
-    /// Every check, known findings included.
-    pub fn run_strict(data: &[u8]) {
-        check(data, true);
-    }
-
-    fn check(data: &[u8], prefixes: bool) {
         let whole = parse(data);
         if let Ok(Parsed::Complete { header, len }) = &whole {
-            check_complete(data, *header, *len, prefixes);
+            check_complete(data, *header, *len);
         }
         if let Ok(Parsed::Incomplete { exact_len }) = &whole {
             match exact_len {
@@ -87,12 +55,7 @@ mod imp {
         }
         // The reader, with the bytes in one piece and in small pieces.
         let chunk = if data.len() <= 300 { 1 } else { 7 };
-        let chunks: &[usize] = if prefixes {
-            &[usize::MAX, chunk]
-        } else {
-            &[usize::MAX]
-        };
-        for &chunk in chunks {
+        for chunk in [usize::MAX, chunk] {
             let got = read(data, chunk);
             match (&whole, &got) {
                 (Ok(Parsed::Complete { header, len }), Ok((h, l, excess))) => {
@@ -109,19 +72,20 @@ mod imp {
                 (_, Ok((h, l, _))) => {
                     panic!("reader (chunks of {chunk}) gives {h:?} ({l} bytes) but parse of the whole input gives {whole:?}")
                 }
-                // Not `Closed` only: `parse` is not monotonic on v1 lines
-                // that are already wrong. A line ending in a space is
-                // "Incomplete" before its CR even when an earlier field is
-                // bad (`PROXY TCP6 200~:db8::1 `), while a shorter prefix
-                // without that space is refused; the reader, which parses
-                // each prefix, then refuses it sooner. Bounded either way
-                // (CR, 107 bytes or the timeout).
-                (Ok(Parsed::Incomplete { .. }), Err(_)) | (Err(_), Err(_)) => {}
+                // The input ends inside a possible header: the peer
+                // "closed". Anything else means some prefix was refused
+                // that the whole input is not: the answer would depend on
+                // how the bytes were split into reads.
+                (Ok(Parsed::Incomplete { .. }), Err(ReadError::Closed { .. })) => {}
+                (Ok(Parsed::Incomplete { .. }), Err(e)) => {
+                    panic!("parse of the whole input is Incomplete but the reader (chunks of {chunk}) fails: {e}")
+                }
+                (Err(_), Err(_)) => {}
             }
         }
     }
 
-    fn check_complete(data: &[u8], header: Header, len: usize, prefixes: bool) {
+    fn check_complete(data: &[u8], header: Header, len: usize) {
         assert!(
             len > 0 && len <= data.len(),
             "Complete len {len} of {} bytes",
@@ -135,9 +99,6 @@ mod imp {
         // Stable whatever follows: the header alone gives the same answer.
         let alone = parse(data.get(..len).unwrap());
         assert_eq!(alone, Ok(Parsed::Complete { header, len }), "header alone");
-        if !prefixes {
-            return;
-        }
         // Every prefix is Incomplete (all of them for short headers).
         let step = if len <= 256 { 1 } else { len / 64 };
         for k in (0..len).step_by(step.max(1)) {

@@ -131,6 +131,8 @@ pub enum ProxyHeaderError {
     NoSignature(u8),
     #[error("v1 line has no CRLF within {V1_MAX_LEN} bytes")]
     V1TooLong,
+    #[error("v1 line has a byte that is not printable US-ASCII at offset {0}")]
+    V1Byte(usize),
     #[error("malformed v1 line: {0}")]
     V1(String),
     #[error("malformed v1 line: it ends (CR at offset {0}) before its last field")]
@@ -174,16 +176,31 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyHeaderError> {
 
 fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyHeaderError> {
     let window = buf.get(..V1_MAX_LEN).unwrap_or(buf);
-    // ppp, like the spec, ends the line at its first CR; once the byte
-    // after it is there the line is whole (a CR not followed by LF is
-    // ppp's to refuse).
-    let (line, whole) = match window.iter().position(|&b| b == b'\r') {
-        Some(cr) if cr + 1 < window.len() => (window.get(..cr + 2).unwrap_or(window), true),
+    // The line ends at its first CR; once the byte after it is there the
+    // line is whole (a CR not followed by LF is ppp's to refuse).
+    let cr = window.iter().position(|&b| b == b'\r');
+    let text = window.get(..cr.unwrap_or(window.len())).unwrap_or(window);
+    // §2.1: the line is US-ASCII. Anything else (a bare LF, NUL, a byte of
+    // a UTF-8 character) is refused as soon as it arrives, so the answer
+    // never depends on where a read ended.
+    if let Some(at) = text.iter().position(|&b| !(b' '..=b'~').contains(&b)) {
+        return Err(ProxyHeaderError::V1Byte(at));
+    }
+    let line = match cr {
+        Some(cr) if cr + 1 < window.len() => window.get(..cr + 2).unwrap_or(window),
         _ if buf.len() >= V1_MAX_LEN => return Err(ProxyHeaderError::V1TooLong),
-        _ => (window, false),
+        // ppp is asked only about whole lines: it refuses some prefixes of
+        // lines it accepts whole (an empty last port, a lone `+`).
+        _ => return Ok(Parsed::Incomplete { exact_len: None }),
     };
-    let result = ppp::v1::Header::try_from(line);
-    match result {
+    // Ports and addresses are digits, dots and hex (§2.1); ppp reads ports
+    // with `u16::from_str`, which also takes a sign.
+    if text.starts_with(b"PROXY TCP") && text.contains(&b'+') {
+        return Err(ProxyHeaderError::V1(
+            "a sign (`+`) is not part of an address or port".to_owned(),
+        ));
+    }
+    match ppp::v1::Header::try_from(line) {
         Ok(h) => {
             let header = match h.addresses {
                 ppp::v1::Addresses::Unknown => Header::Local,
@@ -201,17 +218,7 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyHeaderError> {
                 len: h.header.len(),
             })
         }
-        // Before its CR, a line ending in a space is a prefix ppp can't
-        // judge yet ("… 51234 " is the start of a valid line but an empty
-        // last port to ppp): the next byte decides.
-        Err(_) if !whole && line.ends_with(b" ") => Ok(Parsed::Incomplete { exact_len: None }),
-        Err(e) if e.is_incomplete() => {
-            if whole {
-                Err(ProxyHeaderError::V1Truncated(line.len().saturating_sub(2)))
-            } else {
-                Ok(Parsed::Incomplete { exact_len: None })
-            }
-        }
+        Err(e) if e.is_incomplete() => Err(ProxyHeaderError::V1Truncated(text.len())),
         Err(e) => Err(ProxyHeaderError::V1(e.to_string())),
     }
 }
@@ -605,6 +612,46 @@ mod tests {
         }
     }
 
+    /// The answer for a v1 line never depends on where a read ended
+    /// (fuzzing, `fuzz/regressions/proxy_protocol-v1-*.bin`): a line is
+    /// refused at the first byte that makes it wrong and at every longer
+    /// prefix, or every proper prefix is Incomplete and the whole is one
+    /// header.
+    #[test]
+    fn v1_answer_does_not_depend_on_the_split() {
+        let cases: &[(&[u8], bool)] = &[
+            // A bare LF (no CR) is not a line end.
+            (b"PROXY UNKNOWN \n5", false),
+            // A two-byte UTF-8 character: refused at its first byte.
+            ("PROXY UNKNOWN \u{399}\r\n".as_bytes(), false),
+            // A sign before a port: refused once the line is whole.
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 +443\r\n", false),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 443\r\n", true),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 51234 \r\n", false),
+        ];
+        for &(line, valid) in cases {
+            let shown = String::from_utf8_lossy(line);
+            let mut refused_at = None;
+            for n in 0..=line.len() {
+                match (parse(&line[..n]), refused_at) {
+                    (Err(_), _) => {
+                        refused_at.get_or_insert(n);
+                    }
+                    (Ok(p), Some(at)) => panic!("{shown:?}: refused at {at}, then {p:?} at {n}"),
+                    (Ok(Parsed::Complete { len, .. }), None) => {
+                        assert!(
+                            valid && n == line.len() && len == n,
+                            "{shown:?}: Complete at {n}"
+                        )
+                    }
+                    (Ok(Parsed::Incomplete { .. }), None) => {}
+                }
+            }
+            assert_eq!(refused_at.is_none(), valid, "{shown:?}: {refused_at:?}");
+        }
+        assert_eq!(err(b"PROXY UNKNOWN \n"), ProxyHeaderError::V1Byte(14));
+    }
+
     fn err(buf: &[u8]) -> ProxyHeaderError {
         match parse(buf) {
             Err(e) => e,
@@ -668,7 +715,9 @@ mod tests {
             assert!(
                 matches!(
                     e,
-                    ProxyHeaderError::V1(_) | ProxyHeaderError::V1Truncated(_)
+                    ProxyHeaderError::V1(_)
+                        | ProxyHeaderError::V1Truncated(_)
+                        | ProxyHeaderError::V1Byte(_)
                 ),
                 "{:?}: {e:?}",
                 String::from_utf8_lossy(line)
@@ -685,12 +734,12 @@ mod tests {
     /// Where ppp's grammar differs from the hand-written parser it replaced.
     #[test]
     fn v1_differences_from_the_old_parser() {
-        // A `+` before a port (Rust's integer parsing allows it) names the
-        // same port: accepted, the address is the same.
-        assert_eq!(
-            complete(b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n").0,
-            proxy("1.2.3.4:1", "5.6.7.8:2")
-        );
+        // A `+` before a port (Rust's integer parsing, which ppp uses,
+        // allows it) is refused: §2.1 ports are digits only.
+        assert!(matches!(
+            err(b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n"),
+            ProxyHeaderError::V1(_)
+        ));
         // UNKNOWN with more than four words after it: ppp keeps asking for
         // more; once the CRLF is there that is a refusal, never a wait.
         assert_eq!(

@@ -84,9 +84,27 @@ pub fn expand(
     if !text.contains('$') {
         return Ok(text.to_owned());
     }
-    let marked = Marked::new(text);
+    // Escapes in a double-quoted scalar can spell any string, a
+    // placeholder too (`"ztgate\x2denv-0-"`), so a prefix absent from the
+    // text may still be present in a scalar's value. A first parse reads
+    // what the scalars spell; the prefix used is one none of them holds
+    // (nor the text), so every placeholder found in a value is one of ours.
+    let probe = Marked::new(text, &[]);
+    let spelled = scalars(&probe.text, |v| v.contains('$') || v.contains(PREFIX_TAIL))
+        .map_err(|e| vec![e])?;
+    let values: Vec<&str> = spelled.iter().map(|s| s.value.as_str()).collect();
+    let marked = Marked::new(text, &values);
+    let scalars = if marked.prefix == probe.prefix {
+        // No value holds the first prefix: no placeholder landed in a
+        // scalar and none was spelled.
+        spelled
+    } else {
+        scalars(&marked.text, |v| {
+            v.contains('$') || v.contains(&marked.prefix)
+        })
+        .map_err(|e| vec![e])?
+    };
     let text = marked.text.as_str();
-    let scalars = scalars_with_dollar(text, &marked.prefix).map_err(|e| vec![e])?;
     // Char index (what the YAML markers count) → byte offset.
     let offsets: Vec<usize> = text
         .char_indices()
@@ -137,10 +155,19 @@ struct Marked {
     names: Vec<String>,
 }
 
+/// Every placeholder prefix ends with this; only a value holding it can
+/// hold a prefix.
+const PREFIX_TAIL: &str = "tgate-env-";
+
 impl Marked {
-    fn new(original: &str) -> Self {
-        let mut prefix = "ztgate-env-".to_owned();
-        while original.contains(&prefix) {
+    /// Placeholders with a prefix that neither `original` nor any of
+    /// `avoid` (what the scalars of the document spell) contains. The
+    /// prefix is a run of `z` then [`PREFIX_TAIL`], made longer at the
+    /// front: a match of it ends where a `tgate-env-` does, so it can only
+    /// start in a placeholder or in text that contains it whole.
+    fn new(original: &str, avoid: &[&str]) -> Self {
+        let mut prefix = format!("z{PREFIX_TAIL}");
+        while original.contains(&prefix) || avoid.iter().any(|v| v.contains(&prefix)) {
             prefix.insert(0, 'z');
         }
         let mut text = String::with_capacity(original.len());
@@ -215,19 +242,19 @@ struct Scalar {
     mark: Marker,
 }
 
-/// Every scalar holding a `$` or a placeholder, in document order.
-fn scalars_with_dollar(text: &str, prefix: &str) -> Result<Vec<Scalar>, EnvError> {
-    struct Recv<'a>(Vec<Scalar>, &'a str);
-    impl MarkedEventReceiver for Recv<'_> {
+/// Every scalar whose value `keep` accepts, in document order.
+fn scalars(text: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<Scalar>, EnvError> {
+    struct Recv<F>(Vec<Scalar>, F);
+    impl<F: Fn(&str) -> bool> MarkedEventReceiver for Recv<F> {
         fn on_event(&mut self, ev: Event, mark: Marker) {
             if let Event::Scalar(value, style, _, _) = ev {
-                if value.contains('$') || value.contains(self.1) {
+                if (self.1)(&value) {
                     self.0.push(Scalar { value, style, mark });
                 }
             }
         }
     }
-    let mut recv = Recv(Vec::new(), prefix);
+    let mut recv = Recv(Vec::new(), keep);
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut recv, true).map_err(|e| EnvError::Syntax {
         message: e.info().to_owned(),
@@ -435,6 +462,28 @@ mod tests {
         assert_eq!(v["map"]["j"], serde_yaml::Value::String(evil + "x"));
         // A substituted value is not substituted again.
         assert!(v["a"].as_str().unwrap().contains("${SECRET}"));
+    }
+
+    /// Fuzzing (issue 11, `fuzz/regressions/config-escaped-placeholder.bin`):
+    /// escapes that spell a placeholder are text, not a variable, even for
+    /// a variable used elsewhere or only named in a comment.
+    #[test]
+    fn a_spelled_placeholder_is_not_a_variable() {
+        for text in [
+            "a: ${SECRET}\nb: \"ztgate\\x2denv-0-\"\n",
+            "# ${SECRET}\nb: \"z\\x7atgate-env-0-\"\n",
+            "a: ${SECRET}\nb: \"zztgate-env-0\\x2d\"\nc: zztgate-env-0-\n",
+        ] {
+            let v = parsed(text);
+            let b = v["b"].as_str().unwrap();
+            assert!(
+                b.contains("tgate-env-0-") && !b.contains("s3cr3t"),
+                "{text:?}: {b}"
+            );
+            if !text.starts_with('#') {
+                assert_eq!(v["a"], "s3cr3t", "{text:?}");
+            }
+        }
     }
 
     #[test]
