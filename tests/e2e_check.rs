@@ -154,3 +154,43 @@ fn unset_environment_variable_is_named() {
     assert!(!ok);
     assert!(out.contains(":14: ${ZTGATE_TEST_SURELY_UNSET}"), "{out}");
 }
+
+/// Issue 15: a bad trust bundle is named by its trust domain and line; a
+/// config with neither `client_ca` nor `trust_bundles` is refused; bundles
+/// alone (no `client_ca`) are enough.
+#[test]
+fn trust_bundles_are_checked_by_key_and_line() {
+    let d = dir("bundles");
+    pki(&d);
+    std::fs::write(d.join("garbage.pem"), "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
+    let without_ca = GOOD.replace("    client_ca: ca.pem\n", "");
+    let with = |bundles: &str| {
+        without_ca.replace(
+            "pipeline: [sanitize, mtls, route]\n",
+            &format!("pipeline: [sanitize, mtls, route]\nmtls:\n  trust_bundles:\n{bundles}"),
+        )
+    };
+    let (ok, out) = check(&d, &with("    acme.test: ca.pem\n"));
+    assert!(ok, "{out}");
+    let (ok, out) = check(
+        &d,
+        &with("    acme.test: ca.pem\n    partner.test: garbage.pem\n    Bad_Domain: ca.pem\n"),
+    );
+    assert!(!ok);
+    assert!(
+        out.contains(":10: mtls.trust_bundles.partner.test: "),
+        "{out}"
+    );
+    assert!(out.contains("garbage.pem"), "{out}");
+    assert!(
+        out.contains(":11: mtls.trust_bundles.Bad_Domain: ")
+            && out.contains("not a trust domain name"),
+        "{out}"
+    );
+    let (ok, out) = check(&d, &without_ca);
+    assert!(!ok);
+    assert!(
+        out.contains("listener.tls.client_ca: is required unless mtls.trust_bundles"),
+        "{out}"
+    );
+}

@@ -170,3 +170,69 @@ async fn shadow_mode_records_but_does_not_deny() {
         1.0
     );
 }
+
+/// Issue 15: with a trust bundle per trust domain, a partner's CA cannot
+/// mint identities in our trust domain (nor ours in theirs); genuine SVIDs
+/// of both domains get in; the partner's bundle rotated on disk applies to
+/// the next handshakes without a restart.
+#[tokio::test]
+async fn trust_bundles_bind_each_trust_domain_to_its_ca() {
+    let side = support::workdir("trust-bundles-partner");
+    let partner = Ca::new("partner.test").unwrap();
+    let partner_pem = partner.write(&side, "partner").unwrap();
+    let policy = format!(
+        "pipeline: [sanitize, mtls, route]
+mtls:
+  trust_domains: [acme.test, partner.test]
+  allowed_ids: [\"spiffe://acme.test/ns/shop/**\", \"spiffe://partner.test/**\"]
+  trust_bundles:
+    acme.test: ca.pem
+    partner.test: {}
+",
+        partner_pem.display()
+    );
+    let mut setup = Setup::new("trust-bundles");
+    setup.policy = &policy;
+    let env = setup.start().await;
+    let as_ =
+        |who: &ztgate_testkit::pki::Issued| env.target().with_identity(&who.cert_pem, &who.key_pem);
+    let partner_id = "spiffe://partner.test/ns/pay/sa/api";
+
+    // Genuine SVIDs of both trust domains.
+    assert!(!refused(&as_(&env.web)).await);
+    let partner_api = partner.svid(partner_id).unwrap();
+    assert!(!refused(&as_(&partner_api)).await);
+    // Each CA minting the other's trust domain, and a trust domain with no
+    // bundle: refused in the handshake, whatever the mtls policy allows.
+    assert!(refused(&as_(&partner.svid(support::WEB_ID).unwrap())).await);
+    assert!(refused(&as_(&env.svid(partner_id))).await);
+    assert!(refused(&as_(&env.svid("spiffe://other.test/ns/x/sa/y"))).await);
+    let refusals =
+        |reason: &str| env.metric("ztgate_client_cert_refusals_total", &[("reason", reason)]);
+    assert!(refusals("wrong_trust_bundle") >= 2.0);
+    assert!(refusals("unknown_trust_domain") >= 1.0);
+    // A certificate without a SPIFFE ID from client_ca passes the handshake
+    // (client_ca vouches for it) and is then judged by the mtls filter.
+    let plain = env.leaf(LeafSpec {
+        common_name: "plain".into(),
+        ..LeafSpec::default()
+    });
+    let err = client::orders(env.channel_as(&plain).await)
+        .get(Request::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(err.message().starts_with("invalid_svid"), "{err:?}");
+
+    // The partner rotates its CA: new handshakes follow the file.
+    let rotated = Ca::new("partner.test").unwrap();
+    std::fs::write(&partner_pem, rotated.cert_pem()).unwrap();
+    let renewed = rotated.svid(partner_id).unwrap();
+    let applied = support::eventually(std::time::Duration::from_secs(15), async || {
+        refused(&as_(&partner_api)).await && !refused(&as_(&renewed)).await
+    })
+    .await;
+    assert!(applied, "the rotated partner bundle did not apply");
+    assert!(!refused(&as_(&env.web)).await);
+    let _ = std::fs::remove_dir_all(&side);
+}

@@ -112,6 +112,12 @@ metric!(HANDSHAKE_FAILURES: IntCounterVec = register_int_counter_vec!(
     &["stage"]
 ));
 
+metric!(CLIENT_CERT_REFUSALS: IntCounterVec = register_int_counter_vec!(
+    "ztgate_client_cert_refusals_total",
+    "Client certificates whose chain verified but that the trust-domain binding refused (mtls.trust_bundles), by reason: unknown_trust_domain, wrong_trust_bundle (a CA of another trust domain), no_spiffe_id (not under client_ca), bad_spiffe_id, several_trust_domains.",
+    &["reason"]
+));
+
 /// Touch every metric so `/metrics` lists them from the start.
 pub fn init() {
     BUILD_INFO
@@ -147,6 +153,15 @@ pub fn init() {
         CONNECTIONS_REFUSED.with_label_values(&[r.label()]);
     }
     LazyLock::force(&REQUEST_HEADER_TIMEOUTS);
+    for reason in [
+        "unknown_trust_domain",
+        "wrong_trust_bundle",
+        "no_spiffe_id",
+        "bad_spiffe_id",
+        "several_trust_domains",
+    ] {
+        CLIENT_CERT_REFUSALS.with_label_values(&[reason]);
+    }
     for stage in crate::logging::HandshakeStage::ALL {
         HANDSHAKE_FAILURES.with_label_values(&[stage.label()]);
     }

@@ -197,11 +197,8 @@ pub fn record_cert_expiry(rt: &Runtime) {
         }
     };
     set("server".into(), rt.material.identity.not_after());
-    for c in &rt.material.client_ca.certs {
-        set(
-            format!("client_ca:{}", material::display_name(c)),
-            material::not_after(c),
-        );
+    for (name, c) in rt.material.trust.anchors() {
+        set(name, material::not_after(c));
     }
     for p in rt.pools.values() {
         if let Some(t) = &p.tls {

@@ -201,19 +201,25 @@ pub fn build(
 
     // --- TLS material ---------------------------------------------------
     let t = &raw.listener.tls;
-    let (cert, key, ca) = (
-        ctx.resolve(&t.cert),
-        ctx.resolve(&t.key),
-        ctx.resolve(&t.client_ca),
-    );
-    let material = match ServerMaterial::load(&cert, &key, &ca) {
+    let (cert, key) = (ctx.resolve(&t.cert), ctx.resolve(&t.key));
+    let ca = t.client_ca.as_ref().map(|p| ctx.resolve(p));
+    let trust_bundles: Vec<(String, PathBuf)> = raw
+        .mtls
+        .iter()
+        .flat_map(|m| &m.trust_bundles)
+        .map(|(td, p)| (td.clone(), ctx.resolve(p)))
+        .collect();
+    if ca.is_none() && trust_bundles.is_empty() {
+        problems.push(ConfigProblem::new(
+            "listener.tls.client_ca",
+            "is required unless mtls.trust_bundles names a bundle per trust domain",
+        ));
+    }
+    let material = match ServerMaterial::load(&cert, &key, ca.as_deref(), &trust_bundles) {
         Ok(m) => Some(m),
         Err(errs) => {
             for (part, e) in errs {
-                problems.push(ConfigProblem::new(
-                    format!("listener.tls.{}", part.key_name()),
-                    e.to_string(),
-                ));
+                problems.push(ConfigProblem::new(part.key_path(), e.to_string()));
             }
             None
         }
@@ -287,7 +293,9 @@ pub fn build(
             "TLS material missing",
         )]);
     };
-    let mut watched = vec![loaded.path.clone(), cert, key, ca];
+    let mut watched = vec![loaded.path.clone(), cert, key];
+    watched.extend(ca);
+    watched.extend(trust_bundles.into_iter().map(|(_, p)| p));
     if let Some(a) = &raw.assertion {
         watched.extend(
             std::iter::once(&a.key)

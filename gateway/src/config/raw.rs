@@ -113,7 +113,10 @@ fn default_h2_idle() -> Duration {
 pub struct ListenerTls {
     pub cert: String,
     pub key: String,
-    pub client_ca: String,
+    /// CA bundle for client certificates; may be left out when
+    /// `mtls.trust_bundles` names a bundle per trust domain.
+    #[serde(default)]
+    pub client_ca: Option<String>,
     #[serde(default)]
     pub client_auth: ClientAuth,
     #[serde(default)]

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pingora::tls::pkey::{PKey, Private};
-use pingora::tls::x509::store::{X509Store, X509StoreBuilder};
 use pingora::tls::x509::X509;
 
 /// A problem with one file, for the config key that named it.
@@ -26,7 +25,7 @@ pub enum MaterialError {
     Expired { path: String },
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, MaterialError> {
+pub(super) fn read(path: &Path) -> Result<Vec<u8>, MaterialError> {
     std::fs::read(path).map_err(|e| MaterialError::Read {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -67,21 +66,33 @@ pub struct CertAndKey {
     pub key: PKey<Private>,
 }
 
-/// Which config key a material problem belongs to (`…cert`, `…key`,
-/// `…client_ca`), so it is reported at the key that named the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which config key a material problem belongs to, so it is reported at
+/// the key that named the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
     Cert,
     Key,
-    ClientCa,
+    Trust(super::trust::TrustSource),
 }
 
 impl Part {
-    pub fn key_name(self) -> &'static str {
+    /// The key's last part, for a cert/key pair named under another section
+    /// (an upstream's `tls.cert`/`tls.key`).
+    pub fn key_name(&self) -> String {
+        match self.key_path().rsplit_once("listener.tls.") {
+            Some((_, name)) => name.to_owned(),
+            None => self.key_path(),
+        }
+    }
+
+    /// The config key path: `listener.tls.cert`, `mtls.trust_bundles.TD`, …
+    pub fn key_path(&self) -> String {
+        use super::trust::TrustSource;
         match self {
-            Part::Cert => "cert",
-            Part::Key => "key",
-            Part::ClientCa => "client_ca",
+            Part::Cert => "listener.tls.cert".into(),
+            Part::Key => "listener.tls.key".into(),
+            Part::Trust(TrustSource::ClientCa) => "listener.tls.client_ca".into(),
+            Part::Trust(TrustSource::Bundle(td)) => format!("mtls.trust_bundles.{td}"),
         }
     }
 }
@@ -117,9 +128,9 @@ impl CertAndKey {
     }
 }
 
-/// A trust bundle as an OpenSSL verify store.
+/// A trust bundle: its anchors (the verify store is built over every
+/// bundle at once, see `super::trust::ClientTrust`).
 pub struct TrustBundle {
-    pub store: X509Store,
     pub certs: Vec<X509>,
     /// What this bundle trusts, as a digest: see [`trust_digest`].
     pub digest: TrustDigest,
@@ -152,21 +163,17 @@ pub fn trust_digest(certs: &[X509]) -> Result<TrustDigest, openssl::error::Error
 
 impl TrustBundle {
     pub fn load(path: &Path) -> Result<Self, MaterialError> {
-        let certs = load_certs(path)?;
+        Self::from_certs(path, load_certs(path)?)
+    }
+
+    /// A bundle of `certs`, read from `path` (named in errors).
+    pub fn from_certs(path: &Path, certs: Vec<X509>) -> Result<Self, MaterialError> {
         let bad = |reason: String| MaterialError::BadCertificate {
             path: path.display().to_string(),
             reason,
         };
-        let mut b = X509StoreBuilder::new().map_err(|e| bad(e.to_string()))?;
-        for c in &certs {
-            b.add_cert(c.clone()).map_err(|e| bad(e.to_string()))?;
-        }
         let digest = trust_digest(&certs).map_err(|e| bad(e.to_string()))?;
-        Ok(Self {
-            store: b.build(),
-            certs,
-            digest,
-        })
+        Ok(Self { certs, digest })
     }
 }
 

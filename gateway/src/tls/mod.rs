@@ -20,9 +20,10 @@
 //! certificate leaves resumption alone.
 
 pub mod material;
+pub mod trust;
 
 use std::any::Any;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
@@ -33,35 +34,39 @@ use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::ext;
 use pingora::tls::ssl::{ClientHelloResponse, NameType, Ssl, SslRef, SslVerifyMode, SslVersion};
+use pingora::tls::x509::{X509StoreContext, X509StoreContextRef, X509VerifyResult};
 use ztgate_filter::{PeerCertificate, TlsFacts};
 
 use crate::config::raw::{ClientAuth, TlsVersion};
-use material::{CertAndKey, MaterialError, Part, TrustBundle, TrustDigest};
+use material::{CertAndKey, MaterialError, Part, TrustDigest};
+use trust::ClientTrust;
 
 /// What a handshake needs; swapped whole on reload.
 pub struct ServerMaterial {
     pub identity: CertAndKey,
-    pub client_ca: TrustBundle,
+    /// `listener.tls.client_ca` and `mtls.trust_bundles`.
+    pub trust: ClientTrust,
 }
 
 impl ServerMaterial {
     /// What decides whether a client certificate is trusted, as a digest:
     /// the session id context of the connections that use this material.
     ///
-    /// Only the client CA bundle: it is the one part of the material that
-    /// verification reads. The server certificate and key are left out on
+    /// Only the client trust (`client_ca` and the bundles per trust
+    /// domain): it is the one part of the material that verification reads. The server certificate and key are left out on
     /// purpose, so rotating them keeps sessions resumable. The verify mode
     /// (`client_auth`) and depth are fixed for the life of the process; a
     /// restart that changes them also starts with new ticket keys and an
     /// empty session cache, which ends every session anyway.
     pub fn trust_id(&self) -> &TrustDigest {
-        &self.client_ca.digest
+        &self.trust.digest
     }
 
     pub fn load(
         cert: &Path,
         key: &Path,
-        client_ca: &Path,
+        client_ca: Option<&Path>,
+        trust_bundles: &[(String, PathBuf)],
     ) -> Result<Self, Vec<(Part, MaterialError)>> {
         let identity = CertAndKey::load(cert, key).and_then(|ck| {
             // An expired server certificate fails every handshake: refuse it
@@ -76,15 +81,16 @@ impl ServerMaterial {
                 _ => Ok(ck),
             }
         });
-        let ca = TrustBundle::load(client_ca).map_err(|e| (Part::ClientCa, e));
-        match (identity, ca) {
-            (Ok(identity), Ok(client_ca)) => Ok(Self {
-                identity,
-                client_ca,
-            }),
+        let trust = ClientTrust::load(client_ca, trust_bundles).map_err(|errs| {
+            errs.into_iter()
+                .map(|(source, e)| (Part::Trust(source), e))
+                .collect::<Vec<_>>()
+        });
+        match (identity, trust) {
+            (Ok(identity), Ok(trust)) => Ok(Self { identity, trust }),
             (a, b) => {
                 let mut errs = a.err().unwrap_or_default();
-                errs.extend(b.err());
+                errs.extend(b.err().unwrap_or_default());
                 Err(errs)
             }
         }
@@ -177,7 +183,7 @@ impl TlsAccept for Handshake {
             }
         }
         ok &= ext::ssl_use_private_key(ssl, &m.identity.key).is_ok();
-        ok &= ext::ssl_set_verify_cert_store(ssl, &m.client_ca.store).is_ok();
+        ok &= ext::ssl_set_verify_cert_store(ssl, &m.trust.store).is_ok();
         if !ok {
             // The handshake then fails for lack of a certificate: loud and safe.
             tracing::error!("could not install server certificate on a TLS handshake");
@@ -214,6 +220,42 @@ fn describe_connection(ssl: &TlsRef) -> TlsFacts {
     }
 }
 
+/// OpenSSL's verify callback: once the whole chain has verified (depth 0),
+/// hold it to the trust domain of the leaf ([`ClientTrust::admits`]),
+/// against the material this connection was pinned to. Fails closed when
+/// that material cannot be found.
+fn verify_peer(preverified: bool, ctx: &mut X509StoreContextRef) -> bool {
+    if !preverified || ctx.error_depth() != 0 {
+        return preverified;
+    }
+    let pinned = X509StoreContext::ssl_idx()
+        .ok()
+        .and_then(|idx| ctx.ex_data(idx))
+        .and_then(|ssl| (*PINNED).and_then(|idx| ssl.ex_data(idx).cloned()));
+    let Some(material) = pinned else {
+        tracing::error!("client certificate refused: no TLS material pinned to the connection");
+        return false;
+    };
+    let verdict = match ctx.chain() {
+        Some(chain) => match (chain.get(0), chain.iter().last()) {
+            (Some(leaf), Some(anchor)) => material.trust.admits(leaf, anchor),
+            _ => return false,
+        },
+        None => return false,
+    };
+    match verdict {
+        Ok(()) => true,
+        Err(refusal) => {
+            crate::metrics::CLIENT_CERT_REFUSALS
+                .with_label_values(&[refusal.label()])
+                .inc();
+            tracing::warn!(reason = %refusal, "client certificate refused");
+            ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+            false
+        }
+    }
+}
+
 /// Build the listener's TLS settings: TLS 1.2+ (1.3 preferred by OpenSSL),
 /// ALPN h2 then http/1.1, client certificates verified per `client_auth`.
 pub fn listener_settings(
@@ -228,7 +270,7 @@ pub fn listener_settings(
         ClientAuth::Require => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
         ClientAuth::Optional => SslVerifyMode::PEER,
     };
-    tls.set_verify(mode);
+    tls.set_verify_callback(mode, verify_peer);
     tls.set_verify_depth(8);
     // Session resumption with client auth needs a session id context. This
     // fixed one is only the default: `bind_session_to_trust` replaces it on
@@ -275,7 +317,8 @@ mod tests {
         ServerMaterial::load(
             &d.join("server.pem"),
             &d.join("server-key.pem"),
-            &d.join("ca.pem"),
+            Some(&d.join("ca.pem")),
+            &[],
         )
         .map_err(|e| format!("{e:?}"))
         .unwrap()

@@ -54,6 +54,12 @@ pub mod raw {
         /// empty allows any ID of an allowed trust domain.
         #[serde(default)]
         pub allowed_ids: Vec<String>,
+        /// A CA bundle per trust domain (PEM, or the SPIFFE bundle JSON
+        /// format): a client certificate is accepted only if it chains to
+        /// the bundle of the trust domain in its SPIFFE ID. Read by the
+        /// listener's TLS handshake (the gateway), not by this filter.
+        #[serde(default)]
+        pub trust_bundles: std::collections::BTreeMap<String, String>,
     }
 
     fn yes() -> bool {
@@ -68,6 +74,7 @@ pub mod raw {
                 require_svid: true,
                 trust_domains: Vec::new(),
                 allowed_ids: Vec::new(),
+                trust_bundles: std::collections::BTreeMap::new(),
             }
         }
     }
