@@ -285,11 +285,7 @@ fn expected_value(
     out
 }
 
-fn check_structure(
-    original: &str,
-    expanded: &str,
-    lookup: &impl Fn(&str) -> Option<String>,
-) {
+fn check_structure(original: &str, expanded: &str, lookup: &impl Fn(&str) -> Option<String>) {
     if !original.contains('$') {
         assert_eq!(original, expanded, "a text without `$` was changed");
         return;

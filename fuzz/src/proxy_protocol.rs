@@ -22,7 +22,6 @@ compile_error!(
 #[cfg(ztgate_proxy_protocol)]
 pub use imp::run;
 
-
 #[cfg(ztgate_proxy_protocol)]
 mod imp {
     use std::pin::Pin;
