@@ -279,11 +279,11 @@ impl ProxyHttp for Gateway {
         if let Some(d) = out.denial {
             return self.deny(session, ctx, d).await;
         }
-        let Some(route) = ctx.facts.route.as_ref() else {
+        let Some(route) = ctx.facts.route() else {
             let d = Denial::new(Reason::NoRoute, "no route for this path");
             return self.deny(session, ctx, d).await;
         };
-        let Some(pool) = rt.pools.get(&route.upstream).cloned() else {
+        let Some(pool) = rt.pools.get(route.upstream()).cloned() else {
             let d = Denial::new(Reason::Internal, "route names an unknown upstream");
             return self.deny(session, ctx, d).await;
         };
@@ -466,18 +466,8 @@ impl ProxyHttp for Gateway {
                 lease.health().connect_succeeded();
             }
         }
-        let route = ctx
-            .facts
-            .route
-            .as_ref()
-            .map(|r| r.route.as_ref())
-            .unwrap_or("");
-        let upstream = ctx
-            .facts
-            .route
-            .as_ref()
-            .map(|r| r.upstream.as_ref())
-            .unwrap_or("");
+        let route = ctx.facts.route().map_or("", |r| r.route().as_ref());
+        let upstream = ctx.facts.route().map_or("", |r| r.upstream().as_ref());
         // Deny or error is whose fault the reason is (a backend outage is
         // an error whether or not a connection was tried), worked out in one
         // place for metrics, audit and `explain`.

@@ -197,7 +197,7 @@ async fn run(req: &Request, rt: &Runtime, state: &str) -> Result<bool, String> {
             denial: Some(Denial::new(Reason::PathNotCanonical, e.to_string())),
         },
     };
-    let allowed = out.denial.is_none() && facts.route.is_some();
+    let allowed = out.denial.is_none() && facts.route().is_some();
     if req.json {
         println!("{}", to_json(req, rt, &facts, &out, client_ip, state));
     } else {
@@ -230,7 +230,7 @@ fn final_status(facts: &Facts, out: &ChainOutcome) -> (Outcome, Option<Reason>) 
         .denial
         .as_ref()
         .map(|d| d.reason)
-        .or_else(|| facts.route.is_none().then_some(Reason::NoRoute));
+        .or_else(|| facts.route().is_none().then_some(Reason::NoRoute));
     let shadow = out.shadow_denials().next().is_some();
     (Outcome::of(refused, shadow), refused)
 }
@@ -251,9 +251,8 @@ fn status_row(facts: &Facts, out: &ChainOutcome) -> (&'static str, &'static str,
 
 fn backends(rt: &Runtime, facts: &Facts) -> Vec<String> {
     facts
-        .route
-        .as_ref()
-        .and_then(|r| rt.pools.get(&r.upstream))
+        .route()
+        .and_then(|r| rt.pools.get(r.upstream()))
         .map(|p| p.members().backends.iter().map(|b| b.to_string()).collect())
         .unwrap_or_default()
 }
@@ -282,19 +281,19 @@ fn to_json(
     json!({
         "request": {"path": req.path, "authority": req.authority, "client_ip": client_ip.map(|i| i.to_string())},
         "state": state,
-        "identity": facts.identity.as_ref().map(|i| json!({
-            "spiffe_id": i.spiffe_id, "trust_domain": i.trust_domain, "dns_sans": i.dns_sans,
-            "subject": i.subject, "thumbprint_sha256": hex::encode(i.thumbprint),
+        "identity": facts.identity().map(|i| json!({
+            "spiffe_id": i.spiffe_id(), "trust_domain": i.trust_domain(), "dns_sans": i.dns_sans(),
+            "subject": i.subject(), "thumbprint_sha256": hex::encode(i.thumbprint()),
         })),
-        "token": facts.token.as_ref().map(|t| json!({
-            "issuer": t.issuer.as_ref(), "subject": t.subject, "scopes": t.scopes,
+        "token": facts.token().map(|t| json!({
+            "issuer": t.issuer().as_ref(), "subject": t.subject(), "scopes": t.scopes(),
         })),
-        "device": facts.device.as_ref().map(|d| json!({
-            "fingerprint": d.fingerprint, "ja4": d.ja4, "country": d.country, "asn": d.asn,
+        "device": facts.device().map(|d| json!({
+            "fingerprint": d.fingerprint(), "ja4": d.ja4(), "country": d.country(), "asn": d.asn(),
         })),
         "filters": filters,
-        "route": facts.route.as_ref().map(|r| json!({
-            "route": r.route.as_ref(), "upstream": r.upstream.as_ref(), "backends": backends(rt, facts),
+        "route": facts.route().map(|r| json!({
+            "route": r.route().as_ref(), "upstream": r.upstream().as_ref(), "backends": backends(rt, facts),
         })),
         "upstream_headers": facts.upstream_headers.iter()
             .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
@@ -318,30 +317,30 @@ fn print_text(
             .map(|i| i.to_string())
             .unwrap_or_else(|| "(none given)".into())
     );
-    match &facts.identity {
+    match facts.identity() {
         Some(i) => println!(
             "identity   {} (subject {}, sha256 {})",
-            i.spiffe_id.as_deref().unwrap_or("(no SPIFFE ID)"),
-            i.subject,
-            hex::encode(i.thumbprint)
+            i.spiffe_id().unwrap_or("(no SPIFFE ID)"),
+            i.subject(),
+            hex::encode(i.thumbprint())
         ),
         None => println!("identity   (no client certificate)"),
     }
-    if let Some(t) = &facts.token {
+    if let Some(t) = facts.token() {
         println!(
             "token      iss={} sub={} scopes=[{}]",
-            t.issuer,
-            t.subject.as_deref().unwrap_or("-"),
-            t.scopes.join(" ")
+            t.issuer(),
+            t.subject().unwrap_or("-"),
+            t.scopes().join(" ")
         );
     }
-    if let Some(d) = &facts.device {
+    if let Some(d) = facts.device() {
         println!(
             "device     fingerprint={} ja4={} country={} asn={}",
-            d.fingerprint,
-            d.ja4.as_deref().unwrap_or("-"),
-            d.country.as_deref().unwrap_or("-"),
-            d.asn.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+            d.fingerprint(),
+            d.ja4().unwrap_or("-"),
+            d.country().unwrap_or("-"),
+            d.asn().map(|a| a.to_string()).unwrap_or_else(|| "-".into())
         );
     }
     println!("filters");
@@ -360,11 +359,11 @@ fn print_text(
     for name in rt.chain.names().filter(|n| !ran.contains(n)) {
         println!("  {name:<10} (not run: {why})");
     }
-    if let Some(r) = &facts.route {
+    if let Some(r) = facts.route() {
         println!(
             "route      {} → upstream {} [{}]",
-            r.route,
-            r.upstream,
+            r.route(),
+            r.upstream(),
             backends(rt, facts).join(", ")
         );
     }
@@ -378,11 +377,7 @@ fn print_text(
     if reason.is_empty() {
         println!(
             "result     ALLOW → forwarded to {}",
-            facts
-                .route
-                .as_ref()
-                .map(|r| r.upstream.as_ref())
-                .unwrap_or("-")
+            facts.route().map_or("-", |r| r.upstream().as_ref())
         );
     } else {
         // `DENY` for the caller's fault, `ERROR` for an outage or our bug.
@@ -398,13 +393,12 @@ mod tests {
     use ztgate_filter::{FilterVerdict, Mode, SelectedRoute};
 
     fn routed() -> Facts {
-        Facts {
-            route: Some(SelectedRoute {
-                route: "orders".into(),
-                upstream: "orders".into(),
-            }),
-            ..Facts::default()
-        }
+        let mut facts = Facts::default();
+        facts.set_route(SelectedRoute::attested_by_route(
+            "orders".into(),
+            "orders".into(),
+        ));
+        facts
     }
 
     fn denied(reason: Reason) -> ChainOutcome {
