@@ -165,7 +165,7 @@ impl Asserter {
     pub fn assertion(&self, facts: &Facts, now: SystemTime) -> Option<Arc<str>> {
         let spiffe = facts.spiffe_id();
         let sub = facts.subject();
-        let iss = facts.token.as_ref().map(|t| t.issuer.as_ref());
+        let iss = facts.token().map(|t| t.issuer().as_ref());
         let scopes = facts.scopes();
         let fp = facts.fingerprint();
         let key = identity_digest(

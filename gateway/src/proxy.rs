@@ -3,8 +3,8 @@
 //! ```text
 //! request_filter ── drop reserved identity headers ── header list ≤ limit? ──(no)── deny headers_too_large
 //!                   └─ canonical path? ──(no)── deny path_not_canonical
-//!                   └─ build RequestView ── Chain::run ──┬─ deny → write denial (trailers-only / JSON)
-//!                                                        └─ allow → remember route + pool
+//!                   └─ RequestView::build ── Chain::run ──┬─ deny → write denial (trailers-only / JSON)
+//!                                                         └─ allow → remember route + pool
 //! upstream_peer ─── pool.select() → HttpPeer (h2c / h2+TLS, deadline as read timeout)
 //! upstream_request_filter ── strip `sanitize` extras, add verified identity headers
 //! response_filter / trailer filters ── note grpc-status for metrics
@@ -26,7 +26,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use ztgate_filter::{
     grpc_path, identity_headers, ChainOutcome, Decision, Denial, Facts, GrpcCode, Outcome, Reason,
-    RequestView, TlsFacts,
+    Received, RequestView, TlsFacts,
 };
 
 use crate::request_meta;
@@ -143,6 +143,24 @@ fn proxy_error_reason(e: &Error) -> Reason {
     }
 }
 
+/// The request as Pingora received it, for [`RequestView::build`]: the
+/// proxy's half of the one view builder (`ztgate explain` has the other
+/// half, and a test there checks both give the same view).
+pub(crate) fn received<'a>(
+    req: &'a RequestHeader,
+    tls: &'a TlsFacts,
+    socket_ip: Option<std::net::IpAddr>,
+) -> Received<'a> {
+    Received {
+        method: &req.method,
+        path: req.uri.path(),
+        authority: req.uri.authority().map(|a| a.as_str()),
+        headers: &req.headers,
+        tls,
+        socket_ip,
+    }
+}
+
 impl Gateway {
     /// The connection's TLS digest (shared by every stream of an h2
     /// connection; the handshake callback put our [`TlsFacts`] in it).
@@ -211,24 +229,22 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let req = session.req_header();
-        let headers = &req.headers;
-        ctx.grpc = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/grpc"));
-        ctx.facts.request_id =
-            request_meta::request_id(headers.get("x-request-id").and_then(|v| v.to_str().ok()));
-        ctx.client_ip = request_meta::client_ip(
-            socket_ip,
-            headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
+        let tls = ctx
+            .tls
+            .as_deref()
+            .and_then(|d| d.extension.get::<TlsFacts>())
+            .unwrap_or(&NO_TLS);
+        let view = RequestView::build(
+            received(req, tls, socket_ip),
             |ip| rt.is_trusted_proxy(ip),
+            SystemTime::now(),
         );
+        ctx.grpc = view.is_grpc();
+        ctx.facts.request_id = request_meta::request_id(view.header("x-request-id"));
+        ctx.client_ip = view.client_ip;
         // The path only: a query is refused below and is never recorded
         // (it could carry a credential, `?access_token=…`).
-        ctx.path = req.uri.path().to_owned();
+        ctx.path = view.path.to_owned();
         // An oversized header list is refused before any filter (or the
         // route table) reads it, as RESOURCE_EXHAUSTED: the h2 codec's own
         // limit is set above this one so that such a list gets here rather
@@ -251,39 +267,19 @@ impl ProxyHttp for Gateway {
             let d = Denial::new(Reason::PathNotCanonical, e.to_string());
             return self.deny(session, ctx, d).await;
         }
-        let client_deadline = headers
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
+        let client_deadline = view
+            .header("grpc-timeout")
             .and_then(request_meta::parse_grpc_timeout);
-        let authority = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| headers.get("host").and_then(|v| v.to_str().ok()));
-        let view = RequestView {
-            method: &req.method,
-            path: req.uri.path(),
-            authority,
-            headers,
-            tls: ctx
-                .tls
-                .as_deref()
-                .and_then(|d| d.extension.get::<TlsFacts>())
-                .unwrap_or(&NO_TLS),
-            client_ip: ctx.client_ip,
-            socket_ip,
-            now: SystemTime::now(),
-        };
         let out = rt.chain.run(&view, &mut ctx.facts).await;
         Self::record_outcome(ctx, &out);
         if let Some(d) = out.denial {
             return self.deny(session, ctx, d).await;
         }
-        let Some(route) = ctx.facts.route.as_ref() else {
+        let Some(route) = ctx.facts.route() else {
             let d = Denial::new(Reason::NoRoute, "no route for this path");
             return self.deny(session, ctx, d).await;
         };
-        let Some(pool) = rt.pools.get(&route.upstream).cloned() else {
+        let Some(pool) = rt.pools.get(route.upstream()).cloned() else {
             let d = Denial::new(Reason::Internal, "route names an unknown upstream");
             return self.deny(session, ctx, d).await;
         };
@@ -466,18 +462,8 @@ impl ProxyHttp for Gateway {
                 lease.health().connect_succeeded();
             }
         }
-        let route = ctx
-            .facts
-            .route
-            .as_ref()
-            .map(|r| r.route.as_ref())
-            .unwrap_or("");
-        let upstream = ctx
-            .facts
-            .route
-            .as_ref()
-            .map(|r| r.upstream.as_ref())
-            .unwrap_or("");
+        let route = ctx.facts.route().map_or("", |r| r.route().as_ref());
+        let upstream = ctx.facts.route().map_or("", |r| r.upstream().as_ref());
         // Deny or error is whose fault the reason is (a backend outage is
         // an error whether or not a connection was tried), worked out in one
         // place for metrics, audit and `explain`.

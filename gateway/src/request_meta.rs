@@ -1,34 +1,8 @@
-//! Small, pure pieces of per-request metadata: the client IP behind trusted
-//! proxies, the request id, and gRPC deadlines.
+//! Small, pure pieces of per-request metadata: the request id and gRPC
+//! deadlines. (The client IP behind trusted proxies is derived where the
+//! request view is built, `ztgate_filter::view`.)
 
-use std::net::IpAddr;
 use std::time::Duration;
-
-/// The client IP: the socket peer, unless the peer is a trusted proxy; then
-/// the right-most `x-forwarded-for` address that is not itself trusted.
-/// XFF from an untrusted peer is never believed.
-pub fn client_ip<'a>(
-    socket: Option<IpAddr>,
-    xff: impl Iterator<Item = &'a str>,
-    trusted: impl Fn(IpAddr) -> bool,
-) -> Option<IpAddr> {
-    let peer = socket?;
-    if !trusted(peer) {
-        return Some(peer);
-    }
-    let hops: Vec<IpAddr> = xff
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let mut client = peer;
-    for hop in hops.iter().rev() {
-        client = *hop;
-        if !trusted(*hop) {
-            break;
-        }
-    }
-    Some(client)
-}
 
 /// Longest accepted incoming `x-request-id`.
 const MAX_REQUEST_ID: usize = 128;
@@ -96,34 +70,6 @@ pub fn format_grpc_timeout(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn xff_only_from_trusted_peers() {
-        let trusted = |a: IpAddr| a.to_string().starts_with("10.");
-        // Untrusted peer: XFF ignored.
-        assert_eq!(
-            client_ip(Some(ip("1.2.3.4")), ["9.9.9.9"].into_iter(), trusted),
-            Some(ip("1.2.3.4"))
-        );
-        // Trusted peer: right-most untrusted hop.
-        assert_eq!(
-            client_ip(
-                Some(ip("10.0.0.1")),
-                ["6.6.6.6, 7.7.7.7", "10.0.0.9"].into_iter(),
-                trusted
-            ),
-            Some(ip("7.7.7.7"))
-        );
-        // Garbage entries are skipped; nothing usable: the peer.
-        assert_eq!(
-            client_ip(Some(ip("10.0.0.1")), ["junk"].into_iter(), trusted),
-            Some(ip("10.0.0.1"))
-        );
-    }
 
     #[test]
     fn request_ids() {

@@ -2,8 +2,9 @@
 //! request and print what each filter saw and decided.
 //!
 //! It builds the same `Runtime` as `run` (same config code) and calls the
-//! same `Chain::run` over a `RequestView` built the same way as the proxy
-//! builds it; only the sources differ (files and flags instead of a socket).
+//! same `Chain::run` over a `RequestView` from the proxy's own builder,
+//! `RequestView::build`; only the sources differ (files and flags instead
+//! of a socket), and a test below checks both halves agree.
 //! JWT issuers configured by discovery/`jwks_uri` are fetched once over the
 //! network, like the gateway does at start; static `keys_file` issuers need
 //! no network.
@@ -18,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::json;
 use ztgate_filter::{
     grpc_path, identity_headers, ChainOutcome, Decision, Denial, Facts, Memory, Outcome,
-    PeerCertificate, Reason, RequestView, TlsFacts,
+    PeerCertificate, Reason, Received, RequestView, TlsFacts,
 };
 
 use crate::config::{self, Runtime};
@@ -149,6 +150,21 @@ fn state_note(section: Option<ztgate_state::StateSection>) -> String {
     }
 }
 
+/// The described request as the proxy would have received it: an HTTP/2
+/// POST to `--path` whose `:authority` is `--authority` (an empty one means
+/// none, and then `host` stands in, as in the proxy) from `--client-ip`.
+/// [`RequestView::build`] derives the rest, for both.
+fn received<'a>(req: &'a Request, headers: &'a HeaderMap, tls: &'a TlsFacts) -> Received<'a> {
+    Received {
+        method: &Method::POST,
+        path: &req.path,
+        authority: Some(req.authority.as_str()).filter(|a| !a.is_empty()),
+        headers,
+        tls,
+        socket_ip: req.client_ip,
+    }
+}
+
 async fn run(req: &Request, rt: &Runtime, state: &str) -> Result<bool, String> {
     for problem in rt.chain.prepare().await {
         eprintln!("note: {problem}");
@@ -169,24 +185,11 @@ async fn run(req: &Request, rt: &Runtime, state: &str) -> Result<bool, String> {
     if forged > 0 {
         eprintln!("note: {forged} reserved identity header(s) removed, as the gateway does");
     }
-    let client_ip = request_meta::client_ip(
-        req.client_ip,
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
+    let view = RequestView::build(
+        received(req, &headers, &tls),
         |ip| rt.is_trusted_proxy(ip),
+        SystemTime::now(),
     );
-    let view = RequestView {
-        method: &Method::POST,
-        path: &req.path,
-        authority: Some(&req.authority),
-        headers: &headers,
-        tls: &tls,
-        client_ip,
-        socket_ip: req.client_ip,
-        now: SystemTime::now(),
-    };
     let mut facts = Facts::new(request_meta::new_request_id());
     // As the gateway does: a path that is not canonical never reaches the
     // chain (so no filter is shown as run).
@@ -197,11 +200,11 @@ async fn run(req: &Request, rt: &Runtime, state: &str) -> Result<bool, String> {
             denial: Some(Denial::new(Reason::PathNotCanonical, e.to_string())),
         },
     };
-    let allowed = out.denial.is_none() && facts.route.is_some();
+    let allowed = out.denial.is_none() && facts.route().is_some();
     if req.json {
-        println!("{}", to_json(req, rt, &facts, &out, client_ip, state));
+        println!("{}", to_json(&view, rt, &facts, &out, state));
     } else {
-        print_text(req, rt, &facts, &out, client_ip);
+        print_text(&view, rt, &facts, &out);
         println!("state      {state}");
     }
     Ok(allowed)
@@ -230,7 +233,7 @@ fn final_status(facts: &Facts, out: &ChainOutcome) -> (Outcome, Option<Reason>) 
         .denial
         .as_ref()
         .map(|d| d.reason)
-        .or_else(|| facts.route.is_none().then_some(Reason::NoRoute));
+        .or_else(|| facts.route().is_none().then_some(Reason::NoRoute));
     let shadow = out.shadow_denials().next().is_some();
     (Outcome::of(refused, shadow), refused)
 }
@@ -251,19 +254,17 @@ fn status_row(facts: &Facts, out: &ChainOutcome) -> (&'static str, &'static str,
 
 fn backends(rt: &Runtime, facts: &Facts) -> Vec<String> {
     facts
-        .route
-        .as_ref()
-        .and_then(|r| rt.pools.get(&r.upstream))
+        .route()
+        .and_then(|r| rt.pools.get(r.upstream()))
         .map(|p| p.members().backends.iter().map(|b| b.to_string()).collect())
         .unwrap_or_default()
 }
 
 fn to_json(
-    req: &Request,
+    view: &RequestView<'_>,
     rt: &Runtime,
     facts: &Facts,
     out: &ChainOutcome,
-    client_ip: Option<IpAddr>,
     state: &str,
 ) -> String {
     let (decision, reason, grpc, http) = status_row(facts, out);
@@ -280,21 +281,24 @@ fn to_json(
         })
         .collect();
     json!({
-        "request": {"path": req.path, "authority": req.authority, "client_ip": client_ip.map(|i| i.to_string())},
+        "request": {
+            "path": view.path, "authority": view.authority,
+            "client_ip": view.client_ip.map(|i| i.to_string()),
+        },
         "state": state,
-        "identity": facts.identity.as_ref().map(|i| json!({
-            "spiffe_id": i.spiffe_id, "trust_domain": i.trust_domain, "dns_sans": i.dns_sans,
-            "subject": i.subject, "thumbprint_sha256": hex::encode(i.thumbprint),
+        "identity": facts.identity().map(|i| json!({
+            "spiffe_id": i.spiffe_id(), "trust_domain": i.trust_domain(), "dns_sans": i.dns_sans(),
+            "subject": i.subject(), "thumbprint_sha256": hex::encode(i.thumbprint()),
         })),
-        "token": facts.token.as_ref().map(|t| json!({
-            "issuer": t.issuer.as_ref(), "subject": t.subject, "scopes": t.scopes,
+        "token": facts.token().map(|t| json!({
+            "issuer": t.issuer().as_ref(), "subject": t.subject(), "scopes": t.scopes(),
         })),
-        "device": facts.device.as_ref().map(|d| json!({
-            "fingerprint": d.fingerprint, "ja4": d.ja4, "country": d.country, "asn": d.asn,
+        "device": facts.device().map(|d| json!({
+            "fingerprint": d.fingerprint(), "ja4": d.ja4(), "country": d.country(), "asn": d.asn(),
         })),
         "filters": filters,
-        "route": facts.route.as_ref().map(|r| json!({
-            "route": r.route.as_ref(), "upstream": r.upstream.as_ref(), "backends": backends(rt, facts),
+        "route": facts.route().map(|r| json!({
+            "route": r.route().as_ref(), "upstream": r.upstream().as_ref(), "backends": backends(rt, facts),
         })),
         "upstream_headers": facts.upstream_headers.iter()
             .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
@@ -304,44 +308,43 @@ fn to_json(
     .to_string()
 }
 
-fn print_text(
-    req: &Request,
-    rt: &Runtime,
-    facts: &Facts,
-    out: &ChainOutcome,
-    client_ip: Option<IpAddr>,
-) {
-    println!("request    POST {}  authority={}", req.path, req.authority);
+fn print_text(view: &RequestView<'_>, rt: &Runtime, facts: &Facts, out: &ChainOutcome) {
+    println!(
+        "request    {} {}  authority={}",
+        view.method,
+        view.path,
+        view.authority.unwrap_or("")
+    );
     println!(
         "client ip  {}",
-        client_ip
+        view.client_ip
             .map(|i| i.to_string())
             .unwrap_or_else(|| "(none given)".into())
     );
-    match &facts.identity {
+    match facts.identity() {
         Some(i) => println!(
             "identity   {} (subject {}, sha256 {})",
-            i.spiffe_id.as_deref().unwrap_or("(no SPIFFE ID)"),
-            i.subject,
-            hex::encode(i.thumbprint)
+            i.spiffe_id().unwrap_or("(no SPIFFE ID)"),
+            i.subject(),
+            hex::encode(i.thumbprint())
         ),
         None => println!("identity   (no client certificate)"),
     }
-    if let Some(t) = &facts.token {
+    if let Some(t) = facts.token() {
         println!(
             "token      iss={} sub={} scopes=[{}]",
-            t.issuer,
-            t.subject.as_deref().unwrap_or("-"),
-            t.scopes.join(" ")
+            t.issuer(),
+            t.subject().unwrap_or("-"),
+            t.scopes().join(" ")
         );
     }
-    if let Some(d) = &facts.device {
+    if let Some(d) = facts.device() {
         println!(
             "device     fingerprint={} ja4={} country={} asn={}",
-            d.fingerprint,
-            d.ja4.as_deref().unwrap_or("-"),
-            d.country.as_deref().unwrap_or("-"),
-            d.asn.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+            d.fingerprint(),
+            d.ja4().unwrap_or("-"),
+            d.country().unwrap_or("-"),
+            d.asn().map(|a| a.to_string()).unwrap_or_else(|| "-".into())
         );
     }
     println!("filters");
@@ -360,11 +363,11 @@ fn print_text(
     for name in rt.chain.names().filter(|n| !ran.contains(n)) {
         println!("  {name:<10} (not run: {why})");
     }
-    if let Some(r) = &facts.route {
+    if let Some(r) = facts.route() {
         println!(
             "route      {} → upstream {} [{}]",
-            r.route,
-            r.upstream,
+            r.route(),
+            r.upstream(),
             backends(rt, facts).join(", ")
         );
     }
@@ -378,11 +381,7 @@ fn print_text(
     if reason.is_empty() {
         println!(
             "result     ALLOW → forwarded to {}",
-            facts
-                .route
-                .as_ref()
-                .map(|r| r.upstream.as_ref())
-                .unwrap_or("-")
+            facts.route().map_or("-", |r| r.upstream().as_ref())
         );
     } else {
         // `DENY` for the caller's fault, `ERROR` for an outage or our bug.
@@ -398,13 +397,12 @@ mod tests {
     use ztgate_filter::{FilterVerdict, Mode, SelectedRoute};
 
     fn routed() -> Facts {
-        Facts {
-            route: Some(SelectedRoute {
-                route: "orders".into(),
-                upstream: "orders".into(),
-            }),
-            ..Facts::default()
-        }
+        let mut facts = Facts::default();
+        facts.set_route(SelectedRoute::attested_by_route(
+            "orders".into(),
+            "orders".into(),
+        ));
+        facts
     }
 
     fn denied(reason: Reason) -> ChainOutcome {
@@ -441,5 +439,73 @@ mod tests {
         };
         let row = status_row(&routed(), &shadow);
         assert_eq!(row, ("shadow_deny", "", "forwarded".into(), 200));
+    }
+
+    /// The request `explain` describes, and the same request as the proxy
+    /// receives it over HTTP/2 (`:authority` in the URI, unless empty).
+    fn both_views(authority: &str, extra: &[&str]) {
+        let req = Request {
+            config: PathBuf::new(),
+            path: "/orders.v1.Orders/Get".into(),
+            authority: authority.into(),
+            cert: None,
+            token: None,
+            headers: extra.iter().map(|h| h.to_string()).collect(),
+            client_ip: Some("10.0.0.1".parse().unwrap()),
+            ja4: Some("t13d1516h2_8daaf6152771_e5627efa2ab1".into()),
+            json: false,
+        };
+        let tls = TlsFacts {
+            ja4: req.ja4.as_deref().map(Arc::from),
+            alpn: Some("h2".into()),
+            ..TlsFacts::default()
+        };
+        let headers = headers(&req).unwrap();
+        let mut uri = http::Uri::builder();
+        if !authority.is_empty() {
+            uri = uri.scheme("https").authority(authority);
+        }
+        let uri = uri.path_and_query(req.path.as_str()).build().unwrap();
+        let mut wire =
+            pingora::http::RequestHeader::build("POST", req.path.as_bytes(), None).unwrap();
+        wire.set_uri(uri);
+        for (name, value) in &headers {
+            wire.append_header(name.clone(), value.clone()).unwrap();
+        }
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let now = SystemTime::UNIX_EPOCH;
+        let explained = RequestView::build(received(&req, &headers, &tls), trusted, now);
+        let proxied = RequestView::build(
+            crate::proxy::received(&wire, &tls, req.client_ip),
+            trusted,
+            now,
+        );
+        assert_eq!(explained, proxied);
+        assert_eq!(explained.client_ip, Some("7.7.7.7".parse().unwrap()));
+    }
+
+    /// `explain` shows the filters the view the proxy would build for the
+    /// same request, `host` fallback and client IP behind a trusted proxy
+    /// included: both go through `RequestView::build`, and this fails if
+    /// either side's half (`received`) reads the request differently.
+    #[test]
+    fn explain_sees_the_view_the_proxy_builds() {
+        let xff = "x-forwarded-for: 7.7.7.7";
+        both_views("orders.example.com", &["host: other.example.com", xff]);
+        both_views("", &["host: orders.example.com", xff]);
+        let req = Request {
+            config: PathBuf::new(),
+            path: "/a.B/C".into(),
+            authority: String::new(),
+            cert: None,
+            token: None,
+            headers: vec!["host: orders.example.com".into()],
+            client_ip: None,
+            ja4: None,
+            json: false,
+        };
+        let (tls, headers) = (TlsFacts::default(), headers(&req).unwrap());
+        let view = RequestView::build(received(&req, &headers, &tls), |_| false, SystemTime::now());
+        assert_eq!(view.authority, Some("orders.example.com"));
     }
 }

@@ -165,24 +165,22 @@ fn benches(c: &mut Criterion) {
     let mut probe = Facts::default();
     let _ = poll_ready(filter.evaluate(&view, &mut probe));
     let fp = probe.fingerprint().unwrap().to_owned();
-    let token = VerifiedToken {
-        issuer: "https://idp.test".into(),
-        subject: Some("alice".into()),
-        scopes: vec![],
-        expires_at: now + Duration::from_secs(300),
-        claims: Arc::new(
+    let token = VerifiedToken::attested_by_jwt(
+        "https://idp.test".into(),
+        Some("alice".into()),
+        vec![],
+        now + Duration::from_secs(300),
+        Arc::new(
             serde_json::json!({ "dfp": fp })
                 .as_object()
                 .unwrap()
                 .clone(),
         ),
-    };
+    );
     c.bench_function("filter/evaluate_all_policies_geoip", |b| {
         b.iter(|| {
-            let mut facts = Facts {
-                token: Some(token.clone()),
-                ..Facts::default()
-            };
+            let mut facts = Facts::default();
+            facts.set_token(token.clone());
             let d = poll_ready(filter.evaluate(black_box(&view), &mut facts));
             black_box((d, facts))
         })

@@ -107,9 +107,9 @@ impl DeviceFilter {
         };
 
         // --- token claim ---
-        let claim = match (&p.claim_binding, &facts.token) {
+        let claim = match (&p.claim_binding, facts.token()) {
             (None, _) | (Some(_), None) => ClaimCheck::NoToken,
-            (Some(b), Some(t)) => match t.claims.get(&b.claim).and_then(|v| v.as_str()) {
+            (Some(b), Some(t)) => match t.claims().get(&b.claim).and_then(|v| v.as_str()) {
                 None => ClaimCheck::Missing,
                 Some(v) if same_device(v) => ClaimCheck::Matches,
                 Some(_) => ClaimCheck::Differs,
@@ -117,10 +117,10 @@ impl DeviceFilter {
         };
 
         // --- first-seen binding, per (issuer, subject) ---
-        let first_seen = match (&self.first_seen, &facts.token) {
-            (Some(store), Some(t)) => match t.subject.as_deref() {
+        let first_seen = match (&self.first_seen, facts.token()) {
+            (Some(store), Some(t)) => match t.subject() {
                 Some(sub) => {
-                    let key = format!("{}\u{0}{sub}", t.issuer);
+                    let key = format!("{}\u{0}{sub}", t.issuer());
                     Some(store.observe(&key, &current, same_device, req.now).await?)
                 }
                 None => None,
@@ -155,12 +155,12 @@ impl DeviceFilter {
         {
             facts.set_upstream_header(COUNTRY_HEADER, v);
         }
-        facts.device = Some(DeviceFacts {
-            fingerprint: current,
-            ja4: ja4.map(str::to_owned),
+        facts.set_device(DeviceFacts::attested_by_device(
+            current,
+            ja4.map(str::to_owned),
             country,
             asn,
-        });
+        ));
         Ok(verdict)
     }
 }
@@ -270,20 +270,20 @@ mod tests {
     }
 
     fn token(sub: &str, claims: serde_json::Value) -> VerifiedToken {
-        VerifiedToken {
-            issuer: "https://idp.test".into(),
-            subject: Some(sub.into()),
-            scopes: vec![],
-            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000),
-            claims: Arc::new(claims.as_object().unwrap().clone()),
-        }
+        VerifiedToken::attested_by_jwt(
+            "https://idp.test".into(),
+            Some(sub.into()),
+            vec![],
+            SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000),
+            Arc::new(claims.as_object().unwrap().clone()),
+        )
     }
 
     async fn run(f: &DeviceFilter, r: &Req, tok: Option<VerifiedToken>) -> (Decision, Facts) {
-        let mut facts = Facts {
-            token: tok,
-            ..Facts::default()
-        };
+        let mut facts = Facts::default();
+        if let Some(tok) = tok {
+            facts.set_token(tok);
+        }
         let d = f.evaluate(&r.view(), &mut facts).await;
         (d, facts)
     }
@@ -308,25 +308,22 @@ mod tests {
         let f = filter("");
         let (d, facts) = run(&f, &Req::new("81.2.69.142", "grpc-go/1.60"), None).await;
         assert_eq!(d, Decision::Continue);
-        let dev = facts.device.clone().unwrap();
-        assert_eq!(dev.country.as_deref(), Some("GB"));
-        assert_eq!(dev.ja4.as_deref(), Some(JA4));
-        assert_eq!(dev.fingerprint.len(), 43);
-        assert_eq!(
-            header(&facts, &FINGERPRINT_HEADER),
-            Some(dev.fingerprint.as_str())
-        );
+        let dev = facts.device().cloned().unwrap();
+        assert_eq!(dev.country(), Some("GB"));
+        assert_eq!(dev.ja4(), Some(JA4));
+        assert_eq!(dev.fingerprint().len(), 43);
+        assert_eq!(header(&facts, &FINGERPRINT_HEADER), Some(dev.fingerprint()));
         assert_eq!(header(&facts, &COUNTRY_HEADER), Some("GB"));
         // Same signals → same fingerprint; another JA4 → another one.
         let (_, again) = run(&f, &Req::new("81.2.69.142", "grpc-go/1.60"), None).await;
-        assert_eq!(again.fingerprint(), Some(dev.fingerprint.as_str()));
+        assert_eq!(again.fingerprint(), Some(dev.fingerprint()));
         let mut other = Req::new("81.2.69.142", "grpc-go/1.60");
         other.tls.ja4 = Some("t13d1517h2_8daaf6152771_e5627efa2ab1".into());
         let (_, o) = run(&f, &other, None).await;
-        assert_ne!(o.fingerprint(), Some(dev.fingerprint.as_str()));
+        assert_ne!(o.fingerprint(), Some(dev.fingerprint()));
         // ASN known, country unknown: no country header.
         let (_, t) = run(&f, &Req::new("1.128.0.1", "x"), None).await;
-        assert_eq!(t.device.as_ref().unwrap().asn, Some(1221));
+        assert_eq!(t.device().unwrap().asn(), Some(1221));
         assert_eq!(header(&t, &COUNTRY_HEADER), None);
     }
 

@@ -7,7 +7,9 @@
 //! applies `enforce`/`shadow` modes in one place and times each filter.
 //! What a filter learns (the peer identity, the verified token, the device
 //! fingerprint, the selected route) goes into [`Facts`] for later filters,
-//! for the upstream headers and for the audit log.
+//! for the upstream headers and for the audit log; each of those sections
+//! is read by everyone but constructed only by the filter that owns it (see
+//! [`facts`] for how that is kept).
 //!
 //! A filter never builds a response: it returns a [`Decision`], and the one
 //! mapping from a [`Reason`] to a gRPC and an HTTP status lives in
@@ -44,7 +46,7 @@ pub use state::{
     Bind, Hit, OnUnavailable, SharedState, StateAnswer, StateError, StateOp, StateStore, StateUse,
     Unavailable,
 };
-pub use view::{RequestView, TlsFacts};
+pub use view::{Received, RequestView, TlsFacts};
 
 use std::borrow::Cow;
 use std::future::Future;

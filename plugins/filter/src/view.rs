@@ -1,7 +1,11 @@
 //! The request as filters see it: borrowed, immutable, network-free.
 //!
-//! The proxy, `ztgate explain` and unit tests all build a `RequestView` the
-//! same way, which is why the filters behave the same in all three.
+//! The proxy and `ztgate explain` build a `RequestView` with one function,
+//! [`RequestView::build`], from what arrived ([`Received`]): the fallback
+//! from `:authority` to `host` and the client IP behind trusted proxies are
+//! derived there and nowhere else, which is why the filters see the same
+//! request in both. (Unit tests of a single filter may still write a view
+//! out by hand.)
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use http::{HeaderMap, Method};
 use crate::PeerCertificate;
 
 /// What the TLS layer learned about the connection, once per connection.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFacts {
     /// The verified client certificate, if the client sent one.
     pub peer: Option<Arc<PeerCertificate>>,
@@ -25,8 +29,24 @@ pub struct TlsFacts {
     pub alpn: Option<String>,
 }
 
+/// A request as it arrived, before anything is derived from it: what the
+/// proxy reads off the wire and `ztgate explain` off its flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub method: &'a Method,
+    /// `:path` without the query.
+    pub path: &'a str,
+    /// The request target's authority (HTTP/2 `:authority`, an HTTP/1
+    /// absolute-form URI's), if it had one; `host` stands in when not.
+    pub authority: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub tls: &'a TlsFacts,
+    /// The socket peer (after a trusted PROXY protocol header, if any).
+    pub socket_ip: Option<IpAddr>,
+}
+
 /// One request, as every filter sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestView<'a> {
     pub method: &'a Method,
     /// `:path`, e.g. `/orders.v1.Orders/Get`.
@@ -44,6 +64,40 @@ pub struct RequestView<'a> {
 }
 
 impl<'a> RequestView<'a> {
+    /// The one way the gateway builds a view, used by the proxy and by
+    /// `ztgate explain` so that both show the filters the same request.
+    /// `trusted_proxy` says whether a peer is in `trusted_proxies`; `now`
+    /// is the request time every filter will use.
+    pub fn build(
+        received: Received<'a>,
+        trusted_proxy: impl Fn(IpAddr) -> bool,
+        now: SystemTime,
+    ) -> Self {
+        let Received {
+            method,
+            path,
+            authority,
+            headers,
+            tls,
+            socket_ip,
+        } = received;
+        let authority = authority.or_else(|| headers.get("host").and_then(|v| v.to_str().ok()));
+        let xff = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Self {
+            method,
+            path,
+            authority,
+            headers,
+            tls,
+            client_ip: client_ip(socket_ip, xff, trusted_proxy),
+            socket_ip,
+            now,
+        }
+    }
+
     /// The verified client certificate, if any.
     pub fn peer(&self) -> Option<&PeerCertificate> {
         self.tls.peer.as_deref()
@@ -68,5 +122,92 @@ impl<'a> RequestView<'a> {
             return None;
         }
         Some((svc, method))
+    }
+}
+
+/// The client IP: the socket peer, unless the peer is a trusted proxy; then
+/// the right-most `x-forwarded-for` address that is not itself trusted.
+/// XFF from an untrusted peer is never believed.
+pub fn client_ip<'a>(
+    socket: Option<IpAddr>,
+    xff: impl Iterator<Item = &'a str>,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> Option<IpAddr> {
+    let peer = socket?;
+    if !trusted(peer) {
+        return Some(peer);
+    }
+    let hops: Vec<IpAddr> = xff
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        client = *hop;
+        if !trusted(*hop) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn xff_only_from_trusted_peers() {
+        let trusted = |a: IpAddr| a.to_string().starts_with("10.");
+        // Untrusted peer: XFF ignored.
+        assert_eq!(
+            client_ip(Some(ip("1.2.3.4")), ["9.9.9.9"].into_iter(), trusted),
+            Some(ip("1.2.3.4"))
+        );
+        // Trusted peer: right-most untrusted hop.
+        assert_eq!(
+            client_ip(
+                Some(ip("10.0.0.1")),
+                ["6.6.6.6, 7.7.7.7", "10.0.0.9"].into_iter(),
+                trusted
+            ),
+            Some(ip("7.7.7.7"))
+        );
+        // Garbage entries are skipped; nothing usable: the peer.
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.1")), ["junk"].into_iter(), trusted),
+            Some(ip("10.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn build_falls_back_to_host_and_reads_xff_only_from_trusted_peers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", http::HeaderValue::from_static("api.example.com"));
+        headers.insert("x-forwarded-for", http::HeaderValue::from_static("7.7.7.7"));
+        let tls = TlsFacts::default();
+        let received = Received {
+            method: &Method::POST,
+            path: "/a.B/C",
+            authority: None,
+            headers: &headers,
+            tls: &tls,
+            socket_ip: Some(ip("10.0.0.1")),
+        };
+        let now = SystemTime::UNIX_EPOCH;
+        let v = RequestView::build(received, |a| a == ip("10.0.0.1"), now);
+        assert_eq!(v.authority, Some("api.example.com"));
+        assert_eq!(v.client_ip, Some(ip("7.7.7.7")));
+        assert_eq!(v.socket_ip, Some(ip("10.0.0.1")));
+        let with_authority = Received {
+            authority: Some("orders.local"),
+            ..received
+        };
+        let v = RequestView::build(with_authority, |_| false, now);
+        assert_eq!(v.authority, Some("orders.local"));
+        assert_eq!(v.client_ip, Some(ip("10.0.0.1")));
     }
 }

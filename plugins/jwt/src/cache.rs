@@ -51,7 +51,7 @@ impl TokenCache {
     pub fn get(&self, key: &TokenHash, now: SystemTime) -> Option<Cached> {
         let mut lru = self.inner.as_ref()?.lock();
         let hit = lru.get(key)?;
-        if hit.verified.token.expires_at <= now {
+        if hit.verified.token.expires_at() <= now {
             lru.pop(key);
             return None;
         }

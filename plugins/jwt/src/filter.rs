@@ -380,7 +380,7 @@ impl Filter for JwtFilter {
                     facts.strip_headers.push(AUTHORIZATION);
                     facts.strip_headers.push(DPOP.clone());
                 }
-                facts.token = Some(v.token.clone());
+                facts.set_token(v.token.clone());
                 Decision::Continue
             }
             Err(e) => Decision::Deny(e.denial()),

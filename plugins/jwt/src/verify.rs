@@ -280,13 +280,13 @@ fn finish(
     let exp = token::numeric_date(&claims, "exp")?.unwrap_or(0);
     let expires_at = UNIX_EPOCH + Duration::from_secs(u64::try_from(exp).unwrap_or(0));
     Ok(Verified {
-        token: VerifiedToken {
-            issuer: policy.issuer.clone(),
+        token: VerifiedToken::attested_by_jwt(
+            policy.issuer.clone(),
             subject,
             scopes,
             expires_at,
-            claims: Arc::new(claims),
-        },
+            Arc::new(claims),
+        ),
         issuer_index,
         cnf_x5t,
         cnf_jkt,

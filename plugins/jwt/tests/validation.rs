@@ -35,10 +35,10 @@ async fn valid_es256_and_rs256_tokens_pass_and_fill_facts() {
             .run(&f)
             .await;
         assert_eq!(d, Decision::Continue);
-        let tok = facts.token.unwrap();
-        assert_eq!(tok.subject.as_deref(), Some("alice"));
-        assert_eq!(tok.scopes, vec!["orders.read", "orders.write"]);
-        assert_eq!(&*tok.issuer, idp.issuer());
+        let tok = facts.token().unwrap();
+        assert_eq!(tok.subject(), Some("alice"));
+        assert_eq!(tok.scopes(), vec!["orders.read", "orders.write"]);
+        assert_eq!(&**tok.issuer(), idp.issuer());
         let h = |n: &str| {
             facts
                 .upstream_headers
@@ -63,7 +63,7 @@ async fn scope_array_claim_is_normalised() {
     c.as_object_mut().unwrap().remove("scope");
     c["scp"] = json!(["b", "a", "b"]);
     let (_, facts) = Req::bearer(&sign(&ec, &c)).run(&f).await;
-    assert_eq!(facts.token.unwrap().scopes, vec!["a", "b"]);
+    assert_eq!(facts.token().unwrap().scopes(), vec!["a", "b"]);
 }
 
 #[tokio::test]
@@ -324,7 +324,7 @@ async fn missing_token_and_schemes() {
     optional.start().await;
     let (d, facts) = r.run(&optional).await;
     assert_eq!(d, Decision::Continue);
-    assert!(facts.token.is_none());
+    assert!(facts.token().is_none());
 }
 
 #[tokio::test]

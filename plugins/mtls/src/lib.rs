@@ -173,27 +173,24 @@ impl MtlsFilter {
             };
             return (None, d);
         };
-        let mut identity = PeerIdentity {
-            spiffe_id: None,
-            trust_domain: None,
-            dns_sans: cert.dns_sans.clone(),
-            subject: cert.subject.clone(),
-            thumbprint: cert.sha256,
-        };
         let id = match svid_id(cert) {
             Ok(id) => id,
             Err(e) if self.require_svid => {
                 return (
-                    Some(identity),
+                    Some(PeerIdentity::attested_by_mtls(cert, None)),
                     Decision::deny(Reason::InvalidSvid, e.to_string()),
                 )
             }
-            Err(_) => return (Some(identity), self.check_unbound()),
+            Err(_) => {
+                let identity = PeerIdentity::attested_by_mtls(cert, None);
+                return (Some(identity), self.check_unbound());
+            }
         };
         let decision = self.check(&id);
-        identity.trust_domain = Some(id.trust_domain().to_owned());
-        identity.spiffe_id = Some(id.into_string());
-        (Some(identity), decision)
+        (
+            Some(PeerIdentity::attested_by_mtls(cert, Some(id))),
+            decision,
+        )
     }
 
     /// A certificate without a SPIFFE ID passes only when no SPIFFE policy is set.
@@ -232,16 +229,18 @@ impl Filter for MtlsFilter {
         let cert = req.peer();
         let (identity, decision) = self.decide(cert);
         if let (Some(id), Some(cert)) = (&identity, cert) {
-            if let Some(spiffe) = id.spiffe_id.as_deref() {
+            if let Some(spiffe) = id.spiffe_id() {
                 if let Ok(v) = HeaderValue::from_str(spiffe) {
                     facts.set_upstream_header(SPIFFE_ID_HEADER.clone(), v);
                 }
             }
-            if let Ok(v) = HeaderValue::from_str(&xfcc_value(cert, id.spiffe_id.as_deref())) {
+            if let Ok(v) = HeaderValue::from_str(&xfcc_value(cert, id.spiffe_id())) {
                 facts.set_upstream_header(XFCC_HEADER.clone(), v);
             }
         }
-        facts.identity = identity;
+        if let Some(identity) = identity {
+            facts.set_identity(identity);
+        }
         decision
     }
 }
@@ -292,11 +291,8 @@ mod tests {
         let (id, d) = f.decide(Some(&ok));
         assert_eq!(d, Decision::Continue);
         let id = id.unwrap();
-        assert_eq!(
-            id.spiffe_id.as_deref(),
-            Some("spiffe://acme.test/ns/a/sa/b")
-        );
-        assert_eq!(id.trust_domain.as_deref(), Some("acme.test"));
+        assert_eq!(id.spiffe_id(), Some("spiffe://acme.test/ns/a/sa/b"));
+        assert_eq!(id.trust_domain(), Some("acme.test"));
         let two = cert(&["spiffe://acme.test/a", "spiffe://acme.test/b"], false);
         assert_eq!(reason(&f.decide(Some(&two)).1), Some(Reason::InvalidSvid));
         let none = cert(&[], false);

@@ -66,15 +66,14 @@ impl RateLimitFilter {
         let mut exceeded: Option<(&Rule, Duration)> = None;
         for rule in &self.rules {
             if let Some(want) = &rule.route {
-                if facts.route.as_ref().is_none_or(|r| r.route != *want) {
+                if facts.route().is_none_or(|r| *r.route() != *want) {
                     continue;
                 }
             }
             let identity = match rule.key {
-                Key::Subject => facts.token.as_ref().and_then(|t| {
-                    t.subject
-                        .as_deref()
-                        .map(|s| Identity::Subject(t.issuer.as_ref(), s))
+                Key::Subject => facts.token().and_then(|t| {
+                    t.subject()
+                        .map(|s| Identity::Subject(t.issuer().as_ref(), s))
                 }),
                 Key::SpiffeId => facts.spiffe_id().map(Identity::SpiffeId),
                 Key::Fingerprint => facts.fingerprint().map(Identity::Fingerprint),

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method};
 use ztgate_filter::{
-    BuildContext, Decision, DeviceFacts, Facts, PeerIdentity, Reason, RequestView, SelectedRoute,
-    TlsFacts, VerifiedToken,
+    BuildContext, Decision, DeviceFacts, Facts, PeerCertificate, PeerIdentity, Reason, RequestView,
+    SelectedRoute, SpiffeId, TlsFacts, VerifiedToken,
 };
 
 use crate::{build, check_route_names, raw, RateLimitFilter};
@@ -52,34 +52,34 @@ fn user(sub: &'static str) -> Req {
 fn decide(f: &RateLimitFilter, r: &Req) -> Decision {
     let mut facts = Facts::new("rid".into());
     if let Some(sub) = r.subject {
-        facts.token = Some(VerifiedToken {
-            issuer: Arc::from(r.issuer),
-            subject: Some(sub.into()),
-            scopes: vec![],
-            expires_at: SystemTime::now() + Duration::from_secs(60),
-            claims: Arc::default(),
-        });
+        facts.set_token(VerifiedToken::attested_by_jwt(
+            Arc::from(r.issuer),
+            Some(sub.into()),
+            vec![],
+            SystemTime::now() + Duration::from_secs(60),
+            Arc::default(),
+        ));
     }
     if let Some(id) = r.spiffe {
-        facts.identity = Some(PeerIdentity {
-            spiffe_id: Some(id.into()),
-            trust_domain: None,
+        let cert = PeerCertificate {
+            sha256: [0; 32],
+            uri_sans: vec![id.into()],
             dns_sans: vec![],
             subject: String::new(),
-            thumbprint: [0; 32],
-        });
+            is_ca: false,
+            not_after: SystemTime::now() + Duration::from_secs(60),
+        };
+        let svid = SpiffeId::parse(id).unwrap();
+        facts.set_identity(PeerIdentity::attested_by_mtls(&cert, Some(svid)));
     }
     if let Some(fp) = r.fingerprint {
-        facts.device = Some(DeviceFacts {
-            fingerprint: fp.into(),
-            ..DeviceFacts::default()
-        });
+        facts.set_device(DeviceFacts::attested_by_device(fp.into(), None, None, None));
     }
     if let Some(route) = r.route {
-        facts.route = Some(SelectedRoute {
-            route: Arc::from(route),
-            upstream: Arc::from("pool"),
-        });
+        facts.set_route(SelectedRoute::attested_by_route(
+            Arc::from(route),
+            Arc::from("pool"),
+        ));
     }
     let (headers, tls) = (HeaderMap::new(), TlsFacts::default());
     let view = RequestView {

@@ -52,10 +52,10 @@ impl RouteFilter {
             (Err(denial), Mode::Shadow) => (route.select().first(), Decision::ShadowDeny(denial)),
         };
         if let Some(entry) = entry {
-            facts.route = Some(SelectedRoute {
-                route: route.name().clone(),
-                upstream: entry.upstream().clone(),
-            });
+            facts.set_route(SelectedRoute::attested_by_route(
+                route.name().clone(),
+                entry.upstream().clone(),
+            ));
         }
         decision
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Method};
 use ztgate_filter::{
     BuildContext, Chain, Decision, Facts, Mode, PeerCertificate, PeerIdentity, Reason, RequestView,
-    Stage, TlsFacts, VerifiedToken,
+    SpiffeId, Stage, TlsFacts, VerifiedToken,
 };
 
 use crate::{build, raw, RouteFilter};
@@ -83,24 +83,19 @@ fn cert(id: Option<&str>) -> PeerCertificate {
 fn facts_for(who: &Who) -> Facts {
     let mut facts = Facts::new("rid".into());
     if let Some(id) = who.spiffe {
-        facts.identity = Some(PeerIdentity {
-            spiffe_id: Some(id.into()),
-            trust_domain: None,
-            dns_sans: vec![],
-            subject: "CN=test".into(),
-            thumbprint: [7; 32],
-        });
+        let svid = SpiffeId::parse(id).unwrap();
+        facts.set_identity(PeerIdentity::attested_by_mtls(&cert(Some(id)), Some(svid)));
     }
     if let Some(scopes) = &who.scopes {
         let mut scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
         scopes.sort();
-        facts.token = Some(VerifiedToken {
-            issuer: Arc::from("https://idp.test"),
-            subject: Some("alice".into()),
+        facts.set_token(VerifiedToken::attested_by_jwt(
+            Arc::from("https://idp.test"),
+            Some("alice".into()),
             scopes,
-            expires_at: SystemTime::now() + Duration::from_secs(60),
-            claims: Arc::default(),
-        });
+            SystemTime::now() + Duration::from_secs(60),
+            Arc::default(),
+        ));
     }
     facts
 }
@@ -132,8 +127,8 @@ fn run(
     (
         d,
         facts
-            .route
-            .map(|r| (r.route.to_string(), r.upstream.to_string())),
+            .route()
+            .map(|r| (r.route().to_string(), r.upstream().to_string())),
     )
 }
 
@@ -428,7 +423,7 @@ async fn runs_in_a_chain_and_sets_the_route_fact() {
     let out = chain.run(&view, &mut facts).await;
     assert!(out.denial.is_none());
     assert_eq!(out.verdicts[0].filter, "route");
-    assert_eq!(facts.route.unwrap().upstream.as_ref(), "orders-read");
+    assert_eq!(facts.route().unwrap().upstream().as_ref(), "orders-read");
 }
 
 #[test]
