@@ -52,7 +52,7 @@ fn der(bytes: &[u8]) {
     let id = svid_id(&cert).ok();
     let (identity, _decision) = filter().decide(Some(&cert));
     if let Some(identity) = &identity {
-        assert_eq!(identity.thumbprint, cert.sha256);
+        assert_eq!(identity.thumbprint(), &cert.sha256);
     }
     round_trip(&cert, id.as_ref().map(SpiffeId::as_str));
 }
