@@ -236,3 +236,76 @@ mtls:
     assert!(!refused(&as_(&env.web)).await);
     let _ = std::fs::remove_dir_all(&side);
 }
+
+/// Issue 15: `listener.tls.crl`. A certificate its CA's CRL revokes fails
+/// the handshake; a CRL rotated on disk applies to the next handshakes
+/// without a restart; with `client_auth: optional` a revoked certificate
+/// counts as none (the mtls filter then says `client_cert_missing`).
+#[tokio::test]
+async fn revoked_client_certificates_are_refused() {
+    let side = support::workdir("crl-partner");
+    let partner = Ca::new("partner.test").unwrap();
+    let partner_pem = partner.write(&side, "partner").unwrap();
+    let (revoked, later) = (
+        partner.svid("spiffe://partner.test/ns/pay/sa/old").unwrap(),
+        partner.svid("spiffe://partner.test/ns/pay/sa/api").unwrap(),
+    );
+    let crl = side.join("partner.crl");
+    std::fs::write(&crl, partner.crl(&[&revoked], 86_400).unwrap()).unwrap();
+    let policy = format!(
+        "pipeline: [sanitize, mtls, route]
+mtls:
+  trust_domains: [acme.test, partner.test]
+  trust_bundles:
+    acme.test: ca.pem
+    partner.test: {}
+",
+        partner_pem.display()
+    );
+    for client_auth in ["require", "optional"] {
+        let auth = format!("{client_auth}\n    crl: [\"{}\"]", crl.display());
+        let mut setup = Setup::new("crl");
+        setup.policy = &policy;
+        setup.client_auth = &auth;
+        let env = setup.start().await;
+        let as_ = |who: &ztgate_testkit::pki::Issued| {
+            env.target().with_identity(&who.cert_pem, &who.key_pem)
+        };
+        assert!(!refused(&as_(&later)).await, "{client_auth}");
+        assert!(!refused(&as_(&env.web)).await, "{client_auth}");
+        if client_auth == "require" {
+            assert!(refused(&as_(&revoked)).await);
+            // The CA revokes another certificate: the next handshakes
+            // follow the file.
+            std::fs::write(&crl, partner.crl(&[&revoked, &later], 86_400).unwrap()).unwrap();
+            let applied = support::eventually(std::time::Duration::from_secs(15), async || {
+                refused(&as_(&later)).await
+            })
+            .await;
+            assert!(applied, "the rotated CRL did not apply");
+            assert!(refused(&as_(&revoked)).await);
+            assert!(!refused(&as_(&env.web)).await);
+            std::fs::write(&crl, partner.crl(&[&revoked], 86_400).unwrap()).unwrap();
+        } else {
+            let err = client::orders(env.channel_as(&revoked).await)
+                .get(Request::default())
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+            assert!(err.message().starts_with("client_cert_missing"), "{err:?}");
+        }
+        assert!(
+            env.metric(
+                "ztgate_client_cert_refusals_total",
+                &[("reason", "revoked")]
+            ) >= 1.0
+        );
+        assert!(
+            env.metric(
+                "ztgate_crl_next_update_timestamp_seconds",
+                &[("issuer", "partner.test test CA")]
+            ) > 0.0
+        );
+    }
+    let _ = std::fs::remove_dir_all(&side);
+}

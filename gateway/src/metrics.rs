@@ -112,9 +112,15 @@ metric!(HANDSHAKE_FAILURES: IntCounterVec = register_int_counter_vec!(
     &["stage"]
 ));
 
+metric!(CRL_NEXT_UPDATE: IntGaugeVec = register_int_gauge_vec!(
+    "ztgate_crl_next_update_timestamp_seconds",
+    "nextUpdate of each CRL in listener.tls.crl (unix seconds), by issuing CA; past it, fetch a new CRL.",
+    &["issuer", "file"]
+));
+
 metric!(CLIENT_CERT_REFUSALS: IntCounterVec = register_int_counter_vec!(
     "ztgate_client_cert_refusals_total",
-    "Client certificates whose chain verified but that the trust-domain binding refused (mtls.trust_bundles), by reason: unknown_trust_domain, wrong_trust_bundle (a CA of another trust domain), no_spiffe_id (not under client_ca), bad_spiffe_id, several_trust_domains.",
+    "Client certificates whose chain verified but that were refused, by reason: revoked (listener.tls.crl; with client_auth: optional treated as no certificate), and the trust-domain binding of mtls.trust_bundles: unknown_trust_domain, wrong_trust_bundle (a CA of another trust domain), no_spiffe_id (not under client_ca), bad_spiffe_id, several_trust_domains.",
     &["reason"]
 ));
 
@@ -159,6 +165,7 @@ pub fn init() {
         "no_spiffe_id",
         "bad_spiffe_id",
         "several_trust_domains",
+        "revoked",
     ] {
         CLIENT_CERT_REFUSALS.with_label_values(&[reason]);
     }

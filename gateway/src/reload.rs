@@ -200,6 +200,17 @@ pub fn record_cert_expiry(rt: &Runtime) {
     for (name, c) in rt.material.trust.anchors() {
         set(name, material::not_after(c));
     }
+    for crl in &rt.material.crls.lists {
+        if let Some(t) = crl.next_update {
+            let secs = t
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            metrics::CRL_NEXT_UPDATE
+                .with_label_values(&[&crl.issuer_name, &crl.path.display().to_string()])
+                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
+    }
     for p in rt.pools.values() {
         if let Some(t) = &p.tls {
             set(format!("upstream:{}", p.name), t.client_not_after);

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -22,6 +23,8 @@ pub struct Issued {
     pub cert_pem: String,
     pub key_pem: String,
     pub der: Vec<u8>,
+    /// The certificate's serial number (big-endian), for CRLs.
+    pub serial: Vec<u8>,
 }
 
 impl Issued {
@@ -106,13 +109,50 @@ impl Ca {
             p.not_before = now - Duration::hours(1);
             p.not_after = now + Duration::days(1);
         }
+        // A serial unique per process run (CRLs name certificates by it).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let serial = ((nanos << 16) ^ n).to_be_bytes().to_vec();
+        // Positive and minimal: no leading zero bytes, top bit clear.
+        let mut serial: Vec<u8> = serial.into_iter().skip_while(|b| *b == 0).collect();
+        if serial.first().is_none_or(|b| b & 0x80 != 0) {
+            serial.insert(0, 0);
+        }
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
         let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, &self.cert, &self.key)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             der: cert.der().to_vec(),
+            serial,
         })
+    }
+
+    /// A CRL signed by this CA listing `revoked`, whose nextUpdate is
+    /// `next_update_secs` from now (negative: already past).
+    pub fn crl(&self, revoked: &[&Issued], next_update_secs: i64) -> anyhow::Result<String> {
+        let now = OffsetDateTime::now_utc();
+        let next_update = Duration::seconds(next_update_secs);
+        let this_update = (now - Duration::hours(2)).min(now + next_update - Duration::hours(1));
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update: now + next_update,
+            crl_number: SerialNumber::from(now.unix_timestamp() as u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|i| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&i.serial),
+                    revocation_time: now - Duration::minutes(5),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.cert, &self.key)?.pem()?)
     }
 
     /// A server certificate for `localhost` / 127.0.0.1.

@@ -215,7 +215,8 @@ pub fn build(
             "is required unless mtls.trust_bundles names a bundle per trust domain",
         ));
     }
-    let material = match ServerMaterial::load(&cert, &key, ca.as_deref(), &trust_bundles) {
+    let crls: Vec<PathBuf> = t.crl.iter().map(|p| ctx.resolve(p)).collect();
+    let material = match ServerMaterial::load(&cert, &key, ca.as_deref(), &trust_bundles, &crls) {
         Ok(m) => Some(m),
         Err(errs) => {
             for (part, e) in errs {
@@ -296,6 +297,7 @@ pub fn build(
     let mut watched = vec![loaded.path.clone(), cert, key];
     watched.extend(ca);
     watched.extend(trust_bundles.into_iter().map(|(_, p)| p));
+    watched.extend(crls);
     if let Some(a) = &raw.assertion {
         watched.extend(
             std::iter::once(&a.key)

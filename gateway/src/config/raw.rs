@@ -117,6 +117,10 @@ pub struct ListenerTls {
     /// `mtls.trust_bundles` names a bundle per trust domain.
     #[serde(default)]
     pub client_ca: Option<String>,
+    /// Certificate revocation lists (PEM or DER) from the CAs of `client_ca`
+    /// or `mtls.trust_bundles`; watched like certificates.
+    #[serde(default)]
+    pub crl: Vec<String>,
     #[serde(default)]
     pub client_auth: ClientAuth,
     #[serde(default)]

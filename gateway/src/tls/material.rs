@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pingora::tls::pkey::{PKey, Private};
-use pingora::tls::x509::X509;
+use pingora::tls::x509::{X509Ref, X509};
 
 /// A problem with one file, for the config key that named it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +73,8 @@ pub enum Part {
     Cert,
     Key,
     Trust(super::trust::TrustSource),
+    /// `listener.tls.crl[i]`.
+    Crl(usize),
 }
 
 impl Part {
@@ -93,6 +95,7 @@ impl Part {
             Part::Key => "listener.tls.key".into(),
             Part::Trust(TrustSource::ClientCa) => "listener.tls.client_ca".into(),
             Part::Trust(TrustSource::Bundle(td)) => format!("mtls.trust_bundles.{td}"),
+            Part::Crl(i) => format!("listener.tls.crl[{i}]"),
         }
     }
 }
@@ -186,7 +189,7 @@ pub fn not_after(cert: &X509) -> Option<SystemTime> {
 }
 
 /// A human name for a certificate (its subject CN or the whole subject).
-pub fn display_name(cert: &X509) -> String {
+pub fn display_name(cert: &X509Ref) -> String {
     cert.subject_name()
         .entries_by_nid(pingora::tls::nid::Nid::COMMONNAME)
         .next()

@@ -20,6 +20,7 @@
 //! certificate leaves resumption alone.
 
 pub mod material;
+pub mod revocation;
 pub mod trust;
 
 use std::any::Any;
@@ -39,6 +40,7 @@ use ztgate_filter::{PeerCertificate, TlsFacts};
 
 use crate::config::raw::{ClientAuth, TlsVersion};
 use material::{CertAndKey, MaterialError, Part, TrustDigest};
+use revocation::Crls;
 use trust::ClientTrust;
 
 /// What a handshake needs; swapped whole on reload.
@@ -46,20 +48,24 @@ pub struct ServerMaterial {
     pub identity: CertAndKey,
     /// `listener.tls.client_ca` and `mtls.trust_bundles`.
     pub trust: ClientTrust,
+    /// `listener.tls.crl`.
+    pub crls: Crls,
+    /// See [`Self::trust_id`].
+    trust_id: TrustDigest,
 }
 
 impl ServerMaterial {
     /// What decides whether a client certificate is trusted, as a digest:
     /// the session id context of the connections that use this material.
     ///
-    /// Only the client trust (`client_ca` and the bundles per trust
-    /// domain): it is the one part of the material that verification reads. The server certificate and key are left out on
+    /// Only the client trust (`client_ca`, the bundles per trust domain and
+    /// the CRLs): the part of the material that verification reads. The server certificate and key are left out on
     /// purpose, so rotating them keeps sessions resumable. The verify mode
     /// (`client_auth`) and depth are fixed for the life of the process; a
     /// restart that changes them also starts with new ticket keys and an
     /// empty session cache, which ends every session anyway.
     pub fn trust_id(&self) -> &TrustDigest {
-        &self.trust.digest
+        &self.trust_id
     }
 
     pub fn load(
@@ -67,6 +73,7 @@ impl ServerMaterial {
         key: &Path,
         client_ca: Option<&Path>,
         trust_bundles: &[(String, PathBuf)],
+        crls: &[PathBuf],
     ) -> Result<Self, Vec<(Part, MaterialError)>> {
         let identity = CertAndKey::load(cert, key).and_then(|ck| {
             // An expired server certificate fails every handshake: refuse it
@@ -86,11 +93,30 @@ impl ServerMaterial {
                 .map(|(source, e)| (Part::Trust(source), e))
                 .collect::<Vec<_>>()
         });
-        match (identity, trust) {
-            (Ok(identity), Ok(trust)) => Ok(Self { identity, trust }),
-            (a, b) => {
+        let crls = trust.as_ref().ok().map(|t| {
+            Crls::load(crls, t).map_err(|errs| {
+                errs.into_iter()
+                    .map(|(i, e)| (Part::Crl(i), e))
+                    .collect::<Vec<_>>()
+            })
+        });
+        match (identity, trust, crls) {
+            (Ok(identity), Ok(trust), Some(Ok(crls))) => {
+                use sha2::{Digest, Sha256};
+                let mut h = Sha256::new();
+                h.update(trust.digest);
+                h.update(crls.digest);
+                Ok(Self {
+                    identity,
+                    trust,
+                    crls,
+                    trust_id: h.finalize().into(),
+                })
+            }
+            (a, b, c) => {
                 let mut errs = a.err().unwrap_or_default();
                 errs.extend(b.err().unwrap_or_default());
+                errs.extend(c.and_then(Result::err).unwrap_or_default());
                 Err(errs)
             }
         }
@@ -200,8 +226,17 @@ impl TlsAccept for Handshake {
 
 /// What the TLS layer knows about a finished handshake.
 fn describe_connection(ssl: &TlsRef) -> TlsFacts {
-    let peer = ssl
-        .peer_certificate()
+    let revoked = revoked_peer(ssl);
+    if let Some(cn) = &revoked {
+        crate::metrics::CLIENT_CERT_REFUSALS
+            .with_label_values(&["revoked"])
+            .inc();
+        tracing::warn!(certificate = %cn, "revoked client certificate: treated as none (client_auth: optional)");
+    }
+    let peer = revoked
+        .is_none()
+        .then(|| ssl.peer_certificate())
+        .flatten()
         .and_then(|c| c.to_der().ok())
         .and_then(|der| match PeerCertificate::from_der(&der) {
             Ok(p) => Some(Arc::new(p)),
@@ -224,7 +259,7 @@ fn describe_connection(ssl: &TlsRef) -> TlsFacts {
 /// hold it to the trust domain of the leaf ([`ClientTrust::admits`]),
 /// against the material this connection was pinned to. Fails closed when
 /// that material cannot be found.
-fn verify_peer(preverified: bool, ctx: &mut X509StoreContextRef) -> bool {
+fn verify_peer(preverified: bool, ctx: &mut X509StoreContextRef, client_auth: ClientAuth) -> bool {
     if !preverified || ctx.error_depth() != 0 {
         return preverified;
     }
@@ -238,20 +273,58 @@ fn verify_peer(preverified: bool, ctx: &mut X509StoreContextRef) -> bool {
     };
     let verdict = match ctx.chain() {
         Some(chain) => match (chain.get(0), chain.iter().last()) {
-            (Some(leaf), Some(anchor)) => material.trust.admits(leaf, anchor),
+            (Some(leaf), Some(anchor)) => material
+                .trust
+                .admits(leaf, anchor)
+                .map_err(|r| (r.label(), r.to_string())),
             _ => return false,
         },
         None => return false,
-    };
+    }
+    .and_then(|()| {
+        // Revoked: fails the handshake with `require`; with `optional` the
+        // connection goes on as one without a certificate (decided in
+        // `describe_connection`, which also sees resumed sessions).
+        let revoked = ctx.chain().and_then(|c| material.crls.revoked_in(c.iter()));
+        match revoked {
+            Some(cn) if client_auth == ClientAuth::Require => Err((
+                "revoked",
+                format!("certificate `{cn}` of the chain is revoked by a CRL"),
+            )),
+            _ => Ok(()),
+        }
+    });
     match verdict {
         Ok(()) => true,
-        Err(refusal) => {
+        Err((label, reason)) => {
             crate::metrics::CLIENT_CERT_REFUSALS
-                .with_label_values(&[refusal.label()])
+                .with_label_values(&[label])
                 .inc();
-            tracing::warn!(reason = %refusal, "client certificate refused");
+            tracing::warn!(%reason, "client certificate refused");
             ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
             false
+        }
+    }
+}
+
+/// With `client_auth: optional`, a revoked certificate counts as none.
+fn revoked_peer(ssl: &SslRef) -> Option<String> {
+    let material = (*PINNED).and_then(|idx| ssl.ex_data(idx).cloned())?;
+    if material.crls.lists.is_empty() {
+        return None;
+    }
+    match ssl.verified_chain() {
+        Some(chain) => material.crls.revoked_in(chain.iter()),
+        // A resumed session: its chain was verified under these same CRLs
+        // (they are part of the session id context); the leaf is checked
+        // on its own.
+        None => {
+            let leaf = ssl.peer_certificate()?;
+            let cn = material
+                .crls
+                .revoking(&leaf)
+                .map(|_| material::display_name(&leaf));
+            cn
         }
     }
 }
@@ -270,7 +343,7 @@ pub fn listener_settings(
         ClientAuth::Require => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
         ClientAuth::Optional => SslVerifyMode::PEER,
     };
-    tls.set_verify_callback(mode, verify_peer);
+    tls.set_verify_callback(mode, move |ok, ctx| verify_peer(ok, ctx, client_auth));
     tls.set_verify_depth(8);
     // Session resumption with client auth needs a session id context. This
     // fixed one is only the default: `bind_session_to_trust` replaces it on
@@ -318,6 +391,7 @@ mod tests {
             &d.join("server.pem"),
             &d.join("server-key.pem"),
             Some(&d.join("ca.pem")),
+            &[],
             &[],
         )
         .map_err(|e| format!("{e:?}"))
