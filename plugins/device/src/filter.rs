@@ -64,7 +64,7 @@ impl DeviceFilter {
     ///
     /// `Err` when a first-seen check could not be made and must not be
     /// skipped (the shared store is down, `on_unavailable: deny`).
-    pub async fn assess(
+    pub async fn decide(
         &self,
         req: &RequestView<'_>,
         facts: &mut Facts,
@@ -172,7 +172,7 @@ impl Filter for DeviceFilter {
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
-        let verdict = match self.assess(req, facts).await {
+        let verdict = match self.decide(req, facts).await {
             Ok(v) => v,
             Err(first_seen::Unanswered) => {
                 return Decision::deny(

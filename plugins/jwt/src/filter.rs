@@ -188,7 +188,7 @@ impl JwtFilter {
     /// none required. A DPoP replay check against the shared store is
     /// deferred into `pending` (one round trip with the other filters'
     /// checks, see [`ztgate_filter::deferred`]).
-    pub async fn check(
+    pub async fn decide(
         &self,
         req: &RequestView<'_>,
         pending: &mut Pending,
@@ -368,7 +368,7 @@ impl Filter for JwtFilter {
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
-        match self.check(req, &mut facts.pending).await {
+        match self.decide(req, &mut facts.pending).await {
             Ok(None) => Decision::Continue,
             Ok(Some((v, policy))) => {
                 if let Some(sub) = &v.subject_header {
