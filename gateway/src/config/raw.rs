@@ -33,7 +33,7 @@ pub struct Config {
     #[serde(default)]
     pub mtls: Option<ztgate_mtls::raw::Mtls>,
     #[serde(default)]
-    pub jwt: Option<ztgate_jwt::raw::JwtSection>,
+    pub jwt: Option<ztgate_jwt::config::JwtSection>,
     #[serde(default)]
     pub device: Option<ztgate_device::raw::Device>,
     #[serde(default)]

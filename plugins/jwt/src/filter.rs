@@ -14,17 +14,26 @@ use ztgate_filter::{
 };
 
 use crate::cache::{self, Cached, TokenCache};
-use crate::config::{FilterSettings, IssuerPolicy};
+use crate::config::DpopMode;
 use crate::dpop::{self, ProofRequest, ReplayCache, VerifiedProof};
 use crate::jwks::{FetchError, KeyStore};
-use crate::raw::DpopMode;
-use crate::verify::{self, Verified};
+use crate::verify::{self, IssuerPolicy, Verified};
 use crate::{cnf, metrics, JwtError};
 
 pub static X_ZTGATE_SUBJECT: HeaderName = ztgate_filter::identity_headers::SUBJECT;
 pub static X_ZTGATE_ISSUER: HeaderName = ztgate_filter::identity_headers::ISSUER;
 pub static X_ZTGATE_SCOPES: HeaderName = ztgate_filter::identity_headers::SCOPES;
 pub static DPOP: HeaderName = HeaderName::from_static("dpop");
+
+/// The filter-wide settings, resolved from `jwt:` by [`crate::build`].
+#[derive(Debug, Clone)]
+pub struct FilterSettings {
+    pub max_token_size: usize,
+    pub cache_capacity: usize,
+    pub required: bool,
+    /// `keys_file`s: a change reloads the config.
+    pub key_files: Vec<std::path::PathBuf>,
+}
 
 /// How the token was presented (RFC 6750 §2.1, RFC 9449 §7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
