@@ -220,7 +220,7 @@ mod tests {
     }
 
     fn build_yaml(yaml: &str) -> Result<DeviceFilter, Vec<ConfigProblem>> {
-        let raw: crate::raw::Device = serde_yaml::from_str(yaml).unwrap();
+        let raw: crate::config::Device = serde_yaml::from_str(yaml).unwrap();
         crate::build(&raw, &ctx(), "device")
     }
 
@@ -508,7 +508,7 @@ mod tests {
 
     #[test]
     fn token_policies_need_jwt_first() {
-        let raw: crate::raw::Device =
+        let raw: crate::config::Device =
             serde_yaml::from_str(&format!("secret: {SECRET}\nfirst_seen: {{}}\n")).unwrap();
         let mut c = ctx();
         c.pipeline = vec!["device".into(), "jwt".into()];
@@ -518,11 +518,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_and_defaults_apply() {
-        assert!(serde_yaml::from_str::<crate::raw::Device>(&format!(
+        assert!(serde_yaml::from_str::<crate::config::Device>(&format!(
             "secret: {SECRET}\ncolour: red\n"
         ))
         .is_err());
-        let raw: crate::raw::Device = serde_yaml::from_str(&format!(
+        let raw: crate::config::Device = serde_yaml::from_str(&format!(
             "secret: {SECRET}\nfirst_seen: {{}}\nanonymous_networks: {{}}\n"
         ))
         .unwrap();
@@ -530,7 +530,7 @@ mod tests {
         assert_eq!(fs.ttl, Duration::from_secs(1800));
         assert_eq!(fs.capacity, 100_000);
         assert_eq!(raw.anonymous_networks.unwrap().deny.len(), 3);
-        assert_eq!(raw.signals, crate::raw::default_signals());
+        assert_eq!(raw.signals, crate::config::default_signals());
         assert_eq!(format!("{:?}", raw.secret), "<redacted>");
     }
 

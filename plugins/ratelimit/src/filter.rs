@@ -17,7 +17,7 @@ use ztgate_filter::{
     StateAnswer, StateOp, StateUse, Unavailable,
 };
 
-use crate::raw::Key;
+use crate::config::Key;
 use crate::rule::{Count, Rule};
 
 /// The `ratelimit` request filter of one config generation. Its counters
