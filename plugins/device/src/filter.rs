@@ -168,7 +168,7 @@ impl DeviceFilter {
 #[async_trait::async_trait]
 impl Filter for DeviceFilter {
     fn name(&self) -> &'static str {
-        "device"
+        ztgate_filter::FilterKind::Device.as_str()
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {

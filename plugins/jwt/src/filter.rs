@@ -346,7 +346,7 @@ impl JwtFilter {
 #[async_trait::async_trait]
 impl Filter for JwtFilter {
     fn name(&self) -> &'static str {
-        "jwt"
+        ztgate_filter::FilterKind::Jwt.as_str()
     }
 
     fn background(&self) -> Vec<Background> {

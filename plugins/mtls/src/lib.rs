@@ -145,7 +145,7 @@ impl MtlsFilter {
 #[async_trait::async_trait]
 impl Filter for MtlsFilter {
     fn name(&self) -> &'static str {
-        "mtls"
+        ztgate_filter::FilterKind::Mtls.as_str()
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {

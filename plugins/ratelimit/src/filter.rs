@@ -191,7 +191,7 @@ impl std::fmt::Debug for RateLimitFilter {
 #[async_trait::async_trait]
 impl Filter for RateLimitFilter {
     fn name(&self) -> &'static str {
-        "ratelimit"
+        ztgate_filter::FilterKind::Ratelimit.as_str()
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {

@@ -37,7 +37,7 @@ impl SanitizeFilter {
 #[async_trait::async_trait]
 impl Filter for SanitizeFilter {
     fn name(&self) -> &'static str {
-        "sanitize"
+        ztgate_filter::FilterKind::Sanitize.as_str()
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
