@@ -29,8 +29,8 @@ use ztgate_filter::{
     Received, RequestView, TlsFacts,
 };
 
+use crate::denial_response;
 use crate::request_meta;
-use crate::respond;
 use crate::state::Shared;
 use crate::upstream::{Lease, Pool};
 use crate::{audit, metrics};
@@ -169,7 +169,7 @@ impl Gateway {
     }
 
     async fn deny(&self, session: &mut Session, ctx: &mut RequestCtx, d: Denial) -> Result<bool> {
-        respond::write_denial(session, &d, &ctx.facts.request_id, ctx.grpc).await?;
+        denial_response::write_denial(session, &d, &ctx.facts.request_id, ctx.grpc).await?;
         ctx.denial = Some(d);
         Ok(true)
     }
@@ -430,7 +430,7 @@ impl ProxyHttp for Gateway {
         if session.response_written().is_none() {
             code = if ctx.grpc { 200 } else { reason.http_status() };
             if let Err(err) =
-                respond::write_denial(session, &d, &ctx.facts.request_id, ctx.grpc).await
+                denial_response::write_denial(session, &d, &ctx.facts.request_id, ctx.grpc).await
             {
                 tracing::debug!(error = %err, "could not write error response");
                 code = 0;
@@ -442,7 +442,7 @@ impl ProxyHttp for Gateway {
             // CANCEL), which gRPC clients read as CANCELLED and never
             // retry; end it with the status as trailers instead.
             if let Err(err) =
-                respond::write_denial_trailers(session, &d, &ctx.facts.request_id).await
+                denial_response::write_denial_trailers(session, &d, &ctx.facts.request_id).await
             {
                 tracing::debug!(error = %err, "could not write error trailers");
             }

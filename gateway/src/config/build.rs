@@ -12,16 +12,14 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use ztgate_filter::{
-    BuildContext, Chain, ConfigProblem, Filter, Memory, Mode, SharedState, Stage, StateStore,
+    BuildContext, Chain, ConfigProblem, Filter, FilterKind, Memory, Mode, SharedState, Stage,
+    StateStore,
 };
 
 use super::raw::{self, ClientAuth, LogFormat, TlsVersion};
 use super::Loaded;
 use crate::tls::ServerMaterial;
 use crate::upstream::Pool;
-
-/// The filters ztgate knows, in a sensible default order.
-pub const KNOWN_FILTERS: &[&str] = &["sanitize", "mtls", "jwt", "device", "route", "ratelimit"];
 
 /// Settings fixed for the life of the process.
 #[derive(Debug, Clone)]
@@ -407,99 +405,104 @@ fn build_chain(raw: &raw::Config, ctx: &BuildContext, problems: &mut Vec<ConfigP
             continue;
         }
         seen.push(name);
-        let stage: Option<(Box<dyn Filter>, Mode)> = match name.as_str() {
-            "sanitize" => {
-                let section = raw.sanitize.clone().unwrap_or_default();
-                take(ztgate_sanitize::build(&section, ctx, "sanitize"), problems)
-                    .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
-            }
-            "mtls" => {
-                let section = raw.mtls.clone().unwrap_or_default();
-                take(ztgate_mtls::build(&section, ctx, "mtls"), problems)
-                    .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
-            }
-            "jwt" => match &raw.jwt {
-                None => {
-                    problems.push(ConfigProblem::new(
-                        at,
-                        "`jwt` needs a `jwt:` section with at least one issuer",
-                    ));
-                    None
-                }
-                Some(section) => take(ztgate_jwt::build(section, ctx, "jwt"), problems)
-                    .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode)),
-            },
-            "device" => match &raw.device {
-                None => {
-                    problems.push(ConfigProblem::new(
-                        at,
-                        "`device` needs a `device:` section (at least `secret`)",
-                    ));
-                    None
-                }
-                Some(section) => take(ztgate_device::build(section, ctx, "device"), problems)
-                    .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode)),
-            },
-            "route" => take(ztgate_route::build(&raw.routes, ctx, "routes"), problems)
-                .map(|f| (Box::new(f) as Box<dyn Filter>, Mode::Enforce)),
-            "ratelimit" => {
-                let section = raw.ratelimit.clone().unwrap_or_default();
-                let names: Vec<&str> = raw.routes.iter().map(|r| r.name.as_str()).collect();
-                problems.extend(ztgate_ratelimit::check_route_names(
-                    &section,
-                    "ratelimit",
-                    &names,
-                ));
-                take(
-                    ztgate_ratelimit::build(&section, ctx, "ratelimit"),
-                    problems,
-                )
-                .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
-            }
-            other => {
-                problems.push(ConfigProblem::new(
-                    at,
-                    format!(
-                        "unknown filter `{other}` (known: {})",
-                        KNOWN_FILTERS.join(", ")
-                    ),
-                ));
-                None
-            }
+        let Some(kind) = FilterKind::from_name(name) else {
+            let known = FilterKind::ALL.map(FilterKind::as_str).join(", ");
+            problems.push(ConfigProblem::new(
+                at,
+                format!("unknown filter `{name}` (known: {known})"),
+            ));
+            continue;
         };
-        if let Some((f, mode)) = stage {
+        if let Some((f, mode)) = build_stage(kind, raw, ctx, &at, problems) {
             stages.push(Stage::new(f, mode));
         }
     }
-    if !seen.contains(&"route") {
+    if !seen.contains(&FilterKind::Route.as_str()) {
         problems.push(ConfigProblem::new(
             "pipeline",
             "`route` must be in the pipeline: without it no request has an upstream",
         ));
     }
     // A section configured for a filter that never runs is almost always a mistake.
-    let sections: [(&str, bool); 6] = [
-        ("sanitize", raw.sanitize.is_some()),
-        ("jwt", raw.jwt.is_some()),
-        ("mtls", raw.mtls.is_some()),
-        ("device", raw.device.is_some()),
-        ("routes", !raw.routes.is_empty()),
-        ("ratelimit", raw.ratelimit.is_some()),
-    ];
-    for (section, present) in sections {
-        let filter = if section == "routes" {
-            "route"
-        } else {
-            section
-        };
-        if present && !seen.contains(&filter) {
+    for kind in FilterKind::ALL {
+        if section_present(raw, kind) && !seen.contains(&kind.as_str()) {
+            let section = kind.section();
             problems.push(ConfigProblem::new(
                 section,
-                format!("`{section}` is configured but `{filter}` is not in `pipeline`"),
+                format!("`{section}` is configured but `{kind}` is not in `pipeline`"),
             ));
         }
     }
     Chain::new(stages).with_store(ctx.state.as_ref().map(|s| s.store.clone()))
+}
+
+/// Whether the config file has a section for `kind`.
+fn section_present(raw: &raw::Config, kind: FilterKind) -> bool {
+    match kind {
+        FilterKind::Sanitize => raw.sanitize.is_some(),
+        FilterKind::Mtls => raw.mtls.is_some(),
+        FilterKind::Jwt => raw.jwt.is_some(),
+        FilterKind::Device => raw.device.is_some(),
+        FilterKind::Route => !raw.routes.is_empty(),
+        FilterKind::Ratelimit => raw.ratelimit.is_some(),
+    }
+}
+
+/// Build the filter `kind` of `pipeline:` (at key path `at`) from its
+/// section, with the mode its stage runs in. Filters whose section has
+/// settings the filter cannot do without (`jwt`, `device`) need it
+/// written out; the others run on their defaults.
+fn build_stage(
+    kind: FilterKind,
+    raw: &raw::Config,
+    ctx: &BuildContext,
+    at: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<(Box<dyn Filter>, Mode)> {
+    let path = kind.section();
+    match kind {
+        FilterKind::Sanitize => {
+            let section = raw.sanitize.clone().unwrap_or_default();
+            take(ztgate_sanitize::build(&section, ctx, path), problems)
+                .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
+        }
+        FilterKind::Mtls => {
+            let section = raw.mtls.clone().unwrap_or_default();
+            take(ztgate_mtls::build(&section, ctx, path), problems)
+                .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
+        }
+        FilterKind::Jwt => match &raw.jwt {
+            None => {
+                problems.push(ConfigProblem::new(
+                    at,
+                    "`jwt` needs a `jwt:` section with at least one issuer",
+                ));
+                None
+            }
+            Some(section) => take(ztgate_jwt::build(section, ctx, path), problems)
+                .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode)),
+        },
+        FilterKind::Device => match &raw.device {
+            None => {
+                problems.push(ConfigProblem::new(
+                    at,
+                    "`device` needs a `device:` section (at least `secret`)",
+                ));
+                None
+            }
+            Some(section) => take(ztgate_device::build(section, ctx, path), problems)
+                .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode)),
+        },
+        FilterKind::Route => take(ztgate_route::build(&raw.routes, ctx, path), problems)
+            .map(|f| (Box::new(f) as Box<dyn Filter>, Mode::Enforce)),
+        FilterKind::Ratelimit => {
+            let section = raw.ratelimit.clone().unwrap_or_default();
+            let names: Vec<&str> = raw.routes.iter().map(|r| r.name.as_str()).collect();
+            problems.extend(ztgate_ratelimit::check_route_names(&section, path, &names));
+            take(ztgate_ratelimit::build(&section, ctx, path), problems)
+                .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The config file exactly as written: serde types mirroring the YAML.
 //!
 //! Every struct refuses unknown keys. Sections that belong to a filter are
-//! defined by that filter's crate (`ztgate_mtls::raw::Mtls`, …); this file
+//! defined by that filter's crate (`ztgate_mtls::config::Mtls`, …); this file
 //! holds the gateway's own sections. Nothing here is validated beyond its
 //! shape: `build.rs` turns it into the runtime config and reports problems.
 
@@ -29,17 +29,17 @@ pub struct Config {
     /// Filter names in the order they run.
     pub pipeline: Vec<String>,
     #[serde(default)]
-    pub sanitize: Option<ztgate_sanitize::raw::Sanitize>,
+    pub sanitize: Option<ztgate_sanitize::config::Sanitize>,
     #[serde(default)]
-    pub mtls: Option<ztgate_mtls::raw::Mtls>,
+    pub mtls: Option<ztgate_mtls::config::Mtls>,
     #[serde(default)]
-    pub jwt: Option<ztgate_jwt::raw::JwtSection>,
+    pub jwt: Option<ztgate_jwt::config::JwtSection>,
     #[serde(default)]
-    pub device: Option<ztgate_device::raw::Device>,
+    pub device: Option<ztgate_device::config::Device>,
     #[serde(default)]
-    pub routes: Vec<ztgate_route::raw::Route>,
+    pub routes: Vec<ztgate_route::config::Route>,
     #[serde(default)]
-    pub ratelimit: Option<ztgate_ratelimit::raw::RateLimit>,
+    pub ratelimit: Option<ztgate_ratelimit::config::RateLimit>,
     /// Where security memory shared by replicas lives (`memory` when absent).
     #[serde(default)]
     pub state: Option<ztgate_state::StateSection>,

@@ -134,7 +134,7 @@ fn benches(c: &mut Criterion) {
                 countries:\n  deny: [KP]\n\
                 anonymous_networks: {}\n\
                 first_seen: {}\n";
-    let raw: ztgate_device::raw::Device = serde_yaml::from_str(yaml).unwrap();
+    let raw: ztgate_device::config::Device = serde_yaml::from_str(yaml).unwrap();
     let ctx = BuildContext {
         base_dir: base,
         upstreams: vec![],

@@ -1,27 +1,27 @@
-//! `raw::Device` → [`DeviceFilter`]: every problem is collected with its
+//! `config::Device` → [`DeviceFilter`]: every problem is collected with its
 //! key path, not only the first.
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use ztgate_filter::{BuildContext, ConfigProblem};
+use ztgate_filter::{BuildContext, ConfigProblem, FilterKind};
 
+use crate::config;
 use crate::fingerprint::{FingerprintError, Fingerprinter, Signal};
 use crate::first_seen::Bindings;
 use crate::geoip::{DbKind, GeoIp, GeoIpPaths};
 use crate::policy::{AnonymousPolicy, ClaimBinding, CountryPolicy, DeviceList, Policies};
-use crate::raw;
 use crate::DeviceFilter;
 
 /// Build the filter. Opens (and fully verifies) the GeoIP files, so it is
 /// blocking; the gateway calls it while building a config generation.
 pub fn build(
-    raw: &raw::Device,
+    raw: &config::Device,
     ctx: &BuildContext,
     path: &str,
 ) -> Result<DeviceFilter, Vec<ConfigProblem>> {
-    let raw::Device {
+    let config::Device {
         mode: _, // applied by the gateway's Stage
         secret,
         previous_secrets,
@@ -71,11 +71,15 @@ pub fn build(
     }
 
     // GeoIP files.
-    let g = geoip.clone().unwrap_or_default();
+    let config::GeoIp {
+        country_db,
+        asn_db,
+        anonymous_ip_db,
+    } = geoip.clone().unwrap_or_default();
     let paths = GeoIpPaths {
-        location: g.country_db.as_ref().map(|p| ctx.resolve(p)),
-        asn: g.asn_db.as_ref().map(|p| ctx.resolve(p)),
-        anonymous_ip: g.anonymous_ip_db.as_ref().map(|p| ctx.resolve(p)),
+        location: country_db.as_ref().map(|p| ctx.resolve(p)),
+        asn: asn_db.as_ref().map(|p| ctx.resolve(p)),
+        anonymous_ip: anonymous_ip_db.as_ref().map(|p| ctx.resolve(p)),
     };
     let geo = match GeoIp::open(&paths) {
         Ok(g) => Some(g),
@@ -124,36 +128,34 @@ pub fn build(
     }
 
     // Policies that read the token need `jwt` to run first.
-    if claim_binding.is_some() || first_seen.is_some() {
-        if let Some(dev) = ctx.position("device") {
-            if ctx.position("jwt").is_none_or(|j| j >= dev) {
-                let key = if claim_binding.is_some() {
-                    "claim_binding"
-                } else {
-                    "first_seen"
-                };
-                problem(
-                    format!("{path}.{key}"),
-                    "needs the `jwt` filter before `device` in `pipeline:`".into(),
-                );
-            }
-        }
+    if (claim_binding.is_some() || first_seen.is_some())
+        && !ctx.runs_before(FilterKind::Jwt, FilterKind::Device)
+    {
+        let key = if claim_binding.is_some() {
+            "claim_binding"
+        } else {
+            "first_seen"
+        };
+        problem(
+            format!("{path}.{key}"),
+            "needs the `jwt` filter before `device` in `pipeline:`".into(),
+        );
     }
 
     let mut policies = Policies::default();
-    if let Some(b) = claim_binding {
-        if b.bind_claim.trim().is_empty() {
+    if let Some(config::ClaimBinding { bind_claim, mode }) = claim_binding {
+        if bind_claim.trim().is_empty() {
             problem(
                 format!("{path}.claim_binding.bind_claim"),
                 "must name a claim".into(),
             );
         }
         policies.claim_binding = Some(ClaimBinding {
-            claim: b.bind_claim.clone(),
-            mode: b.mode,
+            claim: bind_claim.clone(),
+            mode: *mode,
         });
     }
-    if let Some(d) = devices {
+    if let Some(config::Devices { mode, allow, deny }) = devices {
         let mut list = |key: &str, v: &[String]| -> HashSet<String> {
             for (i, fp) in v.iter().enumerate() {
                 if !is_fingerprint(fp) {
@@ -166,12 +168,18 @@ pub fn build(
             v.iter().cloned().collect()
         };
         policies.devices = Some(DeviceList {
-            allow: list("allow", &d.allow),
-            deny: list("deny", &d.deny),
-            mode: d.mode,
+            allow: list("allow", allow),
+            deny: list("deny", deny),
+            mode: *mode,
         });
     }
-    if let Some(c) = countries {
+    if let Some(config::Countries {
+        mode,
+        allow,
+        deny,
+        unknown_country,
+    }) = countries
+    {
         let mut list = |key: &str, v: &[String]| -> HashSet<String> {
             for (i, cc) in v.iter().enumerate() {
                 if !(cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_alphabetic())) {
@@ -184,46 +192,51 @@ pub fn build(
             v.iter().map(|c| c.to_ascii_uppercase()).collect()
         };
         policies.countries = Some(CountryPolicy {
-            allow: list("allow", &c.allow),
-            deny: list("deny", &c.deny),
-            unknown: c.unknown_country,
-            mode: c.mode,
+            allow: list("allow", allow),
+            deny: list("deny", deny),
+            unknown: *unknown_country,
+            mode: *mode,
         });
     }
-    if let Some(a) = anonymous_networks {
-        if a.deny.is_empty() {
+    if let Some(config::AnonymousNetworks { mode, deny }) = anonymous_networks {
+        if deny.is_empty() {
             problem(
                 format!("{path}.anonymous_networks.deny"),
                 "lists no category: remove the section or name one".into(),
             );
         }
         policies.anonymous = Some(AnonymousPolicy {
-            deny: a.deny.clone(),
-            mode: a.mode,
+            deny: deny.clone(),
+            mode: *mode,
         });
     }
     let mut store = None;
-    if let Some(f) = first_seen {
-        if f.ttl.is_zero() {
+    if let Some(config::FirstSeen {
+        mode,
+        ttl,
+        capacity,
+    }) = first_seen
+    {
+        if ttl.is_zero() {
             problem(
                 format!("{path}.first_seen.ttl"),
                 "must be more than 0".into(),
             );
         }
-        match NonZeroUsize::new(f.capacity) {
+        match NonZeroUsize::new(*capacity) {
             // The LRU reserves its table up front: an absurd capacity would
             // abort the process at build time (found by fuzzing the config).
-            Some(_) if f.capacity > crate::first_seen::MAX_CAPACITY => problem(
+            Some(_) if *capacity > crate::first_seen::MAX_CAPACITY => problem(
                 format!("{path}.first_seen.capacity"),
                 format!("must be at most {}", crate::first_seen::MAX_CAPACITY),
             ),
-            Some(cap) => store = Some(Bindings::new(f.ttl, cap, ctx)),
+            Some(cap) => store = Some(Bindings::new(*ttl, cap, ctx)),
             None => problem(
                 format!("{path}.first_seen.capacity"),
                 "must be at least 1".into(),
             ),
         }
-        policies.first_seen = Some(f.mode);
+        policies.first_seen = Some(*mode);
     }
 
     match (fingerprinter, geo) {

@@ -64,7 +64,7 @@ impl DeviceFilter {
     ///
     /// `Err` when a first-seen check could not be made and must not be
     /// skipped (the shared store is down, `on_unavailable: deny`).
-    pub async fn assess(
+    pub async fn decide(
         &self,
         req: &RequestView<'_>,
         facts: &mut Facts,
@@ -168,11 +168,11 @@ impl DeviceFilter {
 #[async_trait::async_trait]
 impl Filter for DeviceFilter {
     fn name(&self) -> &'static str {
-        "device"
+        ztgate_filter::FilterKind::Device.as_str()
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
-        let verdict = match self.assess(req, facts).await {
+        let verdict = match self.decide(req, facts).await {
             Ok(v) => v,
             Err(first_seen::Unanswered) => {
                 return Decision::deny(
@@ -220,7 +220,7 @@ mod tests {
     }
 
     fn build_yaml(yaml: &str) -> Result<DeviceFilter, Vec<ConfigProblem>> {
-        let raw: crate::raw::Device = serde_yaml::from_str(yaml).unwrap();
+        let raw: crate::config::Device = serde_yaml::from_str(yaml).unwrap();
         crate::build(&raw, &ctx(), "device")
     }
 
@@ -505,7 +505,7 @@ mod tests {
 
     #[test]
     fn token_policies_need_jwt_first() {
-        let raw: crate::raw::Device =
+        let raw: crate::config::Device =
             serde_yaml::from_str(&format!("secret: {SECRET}\nfirst_seen: {{}}\n")).unwrap();
         let mut c = ctx();
         c.pipeline = vec!["device".into(), "jwt".into()];
@@ -515,11 +515,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_and_defaults_apply() {
-        assert!(serde_yaml::from_str::<crate::raw::Device>(&format!(
+        assert!(serde_yaml::from_str::<crate::config::Device>(&format!(
             "secret: {SECRET}\ncolour: red\n"
         ))
         .is_err());
-        let raw: crate::raw::Device = serde_yaml::from_str(&format!(
+        let raw: crate::config::Device = serde_yaml::from_str(&format!(
             "secret: {SECRET}\nfirst_seen: {{}}\nanonymous_networks: {{}}\n"
         ))
         .unwrap();
@@ -527,7 +527,7 @@ mod tests {
         assert_eq!(fs.ttl, Duration::from_secs(1800));
         assert_eq!(fs.capacity, 100_000);
         assert_eq!(raw.anonymous_networks.unwrap().deny.len(), 3);
-        assert_eq!(raw.signals, crate::raw::default_signals());
+        assert_eq!(raw.signals, crate::config::default_signals());
         assert_eq!(format!("{:?}", raw.secret), "<redacted>");
     }
 

@@ -11,13 +11,14 @@
 //! lookups and reload), [`fingerprint`] (canonical signals → keyed hash),
 //! [`first_seen`] (bounded subject → device store), [`policy`] (the pure
 //! decision), [`filter`] (the [`ztgate_filter::Filter`] that wires them),
-//! [`raw`] and [`build()`] (config).
+//! [`config`] (the YAML section) and [`build()`] (config → filter).
 
 #![deny(rust_2018_idioms)]
 #![warn(clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::indexing_slicing))]
 
 mod build;
+pub mod config;
 pub mod filter;
 pub mod fingerprint;
 pub mod first_seen;
@@ -25,7 +26,6 @@ pub mod geoip;
 pub mod ja4;
 mod metrics;
 pub mod policy;
-pub mod raw;
 
 pub use build::build;
 pub use filter::{DeviceFilter, COUNTRY_HEADER, FINGERPRINT_HEADER};

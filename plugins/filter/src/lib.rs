@@ -34,7 +34,7 @@ pub mod view;
 pub mod wildcard;
 
 pub use chain::{Chain, ChainOutcome, FilterVerdict, Stage};
-pub use config::{BuildContext, ConfigProblem, Mode};
+pub use config::{BuildContext, ConfigProblem, FilterKind, Mode};
 pub use deferred::{Deferred, Pending, Settle};
 pub use facts::{DeviceFacts, Facts, PeerIdentity, SelectedRoute, VerifiedToken};
 pub use memory::Memory;

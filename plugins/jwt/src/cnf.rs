@@ -5,7 +5,7 @@
 use subtle::ConstantTimeEq;
 use ztgate_filter::PeerCertificate;
 
-use crate::raw::CertBinding;
+use crate::config::CertBinding;
 use crate::JwtError;
 
 /// Check the token's certificate binding against the connection's peer.

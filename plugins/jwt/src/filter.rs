@@ -14,17 +14,26 @@ use ztgate_filter::{
 };
 
 use crate::cache::{self, Cached, TokenCache};
-use crate::config::{FilterSettings, IssuerPolicy};
+use crate::config::DpopMode;
 use crate::dpop::{self, ProofRequest, ReplayCache, VerifiedProof};
 use crate::jwks::{FetchError, KeyStore};
-use crate::raw::DpopMode;
-use crate::verify::{self, Verified};
+use crate::verify::{self, IssuerPolicy, Verified};
 use crate::{cnf, metrics, JwtError};
 
 pub static X_ZTGATE_SUBJECT: HeaderName = ztgate_filter::identity_headers::SUBJECT;
 pub static X_ZTGATE_ISSUER: HeaderName = ztgate_filter::identity_headers::ISSUER;
 pub static X_ZTGATE_SCOPES: HeaderName = ztgate_filter::identity_headers::SCOPES;
 pub static DPOP: HeaderName = HeaderName::from_static("dpop");
+
+/// The filter-wide settings, resolved from `jwt:` by [`crate::build`].
+#[derive(Debug, Clone)]
+pub struct FilterSettings {
+    pub max_token_size: usize,
+    pub cache_capacity: usize,
+    pub required: bool,
+    /// `keys_file`s: a change reloads the config.
+    pub key_files: Vec<std::path::PathBuf>,
+}
 
 /// How the token was presented (RFC 6750 §2.1, RFC 9449 §7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +197,7 @@ impl JwtFilter {
     /// none required. A DPoP replay check against the shared store is
     /// deferred into `pending` (one round trip with the other filters'
     /// checks, see [`ztgate_filter::deferred`]).
-    pub async fn check(
+    pub async fn decide(
         &self,
         req: &RequestView<'_>,
         pending: &mut Pending,
@@ -337,7 +346,7 @@ impl JwtFilter {
 #[async_trait::async_trait]
 impl Filter for JwtFilter {
     fn name(&self) -> &'static str {
-        "jwt"
+        ztgate_filter::FilterKind::Jwt.as_str()
     }
 
     fn background(&self) -> Vec<Background> {
@@ -368,7 +377,7 @@ impl Filter for JwtFilter {
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
-        match self.check(req, &mut facts.pending).await {
+        match self.decide(req, &mut facts.pending).await {
             Ok(None) => Decision::Continue,
             Ok(Some((v, policy))) => {
                 if let Some(sub) = &v.subject_header {

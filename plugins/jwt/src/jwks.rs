@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use reqwest::Url;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::config::check_url;
 use crate::keys::{JwksError, KeySet};
 use crate::metrics;
 
@@ -23,6 +23,30 @@ const MAX_BODY: usize = 1024 * 1024;
 /// First retry delay after a failed background refresh; doubles up to the
 /// refresh minimum.
 const RETRY_START: Duration = Duration::from_secs(1);
+
+/// An IdP URL must be `https`, or `http` on a loopback host when the issuer
+/// explicitly allows it (tests, a sidecar IdP).
+pub(crate) fn check_url(s: &str, allow_insecure_http: bool) -> Result<String, String> {
+    let url = Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(url.into()),
+        "http" if allow_insecure_http && is_loopback(&url) => Ok(url.into()),
+        "http" if allow_insecure_http => {
+            Err("plain http is only allowed for loopback hosts".into())
+        }
+        "http" => Err("must be https (allow_insecure_http permits http on loopback only)".into()),
+        _ => Err("must be an https URL".into()),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
 
 /// Where an issuer's keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

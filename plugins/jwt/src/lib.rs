@@ -3,10 +3,12 @@
 //! certificate-bound tokens and RFC 9449 DPoP.
 //!
 //! Layout, one job per module:
-//! - [`raw`]: the `jwt:` YAML section; [`config`]: its runtime form and [`build`].
+//! - [`config`]: the `jwt:` YAML section and its defaults; [`build()`]: the
+//!   runtime filter made from it.
 //! - [`token`]: compact JWS parsing with no trust attached.
 //! - [`keys`]: JWKs bound to their algorithms, JWKS documents, RFC 7638 thumbprints.
-//! - [`verify`]: the pure validation core (time passed in, no I/O).
+//! - [`verify`]: the pure validation core (time passed in, no I/O) and the
+//!   [`IssuerPolicy`] it applies.
 //! - [`jwks`]: the per-issuer async key store (fetch, refresh, single-flight refetch).
 //! - [`cnf`]: RFC 8705 binding; [`dpop`]: RFC 9449 proofs and the replay cache.
 //! - [`signature`]: JWS signature checks with OpenSSL, keys parsed once.
@@ -18,6 +20,7 @@
 // Input paths must not panic: no indexing that can be out of bounds.
 #![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
+mod build;
 pub mod cache;
 pub mod cnf;
 pub mod config;
@@ -27,13 +30,16 @@ pub mod filter;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;
-pub mod raw;
 pub mod signature;
 pub mod token;
 pub mod verify;
 
-pub use config::{build, FilterSettings, IssuerPolicy};
+pub use build::build;
+/// The former name of [`config`], kept so that the fuzz targets and
+/// `tests/` still compile until they move to `config`.
+#[doc(hidden)]
+pub use config as raw;
 pub use error::JwtError;
-pub use filter::{JwtFilter, Scheme};
+pub use filter::{FilterSettings, JwtFilter, Scheme};
 pub use jwks::{FetchError, KeySource, KeyStore};
-pub use verify::Verified;
+pub use verify::{IssuerPolicy, Verified};

@@ -15,11 +15,47 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use ztgate_filter::VerifiedToken;
 
-use crate::config::IssuerPolicy;
+use crate::config::{CertBinding, DpopMode};
 use crate::keys::{KeySet, VerificationKey};
 use crate::signature;
 use crate::token::{self, CompactJws, JoseHeader};
 use crate::JwtError;
+
+/// Everything the policy of one issuer needs; no I/O handles.
+#[derive(Debug, Clone)]
+pub struct IssuerPolicy {
+    pub issuer: Arc<str>,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    /// Accepted `typ` values; `None` accepts any (including none).
+    pub typ: Option<Vec<String>>,
+    pub leeway: Duration,
+    pub max_lifetime: Option<Duration>,
+    pub required_claims: Vec<String>,
+    pub scope_claims: Vec<String>,
+    pub forward_token: bool,
+    pub cert_binding: CertBinding,
+    pub dpop: DpopMode,
+    pub dpop_window: Duration,
+    /// `x-ztgate-issuer`, built once.
+    pub issuer_header: HeaderValue,
+    /// A digest of everything above. The verified-token cache outlives a
+    /// reload; an entry verified under another policy (audiences,
+    /// algorithms, `typ`…) is not served, it is verified again.
+    pub tag: u64,
+}
+
+impl IssuerPolicy {
+    /// The value of [`IssuerPolicy::tag`] (set by the build once every
+    /// other field is known).
+    pub(crate) fn digest(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(format!("{self:?}").as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(d.get(..8).unwrap_or(&[0; 8]));
+        u64::from_le_bytes(first)
+    }
+}
 
 /// A token whose structure parsed, nothing more.
 #[derive(Debug, Clone)]

@@ -13,15 +13,21 @@
 // Input paths must not panic: no indexing that can be out of bounds.
 #![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
+mod build;
+pub mod config;
 mod xfcc;
 
 use http::HeaderValue;
-use serde::Deserialize;
 use ztgate_filter::{
-    BuildContext, ConfigProblem, Decision, Facts, Filter, Mode, PeerCertificate, PeerIdentity,
-    Reason, RequestView, SpiffeId, SpiffePattern,
+    Decision, Facts, Filter, PeerCertificate, PeerIdentity, Reason, RequestView, SpiffeId,
+    SpiffePattern,
 };
 
+pub use build::build;
+/// The former name of [`config`], kept so that the fuzz targets
+/// (`fuzz/src/xfcc.rs`) still compile until they move to `config`.
+#[doc(hidden)]
+pub use config as raw;
 pub use xfcc::xfcc_value;
 
 // Named where the gateway's reserved list is kept, so what this filter
@@ -30,56 +36,6 @@ use ztgate_filter::identity_headers::{
     FORWARDED_CLIENT_CERT as XFCC_HEADER, SPIFFE_ID as SPIFFE_ID_HEADER,
 };
 
-pub mod raw {
-    use super::*;
-
-    /// `mtls:` section.
-    #[derive(Debug, Clone, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Mtls {
-        #[serde(default)]
-        pub mode: Mode,
-        /// Deny requests that carry no client certificate (`client_cert_missing`).
-        /// Only matters with `listener.tls.client_auth: optional`.
-        #[serde(default = "yes")]
-        pub require_cert: bool,
-        /// The leaf must be a valid X.509-SVID (`invalid_svid` otherwise).
-        #[serde(default = "yes")]
-        pub require_svid: bool,
-        /// Allowed trust domains; empty allows any the trust bundle accepted.
-        #[serde(default)]
-        pub trust_domains: Vec<String>,
-        /// Allowed SPIFFE ID patterns (`*` within one segment, `**` any depth;
-        /// the same syntax as route `spiffe:` lists);
-        /// empty allows any ID of an allowed trust domain.
-        #[serde(default)]
-        pub allowed_ids: Vec<String>,
-        /// A CA bundle per trust domain (PEM, or the SPIFFE bundle JSON
-        /// format): a client certificate is accepted only if it chains to
-        /// the bundle of the trust domain in its SPIFFE ID. Read by the
-        /// listener's TLS handshake (the gateway), not by this filter.
-        #[serde(default)]
-        pub trust_bundles: std::collections::BTreeMap<String, String>,
-    }
-
-    fn yes() -> bool {
-        true
-    }
-
-    impl Default for Mtls {
-        fn default() -> Self {
-            Self {
-                mode: Mode::Enforce,
-                require_cert: true,
-                require_svid: true,
-                trust_domains: Vec::new(),
-                allowed_ids: Vec::new(),
-                trust_bundles: std::collections::BTreeMap::new(),
-            }
-        }
-    }
-}
-
 /// The built `mtls` filter.
 #[derive(Debug, Clone)]
 pub struct MtlsFilter {
@@ -87,42 +43,6 @@ pub struct MtlsFilter {
     require_svid: bool,
     trust_domains: Vec<String>,
     allowed_ids: Vec<SpiffePattern>,
-}
-
-/// Build the filter, reporting every bad trust domain and pattern.
-pub fn build(
-    raw: &raw::Mtls,
-    _ctx: &BuildContext,
-    path: &str,
-) -> Result<MtlsFilter, Vec<ConfigProblem>> {
-    let mut problems = Vec::new();
-    for (i, td) in raw.trust_domains.iter().enumerate() {
-        if SpiffeId::parse(&format!("spiffe://{td}")).is_err() {
-            problems.push(ConfigProblem::new(
-                format!("{path}.trust_domains[{i}]"),
-                format!("`{td}` is not a valid SPIFFE trust domain (lowercase [a-z0-9.-_])"),
-            ));
-        }
-    }
-    let mut allowed_ids = Vec::new();
-    for (i, p) in raw.allowed_ids.iter().enumerate() {
-        match SpiffePattern::parse(p) {
-            Ok(p) => allowed_ids.push(p),
-            Err(e) => problems.push(ConfigProblem::new(
-                format!("{path}.allowed_ids[{i}]"),
-                format!("`{p}`: {e}"),
-            )),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(MtlsFilter {
-        require_cert: raw.require_cert,
-        require_svid: raw.require_svid,
-        trust_domains: raw.trust_domains.clone(),
-        allowed_ids,
-    })
 }
 
 /// Why a certificate is not an X.509-SVID.
@@ -222,7 +142,7 @@ impl MtlsFilter {
 #[async_trait::async_trait]
 impl Filter for MtlsFilter {
     fn name(&self) -> &'static str {
-        "mtls"
+        ztgate_filter::FilterKind::Mtls.as_str()
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
@@ -248,6 +168,7 @@ impl Filter for MtlsFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ztgate_filter::BuildContext;
 
     fn cert(uris: &[&str], ca: bool) -> PeerCertificate {
         let mut p = rcgen::CertificateParams::new(vec!["w.local".into()]).unwrap();
@@ -263,10 +184,10 @@ mod tests {
     }
 
     fn filter(tds: &[&str], ids: &[&str]) -> MtlsFilter {
-        let raw = raw::Mtls {
+        let raw = config::Mtls {
             trust_domains: tds.iter().map(|s| s.to_string()).collect(),
             allowed_ids: ids.iter().map(|s| s.to_string()).collect(),
-            ..raw::Mtls::default()
+            ..config::Mtls::default()
         };
         let ctx = BuildContext {
             base_dir: ".".into(),
@@ -323,10 +244,10 @@ mod tests {
 
     #[test]
     fn build_reports_every_problem() {
-        let raw = raw::Mtls {
+        let raw = config::Mtls {
             trust_domains: vec!["Bad Domain".into()],
             allowed_ids: vec!["http://x".into(), "spiffe://*.test/x".into()],
-            ..raw::Mtls::default()
+            ..config::Mtls::default()
         };
         let ctx = BuildContext {
             base_dir: ".".into(),

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ztgate_filter::{BuildContext, ConfigProblem};
+use ztgate_filter::{BuildContext, ConfigProblem, FilterKind};
 
-use crate::raw;
+use crate::config;
 use crate::rule::Rule;
 use crate::RateLimitFilter;
 
@@ -19,17 +19,20 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Build the filter from `ratelimit:`; `path` is `ratelimit`.
 pub fn build(
-    raw: &raw::RateLimit,
+    raw: &config::RateLimit,
     ctx: &BuildContext,
     path: &str,
 ) -> Result<RateLimitFilter, Vec<ConfigProblem>> {
-    let raw::RateLimit { mode: _, rules } = raw;
+    let config::RateLimit {
+        mode: _, // applied by the gateway's Stage
+        rules,
+    } = raw;
     let mut problems = Vec::new();
     let mut first_at: HashMap<&str, usize> = HashMap::new();
     let mut built = Vec::with_capacity(rules.len());
     for (i, r) in rules.iter().enumerate() {
         let key = format!("{path}.rules[{i}]");
-        let raw::Rule {
+        let config::Rule {
             name,
             key: id_key,
             route,
@@ -55,7 +58,7 @@ pub fn build(
             first_at.insert(name, i);
         }
         if let Some(filter) = id_key.provided_by() {
-            if !runs_before_ratelimit(ctx, filter) {
+            if !ctx.runs_before(filter, FilterKind::Ratelimit) {
                 problems.push(ConfigProblem::new(
                     format!("{key}.key"),
                     format!(
@@ -71,7 +74,7 @@ pub fn build(
                     format!("{key}.route"),
                     "empty route name",
                 ));
-            } else if !runs_before_ratelimit(ctx, "route") {
+            } else if !ctx.runs_before(FilterKind::Route, FilterKind::Ratelimit) {
                 problems.push(ConfigProblem::new(
                     format!("{key}.route"),
                     "a per-route rule needs `route` before `ratelimit` in `pipeline:`",
@@ -109,7 +112,7 @@ pub fn build(
 /// Check `ratelimit.rules[i].route` against the configured route names
 /// (the gateway calls this: the section build does not see `routes:`).
 pub fn check_route_names(
-    raw: &raw::RateLimit,
+    raw: &config::RateLimit,
     path: &str,
     route_names: &[&str],
 ) -> Vec<ConfigProblem> {
@@ -126,13 +129,4 @@ pub fn check_route_names(
             })
         })
         .collect()
-}
-
-/// Whether `filter` runs before `ratelimit` in `pipeline:`.
-fn runs_before_ratelimit(ctx: &BuildContext, filter: &str) -> bool {
-    match (ctx.position(filter), ctx.position("ratelimit")) {
-        (Some(f), Some(r)) => f < r,
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
 }

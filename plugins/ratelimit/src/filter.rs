@@ -17,7 +17,7 @@ use ztgate_filter::{
     StateAnswer, StateOp, StateUse, Unavailable,
 };
 
-use crate::raw::Key;
+use crate::config::Key;
 use crate::rule::{Count, Rule};
 
 /// The `ratelimit` request filter of one config generation. Its counters
@@ -190,7 +190,7 @@ impl std::fmt::Debug for RateLimitFilter {
 #[async_trait::async_trait]
 impl Filter for RateLimitFilter {
     fn name(&self) -> &'static str {
-        "ratelimit"
+        ztgate_filter::FilterKind::Ratelimit.as_str()
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {

@@ -18,11 +18,15 @@
 #![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
 mod build;
+pub mod config;
 mod filter;
-pub mod raw;
 mod rule;
 
 pub use build::{build, check_route_names, MAX_INTERVAL, MIN_INTERVAL};
+/// The former name of [`config`], kept so that `tests.rs` (being changed
+/// by another hand) still compiles until it moves to `config`.
+#[doc(hidden)]
+pub use config as raw;
 pub use filter::RateLimitFilter;
 
 #[cfg(test)]

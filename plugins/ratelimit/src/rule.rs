@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pingora_limits::rate::Rate;
 use ztgate_filter::Memory;
 
-use crate::raw::Key;
+use crate::config::Key;
 
 /// Count-min sketch shape per window. pingora-limits' default of 1024 slots
 /// over-counts once a window sees more than a few thousand distinct keys

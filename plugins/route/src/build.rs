@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ztgate_filter::{BuildContext, ConfigProblem};
+use ztgate_filter::{BuildContext, ConfigProblem, FilterKind};
 
+use crate::config;
 use crate::pattern::MethodPattern;
-use crate::raw;
 use crate::select::{ScopeRule, SelectEntry};
 use crate::table::{host_of, CompiledRoute, RouteTable};
 use crate::RouteFilter;
@@ -18,7 +18,7 @@ const MAX_NAME_LEN: usize = 128;
 /// Build the route filter from `routes:`. `path` is the key path of the
 /// list (`routes`); problems are reported as `routes[i].select[j].upstream`.
 pub fn build(
-    raw: &[raw::Route],
+    raw: &[config::Route],
     ctx: &BuildContext,
     path: &str,
 ) -> Result<RouteFilter, Vec<ConfigProblem>> {
@@ -56,19 +56,19 @@ pub fn build(
 
 fn build_route(
     index: usize,
-    r: &raw::Route,
+    r: &config::Route,
     ctx: &BuildContext,
     key: &str,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<CompiledRoute> {
-    let raw::Route {
+    let config::Route {
         name,
         matcher,
         mode,
         spiffe,
         select,
     } = r;
-    let raw::Match { grpc, authority } = matcher;
+    let config::Match { grpc, authority } = matcher;
     let pattern = MethodPattern::parse(grpc)
         .map_err(|e| {
             problems.push(ConfigProblem::new(
@@ -149,16 +149,6 @@ fn build_authority(a: &str, key: &str, problems: &mut Vec<ConfigProblem>) -> Opt
     }
 }
 
-/// Whether `filter` runs before `route` in `pipeline:` (so its facts exist
-/// when routing). A `route` absent from the pipeline is not constrained.
-fn runs_before_route(ctx: &BuildContext, filter: &str) -> bool {
-    match (ctx.position(filter), ctx.position("route")) {
-        (Some(f), Some(r)) => f < r,
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
-}
-
 fn build_spiffe(
     list: &[String],
     ctx: &BuildContext,
@@ -172,7 +162,7 @@ fn build_spiffe(
         ));
         return None;
     }
-    if !runs_before_route(ctx, "mtls") {
+    if !ctx.runs_before(FilterKind::Mtls, FilterKind::Route) {
         problems.push(ConfigProblem::new(
             key,
             "SPIFFE rules need `mtls` before `route` in `pipeline:`",
@@ -194,12 +184,12 @@ fn build_spiffe(
 }
 
 fn build_select(
-    s: &raw::Select,
+    s: &config::Select,
     ctx: &BuildContext,
     key: &str,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<SelectEntry> {
-    let raw::Select {
+    let config::Select {
         scopes,
         spiffe,
         upstream,
@@ -224,12 +214,13 @@ fn build_select(
 }
 
 fn build_scopes(
-    s: &raw::Scopes,
+    s: &config::Scopes,
     ctx: &BuildContext,
     key: &str,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<ScopeRule> {
-    let rule = match (&s.all, &s.any) {
+    let config::Scopes { all, any } = s;
+    let rule = match (all, any) {
         (Some(all), None) => ScopeRule::All(all.clone()),
         (None, Some(any)) => ScopeRule::Any(any.clone()),
         _ => {
@@ -258,7 +249,7 @@ fn build_scopes(
             ok = false;
         }
     }
-    if !runs_before_route(ctx, "jwt") {
+    if !ctx.runs_before(FilterKind::Jwt, FilterKind::Route) {
         problems.push(ConfigProblem::new(
             key,
             "scope rules need `jwt` before `route` in `pipeline:`",

@@ -64,7 +64,7 @@ impl RouteFilter {
 #[async_trait::async_trait]
 impl Filter for RouteFilter {
     fn name(&self) -> &'static str {
-        "route"
+        ztgate_filter::FilterKind::Route.as_str()
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {

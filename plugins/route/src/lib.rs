@@ -28,14 +28,18 @@
 #![cfg_attr(not(test), warn(clippy::indexing_slicing))]
 
 mod build;
+pub mod config;
 mod filter;
 pub mod pattern;
-pub mod raw;
 pub mod select;
 pub mod table;
 mod trie;
 
 pub use build::build;
+/// The former name of [`config`], kept so that the fuzz targets, the bench
+/// and `tests.rs` still compile until they move to `config`.
+#[doc(hidden)]
+pub use config as raw;
 pub use filter::RouteFilter;
 pub use pattern::{MethodPattern, PatternError};
 pub use select::{Caller, ScopeRule, SelectEntry};

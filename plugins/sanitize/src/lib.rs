@@ -12,54 +12,18 @@
 //! because a misbehaving proxy in front of a legitimate client must not
 //! break it.
 
+mod build;
+pub mod config;
+
 use http::HeaderName;
-use serde::Deserialize;
-use ztgate_filter::{BuildContext, ConfigProblem, Decision, Facts, Filter, Mode, RequestView};
+use ztgate_filter::{Decision, Facts, Filter, RequestView};
 
-pub mod raw {
-    use super::*;
-
-    /// `sanitize:` section.
-    #[derive(Debug, Clone, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Sanitize {
-        #[serde(default)]
-        pub mode: Mode,
-        /// Header names to strip (case-insensitive), besides the identity
-        /// headers the gateway always removes.
-        #[serde(default)]
-        pub strip_headers: Vec<String>,
-    }
-}
+pub use build::build;
 
 /// The built `sanitize` filter.
 #[derive(Debug, Clone)]
 pub struct SanitizeFilter {
     extra: Vec<HeaderName>,
-}
-
-/// Build the filter, reporting every invalid header name.
-pub fn build(
-    raw: &raw::Sanitize,
-    _ctx: &BuildContext,
-    path: &str,
-) -> Result<SanitizeFilter, Vec<ConfigProblem>> {
-    let mut problems = Vec::new();
-    let mut extra = Vec::new();
-    for (i, name) in raw.strip_headers.iter().enumerate() {
-        match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
-            Ok(h) => extra.push(h),
-            Err(_) => problems.push(ConfigProblem::new(
-                format!("{path}.strip_headers[{i}]"),
-                format!("`{name}` is not a valid header name"),
-            )),
-        }
-    }
-    if problems.is_empty() {
-        Ok(SanitizeFilter { extra })
-    } else {
-        Err(problems)
-    }
 }
 
 impl SanitizeFilter {
@@ -73,7 +37,7 @@ impl SanitizeFilter {
 #[async_trait::async_trait]
 impl Filter for SanitizeFilter {
     fn name(&self) -> &'static str {
-        "sanitize"
+        ztgate_filter::FilterKind::Sanitize.as_str()
     }
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
@@ -91,7 +55,7 @@ mod tests {
     use super::*;
     use http::{HeaderMap, HeaderValue, Method};
     use std::path::PathBuf;
-    use ztgate_filter::TlsFacts;
+    use ztgate_filter::{BuildContext, Mode, TlsFacts};
 
     fn ctx() -> BuildContext {
         BuildContext {
@@ -107,7 +71,7 @@ mod tests {
     #[tokio::test]
     async fn strips_the_configured_headers_only() {
         let f = build(
-            &raw::Sanitize {
+            &config::Sanitize {
                 mode: Mode::Enforce,
                 strip_headers: vec!["X-Internal-User".into()],
             },
@@ -148,7 +112,7 @@ mod tests {
     #[test]
     fn bad_header_name_is_reported_with_its_path() {
         let err = build(
-            &raw::Sanitize {
+            &config::Sanitize {
                 mode: Mode::Enforce,
                 strip_headers: vec!["ok".into(), "bad header".into()],
             },

@@ -1,4 +1,6 @@
-//! The `device:` config section exactly as written in YAML.
+//! The `device:` config section exactly as written in YAML: pure serde
+//! data with its defaults. [`crate::build()`] checks it, opens the GeoIP
+//! files and turns it into a [`crate::DeviceFilter`].
 
 use std::time::Duration;
 
@@ -37,20 +39,20 @@ pub struct Device {
     pub first_seen: Option<FirstSeen>,
 }
 
-/// What a browser or gRPC client sends on every call without being told;
-/// country and ASN need GeoIP, the cert thumbprint needs mTLS, so they are
-/// opt-in.
+/// Default `signals`: what a browser or gRPC client sends on every call
+/// without being told; country and ASN need GeoIP, the cert thumbprint
+/// needs mTLS, so they are opt-in.
+pub const DEFAULT_SIGNALS: [&str; 5] = [
+    "ja4",
+    "user_agent",
+    "sec_ch_ua",
+    "sec_ch_ua_platform",
+    "sec_ch_ua_mobile",
+];
+
+/// [`DEFAULT_SIGNALS`] in the form serde fills in.
 pub fn default_signals() -> Vec<String> {
-    [
-        "ja4",
-        "user_agent",
-        "sec_ch_ua",
-        "sec_ch_ua_platform",
-        "sec_ch_ua_mobile",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect()
+    DEFAULT_SIGNALS.into_iter().map(String::from).collect()
 }
 
 /// `device.geoip:` MaxMind DB files; relative paths resolve against the
@@ -115,15 +117,19 @@ pub struct AnonymousNetworks {
     pub deny: Vec<AnonymousCategory>,
 }
 
-/// VPNs, Tor exits and hosting ranges: where a stolen credential is
-/// usually replayed from. Public and residential proxies are opt-in (the
-/// latter has many false positives on shared home networks).
+/// Default `anonymous_networks.deny`: VPNs, Tor exits and hosting ranges,
+/// where a stolen credential is usually replayed from. Public and
+/// residential proxies are opt-in (the latter has many false positives on
+/// shared home networks).
+pub const DEFAULT_ANONYMOUS_DENY: [AnonymousCategory; 3] = [
+    AnonymousCategory::Vpn,
+    AnonymousCategory::Tor,
+    AnonymousCategory::Hosting,
+];
+
+/// [`DEFAULT_ANONYMOUS_DENY`] in the form serde fills in.
 pub fn default_anonymous_deny() -> Vec<AnonymousCategory> {
-    vec![
-        AnonymousCategory::Vpn,
-        AnonymousCategory::Tor,
-        AnonymousCategory::Hosting,
-    ]
+    DEFAULT_ANONYMOUS_DENY.to_vec()
 }
 
 /// `device.first_seen:`
@@ -132,12 +138,18 @@ pub fn default_anonymous_deny() -> Vec<AnonymousCategory> {
 pub struct FirstSeen {
     #[serde(default)]
     pub mode: Mode,
+    /// How long a binding lives without being seen again (default
+    /// [`DEFAULT_TTL`](crate::first_seen::DEFAULT_TTL), whose reason is
+    /// given there, beside the store it sizes).
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
+    /// Subjects remembered at most (default
+    /// [`DEFAULT_CAPACITY`](crate::first_seen::DEFAULT_CAPACITY)).
     #[serde(default = "default_capacity")]
     pub capacity: usize,
 }
 
+// serde's `default = "…"` takes a function, not a constant.
 fn default_ttl() -> Duration {
     crate::first_seen::DEFAULT_TTL
 }

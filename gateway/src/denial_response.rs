@@ -1,5 +1,5 @@
-//! Writing denials: trailers-only gRPC responses for gRPC callers, JSON for
-//! everyone else (PRODUCT.md "Denials").
+//! The response a denial becomes on the wire: trailers-only gRPC responses
+//! for gRPC callers, JSON for everyone else (PRODUCT.md "Denials").
 
 use bytes::Bytes;
 use http::HeaderValue;

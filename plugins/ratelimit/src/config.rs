@@ -1,9 +1,11 @@
-//! The `ratelimit:` section exactly as written in YAML.
+//! The `ratelimit:` section exactly as written in YAML: pure serde data.
+//! [`crate::build`] checks it and turns it into a
+//! [`crate::RateLimitFilter`].
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use ztgate_filter::Mode;
+use ztgate_filter::{FilterKind, Mode};
 
 /// `ratelimit:`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -58,11 +60,11 @@ impl Key {
     }
 
     /// The filter that must run earlier for this identity to exist.
-    pub fn provided_by(self) -> Option<&'static str> {
+    pub fn provided_by(self) -> Option<FilterKind> {
         match self {
-            Key::Subject => Some("jwt"),
-            Key::SpiffeId => Some("mtls"),
-            Key::Fingerprint => Some("device"),
+            Key::Subject => Some(FilterKind::Jwt),
+            Key::SpiffeId => Some(FilterKind::Mtls),
+            Key::Fingerprint => Some(FilterKind::Device),
             Key::ClientIp => None,
         }
     }

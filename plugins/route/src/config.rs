@@ -1,5 +1,6 @@
-//! The `routes:` list exactly as written in YAML. Nothing here is checked
-//! beyond its shape; [`crate::build`] turns it into a [`crate::RouteFilter`].
+//! The `routes:` list exactly as written in YAML: pure serde data. Nothing
+//! here is checked beyond its shape; [`crate::build`] turns it into a
+//! [`crate::RouteFilter`] and reports every problem with its key path.
 
 use serde::Deserialize;
 use ztgate_filter::Mode;
