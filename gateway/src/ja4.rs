@@ -93,8 +93,10 @@ pub fn install(tls: &mut TlsSettings) -> Result<(), openssl::error::ErrorStack> 
     Ok(())
 }
 
-/// The JA4 of the connection's ClientHello, if it was captured and parses.
-pub fn take_ja4(ssl: &SslRef) -> Option<Arc<str>> {
+/// The JA4 computed from the connection's captured ClientHello, if one was
+/// captured and parses. The bytes stay in the connection's ex_data (freed
+/// with the connection); this only reads them.
+pub fn client_hello_ja4(ssl: &SslRef) -> Option<Arc<str>> {
     let hello = ssl.ex_data((*HELLO)?)?;
     ztgate_device::ClientHello::parse(&hello.0)
         .ok()
