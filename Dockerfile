@@ -14,7 +14,7 @@
 #   planner  Reduces the workspace to a dependency "recipe" (manifests only).
 #   builder  Compiles the dependencies from the recipe (one cached layer that
 #            survives source edits; it holds the slow vendored OpenSSL build),
-#            then the sources, into a release `ztgate`.
+#            then the sources, into a release `ztgate` without the demo.
 #   runtime  distroless, non-root, just the binary.
 
 ARG RUST_IMAGE=rust:1-bookworm
@@ -23,13 +23,14 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 # ---------------------------------------------------------------------------
 FROM ${RUST_IMAGE} AS chef
 # Pingora builds OpenSSL from source (openssl-src: needs cmake, perl, make and
-# a C compiler — perl/make/gcc are in the rust image already); the sample
-# gRPC service in testkit needs protoc. Debian's archive keeps only the current
-# revision of a bookworm package, so exact version pins would break the build
-# at the next point release: the base image tag pins the distribution instead.
+# a C compiler — perl/make/gcc are in the rust image already). No protoc: only
+# the demo's test kit (the `demo` feature, left out below) compiles .proto
+# files. Debian's archive keeps only the current revision of a bookworm
+# package, so exact version pins would break the build at the next point
+# release: the base image tag pins the distribution instead.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake protobuf-compiler \
+    && apt-get install -y --no-install-recommends cmake \
     && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
@@ -42,11 +43,14 @@ RUN cargo chef prepare --recipe-path recipe.json
 # ---------------------------------------------------------------------------
 FROM chef AS builder
 # Dependencies only: this layer is rebuilt when Cargo.toml/Cargo.lock change,
-# not when a source file does.
+# not when a source file does. `--no-default-features` leaves out the `demo`
+# feature: the image's binary links no test kit (throw-away PKI, sample gRPC
+# backends, OIDC provider), tonic or rcgen, and `ztgate demo` in it says so.
+# Both commands take the same flags, or `cook` would build other dependencies.
 COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --locked -p ztgate --bin ztgate --recipe-path recipe.json
+RUN cargo chef cook --release --locked --no-default-features -p ztgate --bin ztgate --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked -p ztgate --bin ztgate \
+RUN cargo build --release --locked --no-default-features -p ztgate --bin ztgate \
     && install -D -m 0755 target/release/ztgate /out/ztgate \
     && scripts/check-runtime-libs.sh /out/ztgate
 

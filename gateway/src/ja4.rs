@@ -26,8 +26,6 @@ use pingora::listeners::tls::TlsSettings;
 const CONTENT_HANDSHAKE: c_int = 22;
 /// Handshake type `client_hello`.
 const CLIENT_HELLO: u8 = 1;
-/// A ClientHello larger than this is not kept (JA4 gives "unknown").
-const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
 /// The raw ClientHello handshake message of a connection.
 struct RawClientHello(Vec<u8>);
@@ -64,7 +62,9 @@ unsafe extern "C" fn on_message(
     if write_p != 0 || content_type != CONTENT_HANDSHAKE || buf.is_null() || ssl.is_null() {
         return;
     }
-    if len == 0 || len > MAX_CLIENT_HELLO {
+    // A larger ClientHello is not kept (JA4 gives "unknown"): the parser's
+    // own cap, so nothing is copied that it would refuse.
+    if len == 0 || len > ztgate_device::ja4::MAX_CLIENT_HELLO_LEN {
         return;
     }
     // SAFETY: OpenSSL passes `len` readable bytes at `buf` for this call.
@@ -93,8 +93,10 @@ pub fn install(tls: &mut TlsSettings) -> Result<(), openssl::error::ErrorStack> 
     Ok(())
 }
 
-/// The JA4 of the connection's ClientHello, if it was captured and parses.
-pub fn take_ja4(ssl: &SslRef) -> Option<Arc<str>> {
+/// The JA4 computed from the connection's captured ClientHello, if one was
+/// captured and parses. The bytes stay in the connection's ex_data (freed
+/// with the connection); this only reads them.
+pub fn client_hello_ja4(ssl: &SslRef) -> Option<Arc<str>> {
     let hello = ssl.ex_data((*HELLO)?)?;
     ztgate_device::ClientHello::parse(&hello.0)
         .ok()

@@ -1,6 +1,7 @@
 //! Command line: `run`, `check`, `explain`, `demo`, `probe`.
 
 mod check;
+#[cfg(feature = "demo")]
 mod demo;
 mod explain;
 mod probe;
@@ -71,6 +72,13 @@ pub enum Command {
     },
     /// Start a throw-away PKI, two sample backends and the gateway on
     /// loopback, make real calls, and print what happened.
+    #[cfg_attr(
+        not(feature = "demo"),
+        command(
+            about = "Not in this build (built without the `demo` feature)",
+            long_about = None
+        )
+    )]
     Demo,
     /// GET an admin URL and exit 0 on 2xx: a health probe that needs no shell.
     Probe {
@@ -80,6 +88,23 @@ pub enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+}
+
+/// `ztgate demo` in a build without the `demo` feature (the production
+/// image): the command stays known so that it can say why it is missing,
+/// rather than clap calling it unrecognised.
+#[cfg(not(feature = "demo"))]
+mod demo {
+    use std::process::ExitCode;
+
+    pub fn demo() -> ExitCode {
+        eprintln!(
+            "ztgate demo: this ztgate was built without the `demo` feature (a production \
+             build, e.g. the container image), so it has no demo. Build with the default \
+             features to get it: `cargo build -p ztgate` or scripts/demo.sh."
+        );
+        ExitCode::FAILURE
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

@@ -247,7 +247,7 @@ fn describe_connection(ssl: &TlsRef) -> TlsFacts {
         });
     TlsFacts {
         peer,
-        ja4: crate::ja4::take_ja4(ssl),
+        ja4: crate::ja4::client_hello_ja4(ssl),
         sni: ssl.servername(NameType::HOST_NAME).map(str::to_owned),
         alpn: ssl
             .selected_alpn_protocol()

@@ -4,18 +4,21 @@
 //! probe reaches the backend exactly as traffic does: h2c or h2 over TLS
 //! with the same CA, SNI, client certificate and system roots (a separate
 //! client stack could pass checks that real calls fail, or the reverse).
-//! The two messages involved are tiny, so they are framed by hand here
-//! rather than pulling in generated code.
+//! The two messages are declared here with `prost`'s derive, from
+//! `grpc/health/v1/health.proto`: no `.proto` file, no `protoc` at build
+//! time, and the production binary needs no generated gRPC client (tonic is
+//! only in the demo). Only the 5-byte gRPC message prefix is written here.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
+use prost::Message;
 
 const PATH: &[u8] = b"/grpc.health.v1.Health/Check";
 /// `HealthCheckResponse.ServingStatus.SERVING`.
-const SERVING: u64 = 1;
+const SERVING: i32 = 1;
 /// Larger answers are not a health response.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -34,7 +37,24 @@ pub enum ProbeError {
     #[error("malformed health response")]
     Malformed,
     #[error("serving status {0}")]
-    NotServing(u64),
+    NotServing(i32),
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, Message)]
+struct HealthCheckRequest {
+    /// The service asked about; empty = the server as a whole.
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`.
+#[derive(Clone, PartialEq, Message)]
+struct HealthCheckResponse {
+    /// `ServingStatus`, an enum on the wire as int32; kept as the number so
+    /// that a value this build does not name is reported, not rejected.
+    #[prost(int32, tag = "1")]
+    status: i32,
 }
 
 /// Ask `peer` about `service` (empty = the server as a whole).
@@ -108,14 +128,12 @@ pub async fn check(
     }
 }
 
-/// A length-prefixed `HealthCheckRequest { service = 1 }`.
+/// A length-prefixed `HealthCheckRequest`.
 fn encode_request(service: &str) -> Bytes {
-    let mut msg = BytesMut::new();
-    if !service.is_empty() {
-        msg.put_u8(0x0a); // field 1, length-delimited
-        put_varint(&mut msg, service.len() as u64);
-        msg.put_slice(service.as_bytes());
+    let msg = HealthCheckRequest {
+        service: service.to_owned(),
     }
+    .encode_to_vec();
     let mut out = BytesMut::with_capacity(5 + msg.len());
     out.put_u8(0); // not compressed
     out.put_u32(u32::try_from(msg.len()).unwrap_or(u32::MAX));
@@ -123,9 +141,9 @@ fn encode_request(service: &str) -> Bytes {
     out.freeze()
 }
 
-/// `HealthCheckResponse.status` (field 1) from one length-prefixed message;
-/// an absent field is the proto3 default, UNKNOWN (0).
-fn decode_status(mut b: Bytes) -> Result<u64, ProbeError> {
+/// `HealthCheckResponse.status` from one length-prefixed message; an absent
+/// field is the proto3 default, UNKNOWN (0), and unknown fields are skipped.
+fn decode_status(mut b: Bytes) -> Result<i32, ProbeError> {
     if b.remaining() < 5 {
         return Err(ProbeError::Malformed);
     }
@@ -136,51 +154,9 @@ fn decode_status(mut b: Bytes) -> Result<u64, ProbeError> {
     if b.remaining() < len {
         return Err(ProbeError::Malformed);
     }
-    let mut m = b.split_to(len);
-    let mut status = 0;
-    while m.has_remaining() {
-        let tag = get_varint(&mut m)?;
-        match (tag >> 3, tag & 7) {
-            (1, 0) => status = get_varint(&mut m)?,
-            (_, 0) => {
-                get_varint(&mut m)?;
-            }
-            (_, 1) if m.remaining() >= 8 => m.advance(8),
-            (_, 2) => {
-                let n = usize::try_from(get_varint(&mut m)?).map_err(|_| ProbeError::Malformed)?;
-                if m.remaining() < n {
-                    return Err(ProbeError::Malformed);
-                }
-                m.advance(n);
-            }
-            (_, 5) if m.remaining() >= 4 => m.advance(4),
-            _ => return Err(ProbeError::Malformed),
-        }
-    }
-    Ok(status)
-}
-
-fn put_varint(b: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        b.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    b.put_u8(v as u8);
-}
-
-fn get_varint(b: &mut Bytes) -> Result<u64, ProbeError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        if !b.has_remaining() {
-            return Err(ProbeError::Malformed);
-        }
-        let byte = b.get_u8();
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(ProbeError::Malformed)
+    HealthCheckResponse::decode(b.split_to(len))
+        .map(|m| m.status)
+        .map_err(|_| ProbeError::Malformed)
 }
 
 #[cfg(test)]

@@ -75,38 +75,6 @@ fn benches(c: &mut Criterion) {
     c.bench_function("ja4/parse_and_hash_bytes", |b| {
         b.iter(|| ClientHello::parse(black_box(&msg)).unwrap().ja4())
     });
-    // What the OpenSSL callback hands over: ciphers, types, bodies.
-    let ciphers: Vec<u8> = [
-        0x0a0a_u16, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013,
-        0xc014, 0x009c, 0x009d, 0x002f, 0x0035,
-    ]
-    .iter()
-    .flat_map(|c| c.to_be_bytes())
-    .collect();
-    let types = [
-        0x0000u16, 0x0017, 0xff01, 0x000a, 0x000b, 0x0023, 0x0010, 0x0005, 0x000d, 0x0012, 0x0033,
-        0x002d, 0x002b, 0x001b, 0x4469, 0x0015,
-    ];
-    let alpn = [
-        0u8, 12, 2, b'h', b'2', 8, b'h', b't', b't', b'p', b'/', b'1', b'.', b'1',
-    ];
-    let sig = [0u8, 16, 4, 3, 8, 4, 4, 1, 5, 3, 8, 5, 5, 1, 8, 6, 6, 1];
-    let sv = [6u8, 0x0a, 0x0a, 3, 4, 3, 3];
-    c.bench_function("ja4/from_openssl_parts_and_hash", |b| {
-        b.iter(|| {
-            ClientHello::from_openssl_parts(
-                0x0303,
-                black_box(&ciphers),
-                &types,
-                true,
-                Some(&alpn),
-                Some(&sig),
-                Some(&sv),
-            )
-            .unwrap()
-            .ja4()
-        })
-    });
 
     let secret = Secret::new("an-example-device-secret-of-40-bytes!!!!");
     let f = Fingerprinter::new(&secret, &[]).unwrap();

@@ -24,15 +24,18 @@
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 
-/// Largest ClientHello handshake body we accept. A ClientHello sits in one
-/// handshake message of at most 2^24 bytes on the wire, but real ones are a
-/// few hundred bytes to ~2 KiB (post-quantum key shares); 64 KiB is far
-/// above any real client and keeps a hostile peer from making us buffer
-/// megabytes.
-pub const MAX_CLIENT_HELLO_LEN: usize = 64 * 1024;
+/// Largest ClientHello handshake message, its 4-byte header included, that
+/// is kept and parsed: 16 KiB, the most plaintext one TLS record carries
+/// (RFC 8446 §5.1). Real ClientHellos are a few hundred bytes to ~2 KiB
+/// (post-quantum key shares); the message arrives before any
+/// authentication, so the cap bounds what a hostile peer can make us copy
+/// and parse per handshake. The one cap: the gateway's capture
+/// (`gateway/src/ja4.rs`) refuses larger messages with this constant.
+pub const MAX_CLIENT_HELLO_LEN: usize = 16 * 1024;
 
+/// Handshake type (1 byte) and body length (3 bytes).
+const HANDSHAKE_HEADER_LEN: usize = 4;
 const HANDSHAKE_CLIENT_HELLO: u8 = 0x01;
-const CONTENT_TYPE_HANDSHAKE: u8 = 0x16;
 const EXT_SERVER_NAME: u16 = 0x0000;
 const EXT_SIGNATURE_ALGORITHMS: u16 = 0x000d;
 const EXT_ALPN: u16 = 0x0010;
@@ -47,7 +50,8 @@ pub enum Ja4Error {
     /// The bytes are not a well-formed ClientHello.
     #[error("malformed ClientHello: {0}")]
     Malformed(&'static str),
-    /// The message is larger than [`MAX_CLIENT_HELLO_LEN`].
+    /// The message (header included, the length carried here) is larger
+    /// than [`MAX_CLIENT_HELLO_LEN`].
     #[error("ClientHello of {0} bytes is over the {MAX_CLIENT_HELLO_LEN}-byte cap")]
     TooLarge(usize),
 }
@@ -136,7 +140,7 @@ pub struct ClientHello {
     legacy_version: u16,
     /// Cipher suites in wire order, GREASE removed.
     ciphers: Vec<u16>,
-    /// Extension types (wire order when parsed from bytes), GREASE removed.
+    /// Extension types in wire order, GREASE removed.
     extensions: Vec<u16>,
     sni: bool,
     /// The first ALPN protocol name, when the extension has one.
@@ -158,8 +162,9 @@ impl ClientHello {
             return Err(Ja4Error::Malformed("not a ClientHello handshake message"));
         }
         let len = r.u24().ok_or(Ja4Error::Incomplete("handshake length"))?;
-        if len > MAX_CLIENT_HELLO_LEN {
-            return Err(Ja4Error::TooLarge(len));
+        let message_len = len.saturating_add(HANDSHAKE_HEADER_LEN);
+        if message_len > MAX_CLIENT_HELLO_LEN {
+            return Err(Ja4Error::TooLarge(message_len));
         }
         match r.remaining().cmp(&len) {
             std::cmp::Ordering::Less => return Err(Ja4Error::Incomplete("handshake body")),
@@ -169,47 +174,6 @@ impl ClientHello {
             std::cmp::Ordering::Equal => {}
         }
         Self::parse_body(r.take(len).ok_or(Ja4Error::Incomplete("handshake body"))?)
-    }
-
-    /// Parse TLS records holding a ClientHello (as read off the socket
-    /// before the handshake). The handshake message may span several
-    /// handshake records; bytes after it are ignored (they belong to the
-    /// next flight).
-    pub fn parse_records(records: &[u8]) -> Result<ClientHello, Ja4Error> {
-        let mut r = Reader::new(records);
-        let mut message: Vec<u8> = Vec::new();
-        loop {
-            let typ = r.u8().ok_or(Ja4Error::Incomplete("record type"))?;
-            if typ != CONTENT_TYPE_HANDSHAKE {
-                return Err(Ja4Error::Malformed("not a TLS handshake record"));
-            }
-            let version = r.u16().ok_or(Ja4Error::Incomplete("record version"))?;
-            if version >> 8 != 0x03 {
-                return Err(Ja4Error::Malformed("record version is not TLS"));
-            }
-            let fragment = r.vec_u16().ok_or(Ja4Error::Incomplete("record fragment"))?;
-            if fragment.is_empty() {
-                return Err(Ja4Error::Malformed("empty handshake record"));
-            }
-            if message.len() + fragment.len() > MAX_CLIENT_HELLO_LEN + 4 {
-                return Err(Ja4Error::TooLarge(message.len() + fragment.len()));
-            }
-            message.extend_from_slice(fragment);
-            // Enough for the handshake header: is the message complete?
-            if let [_, a, b, c, ..] = message.as_slice() {
-                let len = (usize::from(*a) << 16) | (usize::from(*b) << 8) | usize::from(*c);
-                if len > MAX_CLIENT_HELLO_LEN {
-                    return Err(Ja4Error::TooLarge(len));
-                }
-                let total = len + 4;
-                if message.len() >= total {
-                    // Anything after the ClientHello in the same record is
-                    // another handshake message: not ours to judge.
-                    message.truncate(total);
-                    return Self::parse(&message);
-                }
-            }
-        }
     }
 
     fn parse_body(body: &[u8]) -> Result<ClientHello, Ja4Error> {
@@ -271,71 +235,6 @@ impl ClientHello {
             }
         }
         Ok(hello)
-    }
-
-    /// Build from what OpenSSL's client-hello callback can see: it exposes
-    /// the cipher list, the set of extension types (not in wire order, which
-    /// JA4 does not need) and extension bodies by type.
-    ///
-    /// `cipher_suites` is the 2-byte big-endian list as
-    /// `SSL_client_hello_get0_ciphers` returns it; `alpn_ext`,
-    /// `sig_algs_ext` and `supported_versions_ext` are raw extension bodies.
-    ///
-    /// Caveat: `SSL_client_hello_get1_extensions_present` returns only the
-    /// extensions OpenSSL recognises (openssl/openssl#27580, #30867), so an
-    /// extension it does not know (e.g. ALPS 0x4469, delegated_credentials
-    /// 0x0022, as Chrome sends) is missing from the count and the hash, and
-    /// the JA4 differs from the reference. Prefer the raw bytes where they
-    /// can be had: [`ClientHello::parse`] on the handshake message (OpenSSL's
-    /// message callback) or [`ClientHello::parse_records`] on the bytes
-    /// peeked before the handshake.
-    pub fn from_openssl_parts(
-        legacy_version: u16,
-        cipher_suites: &[u8],
-        extension_types: &[u16],
-        sni_present: bool,
-        alpn_ext: Option<&[u8]>,
-        sig_algs_ext: Option<&[u8]>,
-        supported_versions_ext: Option<&[u8]>,
-    ) -> Result<ClientHello, Ja4Error> {
-        if cipher_suites.len() > MAX_CLIENT_HELLO_LEN {
-            return Err(Ja4Error::TooLarge(cipher_suites.len()));
-        }
-        let ciphers = u16_list(cipher_suites, "cipher suites of odd length")?;
-        let mut extensions: Vec<u16> = Vec::with_capacity(extension_types.len() + 1);
-        for t in extension_types {
-            if !is_grease(*t) && !extensions.contains(t) {
-                extensions.push(*t);
-            }
-        }
-        if sni_present && !extensions.contains(&EXT_SERVER_NAME) {
-            extensions.push(EXT_SERVER_NAME);
-        }
-        // A body we were handed implies its extension was present.
-        for (body, typ) in [
-            (alpn_ext, EXT_ALPN),
-            (sig_algs_ext, EXT_SIGNATURE_ALGORITHMS),
-            (supported_versions_ext, EXT_SUPPORTED_VERSIONS),
-        ] {
-            if body.is_some() && !extensions.contains(&typ) {
-                extensions.push(typ);
-            }
-        }
-        Ok(ClientHello {
-            legacy_version,
-            ciphers: ciphers.into_iter().filter(|c| !is_grease(*c)).collect(),
-            sni: extensions.contains(&EXT_SERVER_NAME),
-            extensions,
-            alpn_first: alpn_ext.map(parse_alpn).transpose()?.flatten(),
-            sig_algs: sig_algs_ext
-                .map(parse_sig_algs)
-                .transpose()?
-                .unwrap_or_default(),
-            supported_versions: supported_versions_ext
-                .map(parse_versions)
-                .transpose()?
-                .unwrap_or_default(),
-        })
     }
 
     /// The JA4 fingerprint, e.g. `t13d1516h2_8daaf6152771_e5627efa2ab1`.
@@ -527,7 +426,6 @@ mod tests {
     struct Vector {
         name: String,
         client_hello_hex: String,
-        record_hex: String,
         ja4: String,
         ja4_r: String,
     }
@@ -544,89 +442,36 @@ mod tests {
     }
 
     #[test]
-    fn every_vector_matches_from_handshake_and_record() {
+    fn every_vector_matches_from_handshake() {
         for v in vectors() {
             let msg = hex::decode(&v.client_hello_hex).unwrap();
             let ch = ClientHello::parse(&msg).unwrap_or_else(|e| panic!("{}: {e}", v.name));
             assert_eq!(ch.ja4_r(), v.ja4_r, "{}", v.name);
             assert_eq!(ch.ja4(), v.ja4, "{}", v.name);
-            let rec = hex::decode(&v.record_hex).unwrap();
-            let ch2 =
-                ClientHello::parse_records(&rec).unwrap_or_else(|e| panic!("{}: {e}", v.name));
-            assert_eq!(ch2, ch, "{}: record and handshake parse differ", v.name);
         }
     }
 
-    /// What the gateway's OpenSSL callback sees, rebuilt from the parsed
-    /// bytes: extension types shuffled (OpenSSL does not keep wire order),
-    /// bodies by type.
-    #[test]
-    fn every_vector_matches_from_openssl_parts() {
-        for v in vectors() {
-            let msg = hex::decode(&v.client_hello_hex).unwrap();
-            let parts = raw_parts_of(&msg);
-            let mut types = parts.types.clone();
-            types.reverse();
-            let ch = ClientHello::from_openssl_parts(
-                parts.legacy_version,
-                &parts.ciphers,
-                &types,
-                types.contains(&0),
-                parts.body(EXT_ALPN),
-                parts.body(EXT_SIGNATURE_ALGORITHMS),
-                parts.body(EXT_SUPPORTED_VERSIONS),
-            )
-            .unwrap_or_else(|e| panic!("{}: {e}", v.name));
-            assert_eq!(ch.ja4_r(), v.ja4_r, "{}", v.name);
-            assert_eq!(ch.ja4(), v.ja4, "{}", v.name);
+    /// A ClientHello handshake message with an empty session id, null
+    /// compression and the given extensions (type, body) in order.
+    fn hello(legacy_version: u16, ciphers: &[u16], extensions: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = legacy_version.to_be_bytes().to_vec();
+        body.extend_from_slice(&[0; 32]); // random
+        body.push(0); // session id
+        body.extend_from_slice(&u16::try_from(ciphers.len() * 2).unwrap().to_be_bytes());
+        body.extend(ciphers.iter().flat_map(|c| c.to_be_bytes()));
+        body.extend_from_slice(&[1, 0]); // compression: null
+        let mut exts = Vec::new();
+        for (typ, data) in extensions {
+            exts.extend_from_slice(&typ.to_be_bytes());
+            exts.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+            exts.extend_from_slice(data);
         }
-    }
-
-    /// A tiny independent walk of a ClientHello, for the OpenSSL-parts test.
-    struct Parts {
-        legacy_version: u16,
-        ciphers: Vec<u8>,
-        types: Vec<u16>,
-        bodies: Vec<(u16, Vec<u8>)>,
-    }
-
-    impl Parts {
-        fn body(&self, t: u16) -> Option<&[u8]> {
-            self.bodies
-                .iter()
-                .find(|(k, _)| *k == t)
-                .map(|(_, b)| b.as_slice())
-        }
-    }
-
-    fn raw_parts_of(msg: &[u8]) -> Parts {
-        let b = &msg[4..];
-        let legacy_version = u16::from_be_bytes([b[0], b[1]]);
-        let mut i = 2 + 32;
-        i += 1 + b[i] as usize;
-        let cl = u16::from_be_bytes([b[i], b[i + 1]]) as usize;
-        let ciphers = b[i + 2..i + 2 + cl].to_vec();
-        i += 2 + cl;
-        i += 1 + b[i] as usize;
-        let mut types = vec![];
-        let mut bodies = vec![];
-        if i < b.len() {
-            let end = i + 2 + u16::from_be_bytes([b[i], b[i + 1]]) as usize;
-            i += 2;
-            while i < end {
-                let t = u16::from_be_bytes([b[i], b[i + 1]]);
-                let l = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
-                types.push(t);
-                bodies.push((t, b[i + 4..i + 4 + l].to_vec()));
-                i += 4 + l;
-            }
-        }
-        Parts {
-            legacy_version,
-            ciphers,
-            types,
-            bodies,
-        }
+        body.extend_from_slice(&u16::try_from(exts.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut msg = vec![HANDSHAKE_CLIENT_HELLO];
+        msg.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes()[1..]);
+        msg.extend_from_slice(&body);
+        msg
     }
 
     #[test]
@@ -666,17 +511,6 @@ mod tests {
                     v.name
                 );
             }
-            let rec = hex::decode(&v.record_hex).unwrap();
-            for n in 0..rec.len() {
-                assert!(
-                    matches!(
-                        ClientHello::parse_records(&rec[..n]),
-                        Err(Ja4Error::Incomplete(_))
-                    ),
-                    "{} record prefix {n}",
-                    v.name
-                );
-            }
         }
     }
 
@@ -688,16 +522,6 @@ mod tests {
             let n = rng.gen_range(0..600);
             let buf: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
             let _ = ClientHello::parse(&buf);
-            let _ = ClientHello::parse_records(&buf);
-            let _ = ClientHello::from_openssl_parts(
-                rng.gen(),
-                &buf,
-                &[0, 16, 13],
-                true,
-                Some(&buf),
-                Some(&buf),
-                Some(&buf),
-            );
         }
         // Mutate real hellos: lengths inside become lies.
         for v in vectors().iter().take(8) {
@@ -725,21 +549,12 @@ mod tests {
             ClientHello::parse(&[0x02, 0, 0, 0]),
             Err(Ja4Error::Malformed(_))
         ));
-        assert!(ClientHello::parse_records(&[0x17, 3, 3, 0, 1, 0]).is_err());
     }
 
     #[test]
     fn single_character_alpn_is_doubled_per_spec() {
-        let ch = ClientHello::from_openssl_parts(
-            0x0303,
-            &[0x13, 0x01],
-            &[0x0010],
-            false,
-            Some(&[0, 2, 1, b'a']),
-            None,
-            None,
-        )
-        .unwrap();
+        let ch =
+            ClientHello::parse(&hello(0x0303, &[0x1301], &[(0x0010, &[0, 2, 1, b'a'])])).unwrap();
         assert!(ch.ja4().starts_with("t12i0101aa_"), "{}", ch.ja4());
     }
 
@@ -749,15 +564,15 @@ mod tests {
         assert!(is_grease(0xfafa));
         assert!(!is_grease(0x0a1a));
         assert!(!is_grease(0x1301));
-        let ch = ClientHello::from_openssl_parts(
+        let ch = ClientHello::parse(&hello(
             0x0303,
-            &[0x0a, 0x0a, 0x13, 0x01],
-            &[0x2a2a, 0x002b, 0x0000],
-            true,
-            None,
-            None,
-            Some(&[4, 0x3a, 0x3a, 0x03, 0x04]),
-        )
+            &[0x0a0a, 0x1301],
+            &[
+                (0x2a2a, &[]),
+                (0x002b, &[4, 0x3a, 0x3a, 0x03, 0x04]),
+                (0x0000, &[]),
+            ],
+        ))
         .unwrap();
         assert_eq!(ch.ja4_r(), "t13d010200_1301_002b");
     }
