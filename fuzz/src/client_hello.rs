@@ -1,12 +1,11 @@
 //! `client_hello`: the JA4 ClientHello parser of `ztgate-device`
-//! (`ClientHello::parse` on a handshake message, `parse_records` on the TLS
-//! records read off the socket), then `.ja4()` and `.ja4_r()`.
+//! (`ClientHello::parse` on the handshake message the gateway captures from
+//! OpenSSL's ClientHello callback), then `.ja4()` and `.ja4_r()`.
 //!
 //! Checked for every input, beyond "no panic":
-//! - every prefix (linkerd `client_hello.rs`): a prefix of records that
-//!   parse gives `Incomplete` until the hello is whole, then the same hello;
-//! - records ↔ message: a message that parses, cut into records of any
-//!   fragment size, parses to the same hello through `parse_records`;
+//! - every prefix (linkerd `client_hello.rs`): a proper prefix of a message
+//!   that parses is `Incomplete`, never another hello or another error;
+//! - the size cap: `TooLarge(n)` only for `n` over `MAX_CLIENT_HELLO_LEN`;
 //! - the fingerprint's shape (`a_b_c`, 10 + 12 + 12 characters) and that
 //!   `ja4`'s hashes are the hashes of `ja4_r`'s strings.
 
@@ -18,11 +17,6 @@ pub fn run(data: &[u8]) {
     let message = ClientHello::parse(data);
     if let Ok(hello) = &message {
         check_fingerprint(hello);
-        same_through_records(data, hello);
-    }
-    let records = ClientHello::parse_records(data);
-    if let Ok(hello) = &records {
-        check_fingerprint(hello);
         prefixes_are_incomplete(data, hello);
     }
     if let Err(Ja4Error::TooLarge(n)) = &message {
@@ -30,43 +24,16 @@ pub fn run(data: &[u8]) {
     }
 }
 
-/// Cut a handshake message into handshake records of `size`-byte fragments.
-fn as_records(message: &[u8], size: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / size * 5 + 5);
-    for chunk in message.chunks(size) {
-        let len = u16::try_from(chunk.len()).unwrap();
-        out.extend_from_slice(&[0x16, 0x03, 0x01]);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(chunk);
-    }
-    out
-}
-
-fn same_through_records(message: &[u8], hello: &ClientHello) {
-    // A fragment size that varies with the input (1 covers a handshake
-    // header split over records), then the usual one record.
-    let size = 1 + usize::from(message.last().copied().unwrap_or(0)) % 97;
-    for size in [size, 16 * 1024] {
-        let mut records = as_records(message, size);
-        // Bytes after the hello belong to the next flight: ignored.
-        records.extend_from_slice(&[0x14, 0x03, 0x03, 0x00, 0x01, 0x01]);
-        match ClientHello::parse_records(&records) {
-            Ok(h) => assert_eq!(&h, hello, "records of {size} bytes parse differently"),
-            Err(e) => panic!("message parses but its records of {size} bytes do not: {e}"),
-        }
-    }
-}
-
-fn prefixes_are_incomplete(records: &[u8], hello: &ClientHello) {
+fn prefixes_are_incomplete(message: &[u8], hello: &ClientHello) {
     // Every prefix for small inputs, 32 spread over the rest otherwise (a
     // parse is linear, so all prefixes of a 2 KiB hello is too slow per run).
-    let n = records.len();
+    let n = message.len();
     let step = if n <= 512 { 1 } else { n / 32 };
     for k in (0..n).step_by(step.max(1)) {
-        match ClientHello::parse_records(records.get(..k).unwrap()) {
+        match ClientHello::parse(message.get(..k).unwrap()) {
             Err(Ja4Error::Incomplete(_)) => {}
             Ok(h) => assert_eq!(&h, hello, "prefix of {k} bytes gives another hello"),
-            Err(e) => panic!("prefix of {k}/{n} bytes of parsing records is not incomplete: {e}"),
+            Err(e) => panic!("prefix of {k}/{n} bytes of a hello is not incomplete: {e}"),
         }
     }
 }
