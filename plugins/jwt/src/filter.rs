@@ -13,7 +13,7 @@ use ztgate_filter::{
     StateAnswer, StateOp, StateUse, Unavailable,
 };
 
-use crate::cache::{self, Cached, TokenCache};
+use crate::cache::{Cached, TokenCache};
 use crate::config::DpopMode;
 use crate::dpop::{self, ProofRequest, ReplayCache, VerifiedProof};
 use crate::jwks::{FetchError, KeyStore};
@@ -215,11 +215,10 @@ impl JwtFilter {
                 max: self.settings.max_token_size,
             });
         }
-        let key = cache::hash(token);
         // An entry verified under a policy the issuer no longer has (a
         // reload changed it) is verified again.
         let tag_of = |i: usize| self.issuers.get(i).map(|iss| iss.policy.tag);
-        let verified = match self.cache.get(&key, req.now) {
+        let verified = match self.cache.get(token, req.now) {
             Some(c) if tag_of(c.verified.issuer_index) == Some(c.policy_tag) => {
                 metrics::cache(true);
                 c.verified
@@ -229,7 +228,7 @@ impl JwtFilter {
                 let v = Arc::new(self.verify_uncached(token, req.now).await?);
                 if let Some(policy_tag) = tag_of(v.issuer_index) {
                     self.cache.insert(
-                        key,
+                        token,
                         Cached {
                             verified: v.clone(),
                             policy_tag,
