@@ -14,17 +14,9 @@ pub const WEB_ID: &str = "spiffe://acme.test/ns/shop/sa/web";
 /// The public name of the gateway fleet (`:authority` of edge channels).
 pub const EDGE: &str = "https://edge.acme.test";
 
-/// Where the shared test data lives (`ZTGATE_TESTDATA` overrides).
-pub fn testdata() -> PathBuf {
-    std::env::var_os("ZTGATE_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/testdata"
-            ))
-        })
-}
+// Re-exported for the test files; each e2e binary uses some of them.
+#[allow(unused_imports)]
+pub use ztgate_testkit::testdata;
 
 /// A fresh folder per test.
 pub fn workdir(name: &str) -> PathBuf {
