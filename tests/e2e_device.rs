@@ -6,7 +6,7 @@
 mod support;
 
 use prost::Message;
-use support::{testdata, Setup};
+use support::{assert_denied, testdata, Setup};
 use ztgate_testkit::client;
 use ztgate_testkit::proto::{Reply, Request};
 
@@ -103,8 +103,7 @@ async fn geoip_country_behind_a_trusted_proxy_and_country_policy() {
     req.metadata_mut()
         .insert("x-forwarded-for", "67.43.156.1".parse().unwrap());
     let err = fingerprint_via_tonic(&env, req).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(err.message().starts_with("geo_denied"), "{}", err.message());
+    assert_denied(&err, tonic::Code::PermissionDenied, "geo_denied", None);
 }
 
 #[tokio::test]

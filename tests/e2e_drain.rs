@@ -187,11 +187,13 @@ async fn in_flight_call_holds_the_drain_and_completes() {
         !slow.is_finished(),
         "all of the above happened while the slow call was in flight"
     );
-    let refused = support::metric_of(
+    let refused = support::metric_reaching(
         &env.gw,
         "ztgate_connections_refused_total",
         &[("reason", "draining")],
-    );
+        1.0,
+    )
+    .await;
     assert!(refused >= 1.0, "{refused}");
     assert_eq!(env.gw.admin_get("/healthz").unwrap().0, 200);
 

@@ -140,14 +140,16 @@ async fn non_canonical_paths_are_refused_before_routing() {
 
     // Nothing was routed; the same route still serves a canonical call.
     assert_eq!(
-        env.metric(
+        env.metric_reaching(
             "ztgate_requests_total",
             &[
                 ("decision", "deny"),
                 ("reason", "path_not_canonical"),
                 ("grpc_status", "12")
-            ]
-        ),
+            ],
+            5.0
+        )
+        .await,
         5.0
     );
     assert_eq!(
@@ -290,14 +292,17 @@ async fn a_backend_outage_is_an_error_not_a_denial() {
     assert!(outage, "never no_healthy_backend: {last}");
 
     assert!(
-        env.metric(
+        env.metric_reaching(
             "ztgate_requests_total",
             &[
                 ("decision", "error"),
                 ("reason", "no_healthy_backend"),
                 ("grpc_status", "14")
-            ]
-        ) >= 1.0
+            ],
+            1.0
+        )
+        .await
+            >= 1.0
     );
     assert_eq!(
         env.metric("ztgate_requests_total", &[("decision", "deny")]),

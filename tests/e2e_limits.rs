@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream};
-use support::{eventually, metric_of, Env, Setup};
+use support::{eventually, metric_reaching, Env, Setup};
 use ztgate_testkit::client;
 use ztgate_testkit::proto::Request;
 
@@ -181,22 +181,26 @@ async fn connection_caps_refuse_at_accept() {
     assert!(a3.is_err(), "third from 127.0.0.1 is refused");
     println!("third connection from one IP: {:?}", a3.err());
     assert_eq!(
-        metric_of(
+        metric_reaching(
             &env.gw,
             "ztgate_connections_refused_total",
-            &[("reason", "per_ip")]
-        ),
+            &[("reason", "per_ip")],
+            1.0
+        )
+        .await,
         1.0
     );
     let _b1 = connect(two).await.expect("first from 127.0.0.2");
     let b2 = connect(two).await;
     assert!(b2.is_err(), "over the global cap");
     assert_eq!(
-        metric_of(
+        metric_reaching(
             &env.gw,
             "ztgate_connections_refused_total",
-            &[("reason", "global")]
-        ),
+            &[("reason", "global")],
+            1.0
+        )
+        .await,
         1.0
     );
     assert!(
@@ -216,11 +220,13 @@ async fn connection_caps_refuse_at_accept() {
         .await
         .expect("a slot from 127.0.0.1 was given back");
     assert_eq!(
-        metric_of(
+        metric_reaching(
             &env.gw,
             "ztgate_connections_refused_total",
-            &[("reason", "per_ip")]
-        ),
+            &[("reason", "per_ip")],
+            1.0
+        )
+        .await,
         1.0
     );
 }
@@ -246,11 +252,13 @@ async fn per_ip_cap_applies_to_the_proxy_protocol_client() {
     let again = via([203, 0, 113, 7]).await;
     assert!(again.is_err(), "the first client's second connection");
     assert_eq!(
-        metric_of(
+        metric_reaching(
             &env.gw,
             "ztgate_connections_refused_total",
-            &[("reason", "per_ip")]
-        ),
+            &[("reason", "per_ip")],
+            1.0
+        )
+        .await,
         1.0
     );
 }

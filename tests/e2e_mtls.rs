@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::Setup;
+use support::{assert_denied, Setup};
 use ztgate_testkit::client::{self, Target};
 use ztgate_testkit::pki::{Ca, LeafSpec};
 use ztgate_testkit::proto::Request;
@@ -71,21 +71,21 @@ async fn spiffe_policy_and_svid_rules() {
     // Allowed trust domain, ID outside the allowed patterns.
     let other_ns = env.svid("spiffe://acme.test/ns/dev/sa/web");
     let err = call(env.channel_as(&other_ns).await).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(
-        err.message().starts_with("spiffe_id_not_allowed"),
-        "{}",
-        err.message()
+    assert_denied(
+        &err,
+        tonic::Code::PermissionDenied,
+        "spiffe_id_not_allowed",
+        None,
     );
 
     // Foreign trust domain (same CA).
     let foreign = env.svid("spiffe://partner.test/ns/shop/sa/web");
     let err = call(env.channel_as(&foreign).await).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(
-        err.message().starts_with("trust_domain_not_allowed"),
-        "{}",
-        err.message()
+    assert_denied(
+        &err,
+        tonic::Code::PermissionDenied,
+        "trust_domain_not_allowed",
+        None,
     );
 
     // Two URI SANs: not an SVID.
@@ -98,28 +98,25 @@ async fn spiffe_policy_and_svid_rules() {
         ..LeafSpec::default()
     });
     let err = call(env.channel_as(&two).await).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    assert!(
-        err.message().starts_with("invalid_svid"),
-        "{}",
-        err.message()
-    );
-    assert_eq!(
-        err.metadata()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok()),
-        Some("Bearer error=\"invalid_token\"")
+    assert_denied(
+        &err,
+        tonic::Code::Unauthenticated,
+        "invalid_svid",
+        Some("Bearer error=\"invalid_token\""),
     );
 
     assert_eq!(
-        env.metric(
+        env.metric_reaching(
             "ztgate_requests_total",
-            &[("decision", "deny"), ("grpc_status", "7")]
-        ),
+            &[("decision", "deny"), ("grpc_status", "7")],
+            2.0
+        )
+        .await,
         2.0
     );
     assert_eq!(
-        env.metric("ztgate_requests_total", &[("reason", "invalid_svid")]),
+        env.metric_reaching("ztgate_requests_total", &[("reason", "invalid_svid")], 1.0)
+            .await,
         1.0
     );
 }
@@ -135,11 +132,11 @@ async fn optional_client_auth_lets_filters_decide() {
         .get(Request::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    assert!(
-        err.message().starts_with("client_cert_missing"),
-        "{}",
-        err.message()
+    assert_denied(
+        &err,
+        tonic::Code::Unauthenticated,
+        "client_cert_missing",
+        None,
     );
     // With a certificate it passes.
     client::orders(env.web_channel().await)
@@ -160,13 +157,15 @@ async fn shadow_mode_records_but_does_not_deny() {
         .await
         .unwrap();
     assert_eq!(
-        env.metric(
+        env.metric_reaching(
             "ztgate_requests_total",
             &[
                 ("decision", "shadow_deny"),
                 ("reason", "trust_domain_not_allowed")
-            ]
-        ),
+            ],
+            1.0
+        )
+        .await,
         1.0
     );
 }

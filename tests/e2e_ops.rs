@@ -149,6 +149,8 @@ async fn data_symlink_swap_rotates_the_cert_under_load() {
                     Err(e) => Err(e.to_string()),
                 };
                 tally.record(&r);
+                // Pacing of the load (a new connection every ~20 ms), not
+                // a wait for anything.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -156,7 +158,12 @@ async fn data_symlink_swap_rotates_the_cert_under_load() {
     // A long stream opened before the swap; flow control holds it open
     // while we do not read.
     let (mut watch, mut seen) = open_watch(&ch, 7, 50).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || kept.counts().0 > 0
+            && fresh.counts().0 > 0)
+        .await,
+        "the load runs before the swap"
+    );
 
     // Rotate: a new pair under a new version folder, then swap `..data`.
     let rotated = env.leaf(LeafSpec {
@@ -168,18 +175,22 @@ async fn data_symlink_swap_rotates_the_cert_under_load() {
     let swapped = Instant::now();
     symlink_atomic("..2026_b", &secret.join("..data"));
     let want = pem_body(&rotated.cert_pem);
-    let mut latency = None;
-    while swapped.elapsed() < Duration::from_secs(10) {
-        if served_cert(&env).await == want {
-            latency = Some(swapped.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let latency = latency.expect("new handshakes get the rotated certificate");
+    assert!(
+        eventually(Duration::from_secs(10), async || served_cert(&env).await
+            == want)
+        .await,
+        "new handshakes get the rotated certificate"
+    );
+    let latency = swapped.elapsed();
     println!("..data swap -> new cert served: {latency:?}");
-    // Keep the load on a little after the swap.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Keep the load on after the swap: both loops are served more.
+    let (k0, f0) = (kept.counts().0, fresh.counts().0);
+    assert!(
+        eventually(Duration::from_secs(10), async || kept.counts().0 > k0 + 10
+            && fresh.counts().0 > f0 + 5)
+        .await,
+        "the load runs on after the swap"
+    );
 
     // The stream opened before the swap completes.
     while let Some(m) = watch.message().await.unwrap() {
@@ -261,14 +272,28 @@ async fn sighup_route_change_under_load_is_fast_and_loses_nothing() {
             log
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load is on: the first pool serves.
+    assert!(
+        eventually(Duration::from_secs(10), async || env.backends[0].received()
+            >= 10)
+        .await
+    );
 
     let good = std::fs::read_to_string(&env.gw.config).unwrap();
     let changed = good.replace("upstream: first", "upstream: second");
     std::fs::write(&env.gw.config, &changed).unwrap();
     let hup = Instant::now();
     signal(env.gw.pid(), "-HUP");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The reload is done and the new route serves.
+    assert!(
+        eventually(Duration::from_secs(10), async || env
+            .metric("ztgate_config_reloads_total", &[("result", "ok")])
+            >= 1.0
+            && env.backends[1].received() > 0)
+        .await,
+        "{}",
+        env.gw.log_text()
+    );
 
     // A broken config on top: refused, the running one keeps serving.
     std::fs::write(
@@ -283,7 +308,13 @@ async fn sighup_route_change_under_load_is_fast_and_loses_nothing() {
             >= 1.0)
         .await
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Calls go on after the refusal, still to the new route.
+    let served = env.backends[1].received();
+    assert!(
+        eventually(Duration::from_secs(10), async || env.backends[1].received()
+            > served + 10)
+        .await
+    );
     stop.store(true, Ordering::Relaxed);
     let log = calls.await.unwrap();
 
@@ -331,6 +362,7 @@ async fn sigterm_drains_in_flight_calls_then_refuses() {
     let env = Setup::new("ops-term").start().await;
     let ch = env.web_channel().await;
     let (mut watch, mut seen) = open_watch(&ch, 3, 20).await;
+    let arrived = env.backends[0].received();
     let slow = tokio::spawn({
         let ch = ch.clone();
         async move {
@@ -342,7 +374,12 @@ async fn sigterm_drains_in_flight_calls_then_refuses() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The slow call is in flight: it reached the backend.
+    assert!(
+        eventually(Duration::from_secs(5), async || env.backends[0].received()
+            > arrived)
+        .await
+    );
 
     let term = Instant::now();
     signal(env.gw.pid(), "-TERM");
@@ -376,14 +413,12 @@ async fn sigterm_drains_in_flight_calls_then_refuses() {
     );
 
     // New connections are refused once the gateway has stopped.
-    let mut gone = false;
-    while term.elapsed() < Duration::from_secs(6) {
-        if exited(env.gw.pid()) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pid = env.gw.pid();
+    let gone = eventually(
+        Duration::from_secs(6).saturating_sub(term.elapsed()),
+        async || exited(pid),
+    )
+    .await;
     assert!(gone, "exits after the drain: {}", env.gw.log_text());
     println!("gateway exited {:?} after SIGTERM", term.elapsed());
     assert!(std::net::TcpStream::connect(env.gw.listen).is_err());
@@ -399,20 +434,16 @@ fn unlabelled(env: &Env, name: &str) -> f64 {
 
 /// Audit lines of `file` as JSON values (waits for `n` of them).
 async fn audit_lines(file: &Path, n: usize) -> Vec<serde_json::Value> {
-    let mut lines = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        lines = text
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
-        if lines.len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    lines
+            .collect()
+    };
+    // The caller asserts the count: a shortfall shows there with the lines.
+    eventually(Duration::from_secs(5), async || read().len() >= n).await;
+    read()
 }
 
 fn with_id(id: &str) -> tonic::Request<Request> {
@@ -522,20 +553,20 @@ async fn audit_burst_beyond_the_queue_drops_and_counts_never_blocks() {
     assert!(took < Duration::from_secs(5), "the burst took {took:?}");
 
     let file = env.dir.join("audit.log");
-    let mut written = 0usize;
-    let mut dropped = 0f64;
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        written = std::fs::read_to_string(&file)
+    let tally = || {
+        let written = std::fs::read_to_string(&file)
             .unwrap_or_default()
             .lines()
             .count();
-        dropped = unlabelled(&env, "ztgate_audit_dropped_total");
-        if written + dropped as usize >= CALLS {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (written, unlabelled(&env, "ztgate_audit_dropped_total"))
+    };
+    // Every call is written or counted as dropped (asserted below).
+    eventually(Duration::from_secs(5), async || {
+        let (written, dropped) = tally();
+        written + dropped as usize >= CALLS
+    })
+    .await;
+    let (written, dropped) = tally();
     println!("audit burst: {CALLS} calls in {took:?}, {written} lines, {dropped} dropped");
     assert_eq!(written + dropped as usize, CALLS);
 }
@@ -577,13 +608,12 @@ async fn metrics_parse_and_list_every_required_name() {
         c.get(r).await.unwrap();
     }
     // A request is counted in Pingora's logging phase, just after the
-    // response went out: give the second one a moment to land.
-    for _ in 0..50 {
-        if env.metric("ztgate_requests_total", &[("decision", "allow")]) >= 2.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // response went out: wait for the second one to land (the assertions
+    // below say what is missing if it does not).
+    eventually(Duration::from_secs(5), async || {
+        env.metric("ztgate_requests_total", &[("decision", "allow")]) >= 2.0
+    })
+    .await;
 
     let (status, text) = env.gw.admin_get("/metrics").unwrap();
     assert_eq!(status, 200);

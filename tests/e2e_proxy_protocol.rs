@@ -322,6 +322,14 @@ async fn bad_or_slow_headers_are_closed_and_others_still_served() {
     // Each outcome is counted for the operator.
     let count =
         |result: &str| env.metric("ztgate_proxy_protocol_headers_total", &[("result", result)]);
+    // The asserts below say which count fell short.
+    eventually(Duration::from_secs(5), async || {
+        count("malformed") >= 6.0
+            && count("timeout") >= 1.0
+            && count("closed") >= 1.0
+            && count("proxy") >= 2.0
+    })
+    .await;
     assert!(
         count("malformed") >= 6.0,
         "malformed: {}",

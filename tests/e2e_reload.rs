@@ -47,7 +47,11 @@ async fn sighup_swaps_and_a_broken_config_keeps_the_old_one() {
             == Some("backend-1"))
         .await
     );
-    assert!(env.metric("ztgate_config_reloads_total", &[("result", "ok")]) >= 1.0);
+    assert!(
+        env.metric_reaching("ztgate_config_reloads_total", &[("result", "ok")], 1.0)
+            .await
+            >= 1.0
+    );
 
     // A broken config: reload refused, the running one keeps serving.
     let good = std::fs::read_to_string(&env.gw.config).unwrap();

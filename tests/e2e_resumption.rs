@@ -14,9 +14,9 @@ mod support;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{eventually, Env, Setup};
+use support::{eventually, eventually_blocking, Env, Setup};
 use ztgate_testkit::pki::{Ca, LeafSpec};
 
 /// How a client offers to resume.
@@ -116,14 +116,12 @@ fn connect(
     });
     // A safety net, not a timing assumption: the gateway closes after its
     // answer or its alert well within this.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("s_client did not finish: {}", out.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if !eventually_blocking(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    }) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("s_client did not finish: {}", out.join().unwrap());
     }
     let text = format!("{}\n{}", out.join().unwrap(), err.join().unwrap());
     Seen {

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{eventually, metric_of, signal, Env, Setup, EDGE};
+use support::{eventually, metric_of, metric_reaching, signal, Env, Setup, EDGE};
 use tonic::transport::Channel;
 use ztgate_testkit::client;
 use ztgate_testkit::dpop::DpopKey;
@@ -156,7 +156,11 @@ async fn a_reload_keeps_replay_memory_bindings_and_windows() {
         call(&ch, &dtok, "laptop", Some(&proof)).await,
         tonic::Code::Unauthenticated,
     );
-    assert!(env.metric("ztgate_requests_total", &[("reason", "dpop_replay")]) >= 1.0);
+    assert!(
+        env.metric_reaching("ztgate_requests_total", &[("reason", "dpop_replay")], 1.0)
+            .await
+            >= 1.0
+    );
     // A fresh proof is fine.
     let fresh = dkey.proof(&htu(), &dtok).unwrap();
     call(&ch, &dtok, "laptop", Some(&fresh)).await.unwrap();
@@ -234,7 +238,16 @@ async fn replicas_share_replay_memory_bindings_and_limits() {
         call(&to_b, &dtok, "laptop", Some(&proof)).await,
         tonic::Code::Unauthenticated,
     );
-    assert!(metric_of(&b, "ztgate_requests_total", &[("reason", "dpop_replay")]) >= 1.0);
+    assert!(
+        metric_reaching(
+            &b,
+            "ztgate_requests_total",
+            &[("reason", "dpop_replay")],
+            1.0
+        )
+        .await
+            >= 1.0
+    );
 
     // A binding made on A holds on B.
     let alice = bearer_token(&idp, "alice");
@@ -258,11 +271,14 @@ async fn replicas_share_replay_memory_bindings_and_limits() {
         );
     }
     assert!(
-        metric_of(
+        metric_reaching(
             &b,
             "ztgate_state_ops_total",
-            &[("store", "ratelimit"), ("result", "ok")]
-        ) >= 1.0
+            &[("store", "ratelimit"), ("result", "ok")],
+            1.0
+        )
+        .await
+            >= 1.0
     );
 }
 
@@ -323,7 +339,15 @@ async fn a_redis_outage_follows_on_unavailable_and_recovers() {
                 }
             }
         }
-        assert!(env.metric("ztgate_requests_total", &[("reason", "state_unavailable")]) >= 5.0);
+        assert!(
+            env.metric_reaching(
+                "ztgate_requests_total",
+                &[("reason", "state_unavailable")],
+                5.0
+            )
+            .await
+                >= 5.0
+        );
         if outage == "killed" {
             redis.restart().unwrap();
         } else {
@@ -348,13 +372,15 @@ async fn a_redis_outage_follows_on_unavailable_and_recovers() {
         }
     }
     assert!(refused, "the limit still holds");
-    assert!(
+    let unanswered = || {
         env.metric(
             "ztgate_state_ops_total",
-            &[("store", "dpop"), ("result", "circuit_open")]
+            &[("store", "dpop"), ("result", "circuit_open")],
         ) + env.metric(
             "ztgate_state_ops_total",
-            &[("store", "dpop"), ("result", "timeout")]
-        ) >= 1.0
-    );
+            &[("store", "dpop"), ("result", "timeout")],
+        )
+    };
+    eventually(Duration::from_secs(5), async || unanswered() >= 1.0).await;
+    assert!(unanswered() >= 1.0);
 }

@@ -22,9 +22,9 @@ mod support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::WEB_ID;
+use support::{eventually, eventually_blocking, WEB_ID};
 use ztgate_testkit::backend::Backend;
 use ztgate_testkit::client::{self, Target};
 use ztgate_testkit::harness::{free_port, http_get};
@@ -147,16 +147,15 @@ impl Run {
 /// Wait until the admin and proxy listeners accept (not `/readyz`: readiness
 /// is not what is under test, and must not depend on the upstream).
 fn wait_listening(gw: &Gateway, admin: SocketAddr) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if std::net::TcpStream::connect(gw.listen).is_ok()
+    let listening = eventually_blocking(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(gw.listen).is_ok()
             && matches!(http_get(admin, "/healthz"), Ok((200, _)))
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("gateway not listening after 20s:\n{}", gw.log_text());
+    });
+    assert!(
+        listening,
+        "gateway not listening after 20s:\n{}",
+        gw.log_text()
+    );
 }
 
 /// The call fails with UNAVAILABLE, and for the right reason: the gateway's
@@ -171,16 +170,16 @@ async fn assert_refused_by_verification(run: &Run) {
         err.message(),
         run.gw.log_text()
     );
-    // The log line is written as the call fails; give the writer a moment.
-    let start = Instant::now();
-    while !run.gw.log_text().contains("certificate verify failed") {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no certificate verification failure in the gateway log:\n{}",
-            run.gw.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The log line is written as the call fails: wait for it.
+    assert!(
+        eventually(Duration::from_secs(5), async || run
+            .gw
+            .log_text()
+            .contains("certificate verify failed"))
+        .await,
+        "no certificate verification failure in the gateway log:\n{}",
+        run.gw.log_text()
+    );
 }
 
 #[tokio::test]

@@ -201,14 +201,17 @@ async fn a_reset_before_or_after_headers_is_unavailable_not_cancelled() {
     }
 
     // Counted as the backend's fault, with the status the caller got.
-    let failed = env.metric(
-        "ztgate_requests_total",
-        &[
-            ("reason", "upstream_reset"),
-            ("decision", "error"),
-            ("grpc_status", "14"),
-        ],
-    );
+    let failed = env
+        .metric_reaching(
+            "ztgate_requests_total",
+            &[
+                ("reason", "upstream_reset"),
+                ("decision", "error"),
+                ("grpc_status", "14"),
+            ],
+            5.0,
+        )
+        .await;
     assert_eq!(failed, 5.0);
     // And the gateway still serves the backend afterwards.
     c.get(with_mode("ok")).await.unwrap();
@@ -342,6 +345,8 @@ async fn a_backend_killed_under_load_fails_calls_as_unavailable() {
                             if tx.send(m).await.is_err() {
                                 return;
                             }
+                            // Pacing of the stream (a message every 2 ms
+                            // until it is cut), not a wait for anything.
                             tokio::time::sleep(Duration::from_millis(2)).await;
                         }
                     });

@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -25,6 +27,14 @@ pub const FAIL_TRAILER_VALUE: &[u8] = &[0, 1, 2, 254, 255];
 #[derive(Clone)]
 struct Svc {
     name: String,
+    /// Calls that reached this backend (see [`Backend::received`]).
+    received: Arc<AtomicUsize>,
+}
+
+impl Svc {
+    fn arrived(&self) {
+        self.received.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 fn metadata(m: &MetadataMap) -> std::collections::HashMap<String, String> {
@@ -60,6 +70,7 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<Reply, Status>> + Send>>;
 #[tonic::async_trait]
 impl Orders for Svc {
     async fn get(&self, request: Request<OrdersRequest>) -> Result<Response<Reply>, Status> {
+        self.arrived();
         let md = metadata(request.metadata());
         let req = request.into_inner();
         if req.delay_ms > 0 {
@@ -84,6 +95,7 @@ impl Orders for Svc {
         &self,
         request: Request<OrdersRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.arrived();
         let req = request.into_inner();
         if let Some(s) = failure(&req) {
             return Err(s);
@@ -104,6 +116,7 @@ impl Orders for Svc {
         &self,
         request: Request<Streaming<OrdersRequest>>,
     ) -> Result<Response<Reply>, Status> {
+        self.arrived();
         let mut stream = request.into_inner();
         let (mut bytes, mut n) = (0u64, 0u32);
         while let Some(m) = stream.next().await {
@@ -125,6 +138,7 @@ impl Orders for Svc {
         &self,
         request: Request<Streaming<OrdersRequest>>,
     ) -> Result<Response<Self::ChatStream>, Status> {
+        self.arrived();
         let name = self.name.clone();
         let mut seq = 0u32;
         let stream = request.into_inner().map(move |m| {
@@ -146,6 +160,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
     pub health: HealthReporter,
+    received: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -185,8 +200,10 @@ impl Backend {
         let addr = listener.local_addr()?;
         let (mut health, health_svc) = tonic_health::server::health_reporter();
         health.set_serving::<OrdersServer<Svc>>().await;
+        let received = Arc::new(AtomicUsize::new(0));
         let svc = OrdersServer::new(Svc {
             name: name.to_owned(),
+            received: received.clone(),
         })
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
@@ -214,9 +231,17 @@ impl Backend {
             addr,
             name: name.to_owned(),
             health,
+            received,
             stop: Some(tx),
             task: Some(task),
         })
+    }
+
+    /// How many `orders.v1.Orders` calls have reached this backend (counted
+    /// as each one arrives, before any `delay_ms`): what a test waits on to
+    /// know that a call is in flight, instead of sleeping for it.
+    pub fn received(&self) -> usize {
+        self.received.load(Ordering::SeqCst)
     }
 
     /// Stop accepting and close the listener; waits for the server task.

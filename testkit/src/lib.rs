@@ -12,6 +12,24 @@ pub mod harness;
 pub mod idp;
 pub mod pki;
 pub mod redis;
+pub mod wait;
+
+use std::path::PathBuf;
+
+/// Where the shared test data (GeoIP test databases, JA4 vectors) lives:
+/// `ZTGATE_TESTDATA` when set (CI and checkouts laid out differently),
+/// else `shared/testdata` beside the repository. One definition, so that
+/// unit tests, benches and end-to-end tests cannot disagree on it.
+pub fn testdata() -> PathBuf {
+    std::env::var_os("ZTGATE_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/testdata"
+            ))
+        })
+}
 
 /// Generated code of `proto/orders.proto`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]

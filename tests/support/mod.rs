@@ -14,17 +14,11 @@ pub const WEB_ID: &str = "spiffe://acme.test/ns/shop/sa/web";
 /// The public name of the gateway fleet (`:authority` of edge channels).
 pub const EDGE: &str = "https://edge.acme.test";
 
-/// Where the shared test data lives (`ZTGATE_TESTDATA` overrides).
-pub fn testdata() -> PathBuf {
-    std::env::var_os("ZTGATE_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/testdata"
-            ))
-        })
-}
+// Re-exported for the test files; each e2e binary uses some of them.
+#[allow(unused_imports)]
+pub use ztgate_testkit::testdata;
+#[allow(unused_imports)]
+pub use ztgate_testkit::wait::{eventually, eventually_blocking};
 
 /// A fresh folder per test.
 pub fn workdir(name: &str) -> PathBuf {
@@ -194,18 +188,20 @@ impl Env {
         self.ca.issue(&spec).unwrap()
     }
 
-    /// The value of one metric series from `/metrics` (0 when absent).
+    /// The value of one metric series from `/metrics` now (0 when absent).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_of(&self.gw, name, labels)
     }
+
+    /// The value of one metric series once it is at least `at_least` (see
+    /// [`metric_reaching`]).
+    pub async fn metric_reaching(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
+        metric_reaching(&self.gw, name, labels, at_least).await
+    }
 }
 
-/// The value of one metric series of `gw` (0 when absent).
+/// The value of one metric series of `gw` now (0 when absent).
 pub fn metric_of(gw: &GatewayProcess, name: &str, labels: &[(&str, &str)]) -> f64 {
-    // A request is counted in Pingora's logging phase, right after its
-    // response went out (which is when the client returned): let the
-    // last one land before scraping.
-    std::thread::sleep(std::time::Duration::from_millis(50));
     let (_, text) = gw.admin_get("/metrics").unwrap();
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
@@ -216,6 +212,24 @@ pub fn metric_of(gw: &GatewayProcess, name: &str, labels: &[(&str, &str)]) -> f6
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The value of one metric series of `gw` once it is at least `at_least`,
+/// or whatever it is after 5 s (the caller's assertion then says what is
+/// wrong). A request is counted in Pingora's logging phase, right after its
+/// response went out, which is when the client returned: a test that has
+/// its answers waits for their count instead of sleeping for it.
+pub async fn metric_reaching(
+    gw: &GatewayProcess,
+    name: &str,
+    labels: &[(&str, &str)],
+    at_least: f64,
+) -> f64 {
+    eventually(std::time::Duration::from_secs(5), async || {
+        metric_of(gw, name, labels) >= at_least
+    })
+    .await;
+    metric_of(gw, name, labels)
 }
 
 /// One unary `orders.v1.Orders/Get` through the gateway with curl (an
@@ -298,14 +312,27 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(ok.success(), "kill {sig} {pid}");
 }
 
-/// Poll `f` until it is true or `limit` passes.
-pub async fn eventually(limit: std::time::Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+/// Assert that `err` is the gateway's refusal: gRPC `code`, a message that
+/// starts with the machine-readable `reason` (PRODUCT.md's error shape puts
+/// it first), and, when `www_authenticate` is given, exactly that challenge
+/// in `www-authenticate`. One helper so that every test checks a denial the
+/// same way, and a change of that shape is made once.
+#[track_caller]
+pub fn assert_denied(
+    err: &tonic::Status,
+    code: tonic::Code,
+    reason: &str,
+    www_authenticate: Option<&str>,
+) {
+    assert_eq!(err.code(), code, "{}", err.message());
+    assert!(err.message().starts_with(reason), "{err:?}");
+    if let Some(want) = www_authenticate {
+        assert_eq!(
+            err.metadata()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some(want),
+            "{err:?}"
+        );
     }
-    false
 }

@@ -20,11 +20,7 @@ use ztgate_device::fingerprint::{canonical, Fingerprinter, Secret, Signal, Signa
 use ztgate_device::ClientHello;
 use ztgate_filter::{BuildContext, Facts, Filter, RequestView, TlsFacts, VerifiedToken};
 
-fn testdata() -> std::path::PathBuf {
-    std::env::var_os("ZTGATE_TESTDATA")
-        .map(Into::into)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata").into())
-}
+use ztgate_testkit::testdata;
 
 /// The spec example ClientHello (Chrome-like, GREASE, 16 extensions).
 fn spec_hello() -> Vec<u8> {

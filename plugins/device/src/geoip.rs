@@ -315,12 +315,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn geo_dir() -> PathBuf {
-        std::env::var_os("ZTGATE_TESTDATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata").into()
-            })
-            .join("geoip")
+        ztgate_testkit::testdata().join("geoip")
     }
 
     pub(crate) fn all_paths() -> GeoIpPaths {

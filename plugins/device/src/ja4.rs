@@ -414,13 +414,7 @@ mod tests {
     use super::*;
     use serde::Deserialize;
 
-    fn testdata() -> std::path::PathBuf {
-        std::env::var_os("ZTGATE_TESTDATA")
-            .map(Into::into)
-            .unwrap_or_else(|| {
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata").into()
-            })
-    }
+    use ztgate_testkit::testdata;
 
     #[derive(Deserialize)]
     struct Vector {

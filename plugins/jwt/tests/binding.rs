@@ -24,9 +24,9 @@ fn client_cert(cn: &str) -> Arc<PeerCertificate> {
     Arc::new(PeerCertificate::from_der(cert.der()).unwrap())
 }
 
-async fn filter(extra: &str) -> (Arc<Idp>, TestKey, JwtFilter) {
+async fn filter(extra: &str) -> (Idp, TestKey, JwtFilter) {
     let key = TestKey::es256("k");
-    let idp = Idp::start(&[&key]).await;
+    let idp = idp_with(&[&key]).await;
     let f = build(&discovery_yaml(&idp, extra));
     f.start().await;
     (idp, key, f)
@@ -37,7 +37,7 @@ async fn cert_bound_token_needs_the_same_cert() {
     let (idp, key, f) = filter("").await;
     let alice = client_cert("alice");
     let mallory = client_cert("mallory");
-    let mut c = claims(&idp.issuer(), now());
+    let mut c = claims(&idp.issuer, now());
     c["cnf"] = json!({"x5t#S256": alice.thumbprint_b64url()});
     let tok = sign(&key, &c);
     let mut r = Req::bearer(&tok);
@@ -50,7 +50,7 @@ async fn cert_bound_token_needs_the_same_cert() {
     assert_eq!(r.reason(&f).await, Some(Reason::TokenCertBindingMismatch));
     // if_present: an unbound token is fine without a cert.
     assert_eq!(
-        Req::bearer(&sign(&key, &claims(&idp.issuer(), now())))
+        Req::bearer(&sign(&key, &claims(&idp.issuer, now())))
             .reason(&f)
             .await,
         None
@@ -60,12 +60,12 @@ async fn cert_bound_token_needs_the_same_cert() {
 #[tokio::test]
 async fn cert_binding_require_and_off() {
     let (idp, key, f) = filter("    cert_binding: require\n").await;
-    let mut r = Req::bearer(&sign(&key, &claims(&idp.issuer(), now())));
+    let mut r = Req::bearer(&sign(&key, &claims(&idp.issuer, now())));
     r.tls.peer = Some(client_cert("alice"));
     assert_eq!(r.reason(&f).await, Some(Reason::TokenCertBindingMissing));
 
     let (idp, key, f) = filter("    cert_binding: off\n").await;
-    let mut c = claims(&idp.issuer(), now());
+    let mut c = claims(&idp.issuer, now());
     c["cnf"] = json!({"x5t#S256": client_cert("alice").thumbprint_b64url()});
     assert_eq!(Req::bearer(&sign(&key, &c)).reason(&f).await, None);
 }
@@ -119,7 +119,7 @@ fn dpop_req(token: &str, proof: &str) -> Req {
 async fn dpop_good_replay_and_downgrade() {
     let (idp, key, f) = filter("    dpop: allow\n").await;
     let client = DpopClient::new();
-    let mut c = claims(&idp.issuer(), now());
+    let mut c = claims(&idp.issuer, now());
     c["cnf"] = json!({"jkt": client.jkt()});
     let tok = sign(&key, &c);
 
@@ -147,7 +147,7 @@ async fn dpop_good_replay_and_downgrade() {
     );
     // allow: an unbound bearer token still works.
     assert_eq!(
-        Req::bearer(&sign(&key, &claims(&idp.issuer(), now())))
+        Req::bearer(&sign(&key, &claims(&idp.issuer, now())))
             .reason(&f)
             .await,
         None
@@ -158,7 +158,7 @@ async fn dpop_good_replay_and_downgrade() {
 async fn dpop_proof_must_match_the_request_and_token() {
     let (idp, key, f) = filter("    dpop: require\n").await;
     let client = DpopClient::new();
-    let mut c = claims(&idp.issuer(), now());
+    let mut c = claims(&idp.issuer, now());
     c["cnf"] = json!({"jkt": client.jkt()});
     let tok = sign(&key, &c);
 
@@ -248,7 +248,7 @@ async fn dpop_proof_must_match_the_request_and_token() {
     );
     // require: an unbound token over Bearer is refused.
     assert_eq!(
-        Req::bearer(&sign(&key, &claims(&idp.issuer(), now())))
+        Req::bearer(&sign(&key, &claims(&idp.issuer, now())))
             .reason(&f)
             .await,
         Some(Reason::DpopProofMissing)
@@ -274,7 +274,7 @@ fn rand_suffix() -> u64 {
 async fn dpop_off_refuses_bound_tokens() {
     let (idp, key, f) = filter("").await;
     let client = DpopClient::new();
-    let mut c = claims(&idp.issuer(), now());
+    let mut c = claims(&idp.issuer, now());
     c["cnf"] = json!({"jkt": client.jkt()});
     let tok = sign(&key, &c);
     assert_eq!(

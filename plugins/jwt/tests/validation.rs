@@ -13,10 +13,10 @@ use serde_json::json;
 use support::*;
 use ztgate_filter::{Decision, GrpcCode, Reason};
 
-async fn setup() -> (std::sync::Arc<Idp>, TestKey, TestKey, ztgate_jwt::JwtFilter) {
+async fn setup() -> (Idp, TestKey, TestKey, ztgate_jwt::JwtFilter) {
     let ec = TestKey::es256("ec-1");
     let rsa = TestKey::rs256("rsa-1");
-    let idp = Idp::start(&[&ec, &rsa]).await;
+    let idp = idp_with(&[&ec, &rsa]).await;
     let f = build(&discovery_yaml(
         &idp,
         "    typ: [at+jwt]\n    required_claims: [client_id]\n    scope_claims: [scope, scp]\n",
@@ -31,14 +31,14 @@ async fn setup() -> (std::sync::Arc<Idp>, TestKey, TestKey, ztgate_jwt::JwtFilte
 async fn valid_es256_and_rs256_tokens_pass_and_fill_facts() {
     let (idp, ec, rsa, f) = setup().await;
     for key in [&ec, &rsa] {
-        let (d, facts) = Req::bearer(&sign(key, &claims(&idp.issuer(), now())))
+        let (d, facts) = Req::bearer(&sign(key, &claims(&idp.issuer, now())))
             .run(&f)
             .await;
         assert_eq!(d, Decision::Continue);
         let tok = facts.token().unwrap();
         assert_eq!(tok.subject(), Some("alice"));
         assert_eq!(tok.scopes(), vec!["orders.read", "orders.write"]);
-        assert_eq!(&**tok.issuer(), idp.issuer());
+        assert_eq!(&**tok.issuer(), idp.issuer);
         let h = |n: &str| {
             facts
                 .upstream_headers
@@ -47,7 +47,7 @@ async fn valid_es256_and_rs256_tokens_pass_and_fill_facts() {
                 .map(|(_, v)| v.to_str().unwrap().to_owned())
         };
         assert_eq!(h("x-ztgate-subject").as_deref(), Some("alice"));
-        assert_eq!(h("x-ztgate-issuer"), Some(idp.issuer()));
+        assert_eq!(h("x-ztgate-issuer"), Some(idp.issuer.clone()));
         assert_eq!(
             h("x-ztgate-scopes").as_deref(),
             Some("orders.read orders.write")
@@ -59,7 +59,7 @@ async fn valid_es256_and_rs256_tokens_pass_and_fill_facts() {
 #[tokio::test]
 async fn scope_array_claim_is_normalised() {
     let (idp, ec, _, f) = setup().await;
-    let mut c = claims(&idp.issuer(), now());
+    let mut c = claims(&idp.issuer, now());
     c.as_object_mut().unwrap().remove("scope");
     c["scp"] = json!(["b", "a", "b"]);
     let (_, facts) = Req::bearer(&sign(&ec, &c)).run(&f).await;
@@ -70,7 +70,7 @@ async fn scope_array_claim_is_normalised() {
 async fn time_rules_with_leeway() {
     let (idp, ec, _, f) = setup().await;
     let t = now();
-    let mut c = claims(&idp.issuer(), t);
+    let mut c = claims(&idp.issuer, t);
     c["exp"] = json!(secs(t) - 60);
     assert_eq!(
         Req::bearer(&sign(&ec, &c)).reason(&f).await,
@@ -79,19 +79,19 @@ async fn time_rules_with_leeway() {
     c["exp"] = json!(secs(t) - 10); // inside the 30 s leeway
     c["iat"] = json!(secs(t) - 100);
     assert_eq!(Req::bearer(&sign(&ec, &c)).reason(&f).await, None);
-    let mut c = claims(&idp.issuer(), t);
+    let mut c = claims(&idp.issuer, t);
     c["nbf"] = json!(secs(t) + 120);
     assert_eq!(
         Req::bearer(&sign(&ec, &c)).reason(&f).await,
         Some(Reason::TokenNotYetValid)
     );
-    let mut c = claims(&idp.issuer(), t);
+    let mut c = claims(&idp.issuer, t);
     c["iat"] = json!(secs(t) + 120);
     assert_eq!(
         Req::bearer(&sign(&ec, &c)).reason(&f).await,
         Some(Reason::TokenNotYetValid)
     );
-    let mut c = claims(&idp.issuer(), t);
+    let mut c = claims(&idp.issuer, t);
     c.as_object_mut().unwrap().remove("exp");
     assert_eq!(
         Req::bearer(&sign(&ec, &c)).reason(&f).await,
@@ -102,7 +102,7 @@ async fn time_rules_with_leeway() {
 #[tokio::test]
 async fn audience_and_required_claims() {
     let (idp, ec, _, f) = setup().await;
-    let mut c = claims(&idp.issuer(), now());
+    let mut c = claims(&idp.issuer, now());
     c["aud"] = json!("billing");
     assert_eq!(
         Req::bearer(&sign(&ec, &c)).reason(&f).await,
@@ -115,7 +115,7 @@ async fn audience_and_required_claims() {
         Req::bearer(&sign(&ec, &c)).reason(&f).await,
         Some(Reason::TokenAudienceMismatch)
     );
-    let mut c = claims(&idp.issuer(), now());
+    let mut c = claims(&idp.issuer, now());
     c.as_object_mut().unwrap().remove("client_id");
     assert_eq!(
         Req::bearer(&sign(&ec, &c)).reason(&f).await,
@@ -126,12 +126,9 @@ async fn audience_and_required_claims() {
 #[tokio::test]
 async fn unknown_or_wrong_issuer_is_refused_without_any_fetch() {
     let (idp, ec, _, f) = setup().await;
-    let before = (
-        idp.jwks_hits(),
-        idp.discovery_hits.load(std::sync::atomic::Ordering::SeqCst),
-    );
+    let before = (idp.jwks_fetches(), idp.discovery_fetches());
     for iss in ["https://evil.example", "http://127.0.0.1:1", ""] {
-        let mut c = claims(&idp.issuer(), now());
+        let mut c = claims(&idp.issuer, now());
         c["iss"] = json!(iss);
         let t = sign_raw(
             &json!({"alg": "ES256", "typ": "at+jwt", "kid": "never-seen"}),
@@ -144,25 +141,19 @@ async fn unknown_or_wrong_issuer_is_refused_without_any_fetch() {
             Some(Reason::TokenIssuerUnknown)
         );
     }
-    let mut c = claims(&idp.issuer(), now());
+    let mut c = claims(&idp.issuer, now());
     c.as_object_mut().unwrap().remove("iss");
     assert_eq!(
         Req::bearer(&sign(&ec, &c)).reason(&f).await,
         Some(Reason::TokenIssuerUnknown)
     );
-    assert_eq!(
-        before,
-        (
-            idp.jwks_hits(),
-            idp.discovery_hits.load(std::sync::atomic::Ordering::SeqCst)
-        )
-    );
+    assert_eq!(before, (idp.jwks_fetches(), idp.discovery_fetches()));
 }
 
 #[tokio::test]
 async fn alg_none_and_hmac_key_confusion_are_refused() {
     let (idp, _, rsa, f) = setup().await;
-    let c = claims(&idp.issuer(), now());
+    let c = claims(&idp.issuer, now());
     let none = format!(
         "{}.{}.",
         b64(json!({"alg": "none", "typ": "at+jwt"})
@@ -203,7 +194,7 @@ async fn alg_none_and_hmac_key_confusion_are_refused() {
 #[tokio::test]
 async fn typ_crit_and_embedded_keys() {
     let (idp, ec, _, f) = setup().await;
-    let c = claims(&idp.issuer(), now());
+    let c = claims(&idp.issuer, now());
     // An ID token (typ JWT) replayed where at+jwt is required.
     let id_token = sign_raw(
         &json!({"alg": "ES256", "typ": "JWT", "kid": "ec-1"}),
@@ -250,7 +241,7 @@ async fn typ_crit_and_embedded_keys() {
 #[tokio::test]
 async fn malformed_tokens() {
     let (idp, ec, _, f) = setup().await;
-    let good = sign(&ec, &claims(&idp.issuer(), now()));
+    let good = sign(&ec, &claims(&idp.issuer, now()));
     let (h, rest) = good.split_once('.').unwrap();
     let (_, s) = rest.split_once('.').unwrap();
     let array_claims = format!("{h}.{}.{s}", b64(b"[1,2]"));
@@ -304,7 +295,7 @@ async fn malformed_tokens() {
 #[tokio::test]
 async fn missing_token_and_schemes() {
     let (idp, ec, _, f) = setup().await;
-    let t = sign(&ec, &claims(&idp.issuer(), now()));
+    let t = sign(&ec, &claims(&idp.issuer, now()));
     assert_eq!(
         Req::with_auth("Basic dXNlcjpwYXNz").reason(&f).await,
         Some(Reason::TokenMissing)
@@ -330,19 +321,19 @@ async fn missing_token_and_schemes() {
 #[tokio::test]
 async fn max_lifetime_and_forward_token() {
     let ec = TestKey::es256("ec-1");
-    let idp = Idp::start(&[&ec]).await;
+    let idp = idp_with(&[&ec]).await;
     let f = build(&discovery_yaml(
         &idp,
         "    max_lifetime: 5m\n    forward_token: true\n",
     ));
     f.start().await;
     let t = now();
-    let c = claims(&idp.issuer(), t); // 10 minutes
+    let c = claims(&idp.issuer, t); // 10 minutes
     assert_eq!(
         Req::bearer(&sign(&ec, &c)).reason(&f).await,
         Some(Reason::TokenLifetimeExceeded)
     );
-    let mut c = claims(&idp.issuer(), t);
+    let mut c = claims(&idp.issuer, t);
     c["exp"] = json!(secs(t) + 120);
     let (d, facts) = Req::bearer(&sign(&ec, &c)).run(&f).await;
     assert_eq!(d, Decision::Continue);
@@ -355,17 +346,17 @@ async fn max_lifetime_and_forward_token() {
 #[tokio::test]
 async fn cache_hit_never_outlives_exp() {
     let ec = TestKey::es256("ec-1");
-    let idp = Idp::start(&[&ec]).await;
+    let idp = idp_with(&[&ec]).await;
     let f = build(&discovery_yaml(&idp, "    leeway: 0s\n"));
     f.start().await;
     let t0 = now();
-    let mut c = claims(&idp.issuer(), t0);
+    let mut c = claims(&idp.issuer, t0);
     c["exp"] = json!(secs(t0) + 100);
     let tok = sign(&ec, &c);
     assert_eq!(Req::bearer(&tok).at(t0).reason(&f).await, None);
     assert_eq!(f.cached_tokens(), 1);
     // IdP gone: a hit needs no key at all.
-    idp.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    idp.set_down(true);
     assert_eq!(
         Req::bearer(&tok)
             .at(t0 + Duration::from_secs(50))

@@ -10,7 +10,7 @@
 //! limiter instead, and `deny` refuses with `state_unavailable`.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use ztgate_filter::{
     Decision, Deferred, Denial, Facts, Filter, Pending, Reason, RequestView, SharedState,
@@ -81,10 +81,10 @@ impl RateLimitFilter {
             };
             let Some(identity) = identity else { continue };
             let count = match &self.shared {
-                None => rule.count(&identity),
+                None => rule.count(&identity, req.now),
                 Some(shared) => {
                     let id = identity.key();
-                    match count_shared(shared, rule, id, &mut facts.pending) {
+                    match count_shared(shared, rule, id, req.now, &mut facts.pending) {
                         Some(c) => c,
                         None => continue,
                     }
@@ -110,9 +110,9 @@ fn count_shared(
     shared: &SharedState,
     rule: &Rule,
     id: String,
+    now: SystemTime,
     pending: &mut Pending,
 ) -> Option<Count> {
-    let now = Instant::now();
     if let Some(wait) = rule.known_over(&id, now) {
         return Some(Count::Exceeded(wait));
     }
@@ -137,7 +137,7 @@ fn count_shared(
                         tracing::debug!(error = %e, rule = %rule.name, "rate limit: shared store has no answer");
                     }
                     match on_unavailable {
-                        Unavailable::Allow => rule.count(&id),
+                        Unavailable::Allow => rule.count(&id, now),
                         Unavailable::Deny => {
                             return Decision::Deny(Denial::new(
                                 Reason::StateUnavailable,

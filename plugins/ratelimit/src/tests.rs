@@ -39,6 +39,8 @@ struct Req {
     fingerprint: Option<&'static str>,
     ip: Option<&'static str>,
     route: Option<&'static str>,
+    /// The request's time (`RequestView::now`); the wall clock when unset.
+    at: Option<SystemTime>,
 }
 
 fn user(sub: &'static str) -> Req {
@@ -90,7 +92,7 @@ fn decide(f: &RateLimitFilter, r: &Req) -> Decision {
         tls: &tls,
         client_ip: r.ip.map(|ip| ip.parse::<IpAddr>().unwrap()),
         socket_ip: None,
-        now: SystemTime::now(),
+        now: r.at.unwrap_or_else(SystemTime::now),
     };
     // In memory mode nothing awaits: a current-thread runtime is enough.
     tokio::runtime::Builder::new_current_thread()
@@ -157,18 +159,64 @@ rules:
   - {name: r, key: client_ip, limit: 2, interval: 1s}
 ",
     );
+    // The limiter reads the request's time, so the test steps it.
+    let t0 = SystemTime::now();
     let ip = Req {
         ip: Some("192.0.2.7"),
+        at: Some(t0),
         ..Req::default()
     };
     let (passed, denial) = pass_count(&f, &ip, 3);
     assert_eq!(passed, 2);
     let wait = denial.unwrap().retry_after.unwrap();
     assert_eq!(wait, Duration::from_secs(1));
+    // A moment before the window ends it still refuses.
+    let almost = Req {
+        at: Some(t0 + wait - Duration::from_millis(1)),
+        ..ip.clone()
+    };
+    assert_eq!(pass_count(&f, &almost, 1).0, 0);
     // Waiting what the denial says is enough: the next window is fresh.
-    // (The window is real time inside pingora-limits, so this test sleeps.)
-    std::thread::sleep(wait + Duration::from_millis(50));
-    assert_eq!(pass_count(&f, &ip, 3).0, 2);
+    let after = Req {
+        at: Some(t0 + wait),
+        ..ip
+    };
+    assert_eq!(pass_count(&f, &after, 3).0, 2);
+}
+
+#[test]
+fn retry_after_is_the_rest_of_the_window_rounded_up() {
+    let f = filter(
+        "
+rules:
+  - {name: r, key: client_ip, limit: 1, interval: 10s}
+",
+    );
+    let t0 = SystemTime::now();
+    let at = |ms: u64| Req {
+        ip: Some("192.0.2.8"),
+        at: Some(t0 + Duration::from_millis(ms)),
+        ..Req::default()
+    };
+    // The window opens with its first request and lasts the interval.
+    assert_eq!(pass_count(&f, &at(0), 1).0, 1);
+    let (_, denial) = pass_count(&f, &at(2_500), 1);
+    assert_eq!(
+        denial.unwrap().retry_after,
+        Some(Duration::from_secs(8)),
+        "7.5 s left, rounded up"
+    );
+    let (_, denial) = pass_count(&f, &at(9_999), 1);
+    assert_eq!(denial.unwrap().retry_after, Some(Duration::from_secs(1)));
+    // A request stamped before the window opened (it waited in an earlier
+    // filter) counts in the current window.
+    let early = Req {
+        at: Some(t0 - Duration::from_millis(5)),
+        ..at(0)
+    };
+    let (_, denial) = pass_count(&f, &early, 1);
+    assert_eq!(denial.unwrap().retry_after, Some(Duration::from_secs(10)));
+    assert_eq!(pass_count(&f, &at(10_000), 1).0, 1);
 }
 
 #[test]

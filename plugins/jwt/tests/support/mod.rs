@@ -1,14 +1,12 @@
 //! Test support: real keys (ring for EC, the openssl CLI for RSA), real
-//! signed tokens, and a real HTTP IdP on 127.0.0.1 that serves OIDC
-//! discovery and a JWKS and counts fetches.
+//! signed tokens, and the workspace's real HTTP test IdP
+//! (`ztgate_testkit::idp`) serving OIDC discovery and a JWKS of those keys.
 // Fixture code may panic on a broken fixture, like the tests using it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -18,10 +16,13 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use ztgate_filter::{BuildContext, Decision, Facts, Filter, Reason, RequestView, TlsFacts};
 use ztgate_jwt::{raw, JwtFilter};
+// Re-exported for the test files; each test binary uses some of them.
+#[allow(unused_imports)]
+pub use ztgate_testkit::idp::Idp;
+#[allow(unused_imports)]
+pub use ztgate_testkit::wait::eventually;
 
 pub fn b64(b: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(b)
@@ -153,105 +154,14 @@ pub fn claims(iss: &str, at: SystemTime) -> Value {
            "scope": "orders.write orders.read orders.read", "client_id": "c1"})
 }
 
-/// A tiny real OIDC provider: discovery + JWKS over HTTP/1.1 on loopback.
-pub struct Idp {
-    pub addr: SocketAddr,
-    pub jwks: Mutex<Value>,
-    pub jwks_hits: AtomicUsize,
-    pub discovery_hits: AtomicUsize,
-    /// Answer 503 to everything.
-    pub down: AtomicBool,
-    /// `issuer` in the discovery document (to test mix-up defence).
-    pub advertised_issuer: Mutex<Option<String>>,
-    pub jwks_delay: Mutex<Duration>,
+/// The JWKS entries of `keys`.
+pub fn jwks(keys: &[&TestKey]) -> Vec<Value> {
+    keys.iter().map(|k| k.jwk.clone()).collect()
 }
 
-impl Idp {
-    pub async fn start(keys: &[&TestKey]) -> Arc<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let idp = Arc::new(Self {
-            addr: listener.local_addr().unwrap(),
-            jwks: Mutex::new(
-                json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}),
-            ),
-            jwks_hits: AtomicUsize::new(0),
-            discovery_hits: AtomicUsize::new(0),
-            down: AtomicBool::new(false),
-            advertised_issuer: Mutex::new(None),
-            jwks_delay: Mutex::new(Duration::ZERO),
-        });
-        let srv = idp.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let srv = srv.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf).to_string();
-                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    let (status, body) = srv.answer(&path).await;
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: max-age=600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
-        idp
-    }
-
-    async fn answer(&self, path: &str) -> (&'static str, String) {
-        if self.down.load(Ordering::SeqCst) {
-            return ("503 Service Unavailable", "{}".into());
-        }
-        match path {
-            "/.well-known/openid-configuration" => {
-                self.discovery_hits.fetch_add(1, Ordering::SeqCst);
-                let iss = self
-                    .advertised_issuer
-                    .lock()
-                    .unwrap()
-                    .clone()
-                    .unwrap_or_else(|| self.issuer());
-                (
-                    "200 OK",
-                    json!({"issuer": iss, "jwks_uri": format!("{}/jwks", self.issuer())})
-                        .to_string(),
-                )
-            }
-            "/jwks" => {
-                self.jwks_hits.fetch_add(1, Ordering::SeqCst);
-                let delay = *self.jwks_delay.lock().unwrap();
-                tokio::time::sleep(delay).await;
-                ("200 OK", self.jwks.lock().unwrap().to_string())
-            }
-            _ => ("404 Not Found", "{}".into()),
-        }
-    }
-
-    pub fn issuer(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn set_keys(&self, keys: &[&TestKey]) {
-        *self.jwks.lock().unwrap() =
-            json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
-    }
-
-    pub fn jwks_hits(&self) -> usize {
-        self.jwks_hits.load(Ordering::SeqCst)
-    }
+/// The workspace's test IdP (`ztgate_testkit::idp`), publishing `keys`.
+pub async fn idp_with(keys: &[&TestKey]) -> Idp {
+    Idp::start_with_jwks(&jwks(keys)).await.unwrap()
 }
 
 pub fn ctx() -> BuildContext {
@@ -276,7 +186,7 @@ pub fn build(yaml: &str) -> JwtFilter {
 pub fn discovery_yaml(idp: &Idp, extra: &str) -> String {
     format!(
         "issuers:\n  - issuer: {}\n    discovery: true\n    allow_insecure_http: true\n    audiences: [orders]\n    algorithms: [ES256, RS256]\n    http_timeout: 2s\n{extra}",
-        idp.issuer()
+        idp.issuer
     )
 }
 
