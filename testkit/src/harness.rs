@@ -156,13 +156,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
 /// routing tests).
 pub async fn unary_at(
     ch: Channel,
-    path: &'static str,
+    path: &str,
     req: tonic::Request<OrdersRequest>,
 ) -> Result<tonic::Response<Reply>, tonic::Status> {
+    let path = PathAndQuery::try_from(path)
+        .map_err(|e| tonic::Status::invalid_argument(format!("path `{path}`: {e}")))?;
     let mut grpc = tonic::client::Grpc::new(ch);
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    grpc.unary(req, PathAndQuery::from_static(path), ProstCodec::default())
-        .await
+    grpc.unary(req, path, ProstCodec::default()).await
 }

@@ -142,6 +142,12 @@ impl Idp {
         jsonwebtoken::encode(&header, &claims, &self.key).context("sign token")
     }
 
+    /// The JWKS it publishes now (`{"keys": [...]}`): e.g. to write as a
+    /// static `keys_file` that verifies its tokens without it running.
+    pub fn jwks(&self) -> Value {
+        lock(&self.state.jwks).clone()
+    }
+
     /// Publish `keys` (public JWKs) from now on: a key rotation.
     pub fn set_jwks(&self, keys: &[Value]) {
         *lock(&self.state.jwks) = json!({ "keys": keys });

@@ -79,7 +79,15 @@ pub enum Command {
             long_about = None
         )
     )]
-    Demo,
+    Demo {
+        /// Keep a working setup in DIR: the PKI, the IdP's keys (as a static
+        /// keys file), tokens valid for a day, the `ztgate.yaml` the demo
+        /// ran and a README.md with commands to run it yourself.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        action: Option<DemoAction>,
+    },
     /// GET an admin URL and exit 0 on 2xx: a health probe that needs no shell.
     Probe {
         /// e.g. http://127.0.0.1:9901/readyz
@@ -90,6 +98,35 @@ pub enum Command {
     },
 }
 
+/// What to do with a setup `ztgate demo --keep DIR` left behind.
+#[derive(clap::Subcommand, Debug)]
+pub enum DemoAction {
+    /// Serve the sample gRPC backends at the addresses of the upstreams in
+    /// a kept demo's config, until interrupted.
+    Backends {
+        /// The kept `ztgate.yaml`.
+        #[arg(short, long)]
+        config: std::path::PathBuf,
+    },
+    /// Make one gRPC call through a running gateway as a demo workload and
+    /// print the answer.
+    Call {
+        /// The folder `--keep` wrote.
+        #[arg(short, long)]
+        dir: std::path::PathBuf,
+        /// Client certificate: `web` (spiffe://acme.test/ns/shop/sa/web) or
+        /// `partner` (spiffe://partner.test/…).
+        #[arg(long = "as", default_value = "web")]
+        who: String,
+        /// Token file in DIR/tokens (`writer`, `reader`, `profile`), or `none`.
+        #[arg(long, default_value = "reader")]
+        token: String,
+        /// gRPC path to call (unary, an `orders.v1.Request` message).
+        #[arg(long, default_value = "/orders.v1.Orders/Get")]
+        path: String,
+    },
+}
+
 /// `ztgate demo` in a build without the `demo` feature (the production
 /// image): the command stays known so that it can say why it is missing,
 /// rather than clap calling it unrecognised.
@@ -97,7 +134,7 @@ pub enum Command {
 mod demo {
     use std::process::ExitCode;
 
-    pub fn demo() -> ExitCode {
+    pub fn demo(_keep: Option<std::path::PathBuf>, _action: Option<super::DemoAction>) -> ExitCode {
         eprintln!(
             "ztgate demo: this ztgate was built without the `demo` feature (a production \
              build, e.g. the container image), so it has no demo. Build with the default \
@@ -121,7 +158,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             upgrade,
         } => run::run(&config, daemon, upgrade),
         Command::Check { config } => check::check(&config),
-        Command::Demo => demo::demo(),
+        Command::Demo { keep, action } => demo::demo(keep, action),
         Command::Explain {
             config,
             path,
