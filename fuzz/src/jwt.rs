@@ -30,9 +30,9 @@ use base64::Engine;
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use sha2::{Digest, Sha256};
+use ztgate_jwt::config::{CertBinding, DpopMode};
 use ztgate_jwt::dpop::{self, ProofRequest};
 use ztgate_jwt::keys::KeySet;
-use ztgate_jwt::raw::{CertBinding, DpopMode};
 use ztgate_jwt::{jwks, token, verify, IssuerPolicy};
 
 /// A P-256 key made for this harness only (`openssl ecparam -genkey -name

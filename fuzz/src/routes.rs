@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
 use ztgate_filter::{grpc_path, wildcard, BuildContext, Memory, Mode, SpiffePattern};
-use ztgate_route::raw;
+use ztgate_route::config;
 use ztgate_route::MethodPattern;
 
 const PATTERN_CHARS: &[u8] = b"ab.*/_-Z9?";
@@ -104,19 +104,19 @@ pub fn run(data: &[u8]) {
 }
 
 fn check_table(input: &Input) {
-    let raws: Vec<raw::Route> = input
+    let raws: Vec<config::Route> = input
         .routes
         .iter()
         .enumerate()
-        .map(|(i, (grpc, authority, shadow))| raw::Route {
+        .map(|(i, (grpc, authority, shadow))| config::Route {
             name: format!("r{i}"),
-            matcher: raw::Match {
+            matcher: config::Match {
                 grpc: grpc.clone(),
                 authority: authority.clone(),
             },
             mode: if *shadow { Mode::Shadow } else { Mode::Enforce },
             spiffe: None,
-            select: vec![raw::Select {
+            select: vec![config::Select {
                 scopes: None,
                 spiffe: None,
                 upstream: "u".into(),
@@ -131,7 +131,7 @@ fn check_table(input: &Input) {
         memory: Memory::new(),
         ..BuildContext::default()
     };
-    let good: Vec<raw::Route> = raws
+    let good: Vec<config::Route> = raws
         .into_iter()
         .filter(|r| ztgate_route::build(std::slice::from_ref(r), &ctx, "routes").is_ok())
         .enumerate()

@@ -19,15 +19,15 @@ use std::sync::OnceLock;
 use std::time::UNIX_EPOCH;
 
 use ztgate_filter::{BuildContext, PeerCertificate, SpiffeId};
-use ztgate_mtls::{raw, svid_id, xfcc_value, MtlsFilter};
+use ztgate_mtls::{config, svid_id, xfcc_value, MtlsFilter};
 
 fn filter() -> &'static MtlsFilter {
     static F: OnceLock<MtlsFilter> = OnceLock::new();
     F.get_or_init(|| {
-        let raw = raw::Mtls {
+        let raw = config::Mtls {
             trust_domains: vec!["acme.test".into()],
             allowed_ids: vec!["spiffe://acme.test/ns/*/sa/**".into()],
-            ..raw::Mtls::default()
+            ..config::Mtls::default()
         };
         ztgate_mtls::build(&raw, &BuildContext::default(), "mtls").unwrap()
     })

@@ -35,10 +35,6 @@ pub mod token;
 pub mod verify;
 
 pub use build::build;
-/// The former name of [`config`], kept so that the fuzz targets and
-/// `tests/` still compile until they move to `config`.
-#[doc(hidden)]
-pub use config as raw;
 pub use error::JwtError;
 pub use filter::{FilterSettings, JwtFilter, Scheme};
 pub use jwks::{FetchError, KeySource, KeyStore};

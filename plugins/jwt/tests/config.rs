@@ -5,10 +5,10 @@
 mod support;
 
 use support::ctx;
-use ztgate_jwt::raw;
+use ztgate_jwt::config;
 
 fn problems(yaml: &str) -> Vec<(String, String)> {
-    let raw: raw::JwtSection = serde_yaml::from_str(yaml).unwrap();
+    let raw: config::JwtSection = serde_yaml::from_str(yaml).unwrap();
     match ztgate_jwt::build(&raw, &ctx(), "jwt") {
         Ok(_) => vec![],
         Err(p) => p.into_iter().map(|p| (p.path, p.message)).collect(),
@@ -78,10 +78,11 @@ fn no_issuers_and_unknown_keys() {
         "jwt.issuers",
         "at least one"
     ));
-    let e = serde_yaml::from_str::<raw::JwtSection>("issuers: []\nbogus: 1\n").unwrap_err();
+    let e = serde_yaml::from_str::<config::JwtSection>("issuers: []\nbogus: 1\n").unwrap_err();
     assert!(e.to_string().contains("bogus"));
-    let e = serde_yaml::from_str::<raw::JwtSection>("issuers:\n  - issuer: x\n    jwks_url: y\n")
-        .unwrap_err();
+    let e =
+        serde_yaml::from_str::<config::JwtSection>("issuers:\n  - issuer: x\n    jwks_url: y\n")
+            .unwrap_err();
     assert!(e.to_string().contains("jwks_url"));
 }
 

@@ -24,10 +24,6 @@ use ztgate_filter::{
 };
 
 pub use build::build;
-/// The former name of [`config`], kept so that the fuzz targets
-/// (`fuzz/src/xfcc.rs`) still compile until they move to `config`.
-#[doc(hidden)]
-pub use config as raw;
 pub use xfcc::xfcc_value;
 
 // Named where the gateway's reserved list is kept, so what this filter

@@ -23,10 +23,6 @@ mod filter;
 mod rule;
 
 pub use build::{build, check_route_names, MAX_INTERVAL, MIN_INTERVAL};
-/// The former name of [`config`], kept so that `tests.rs` (being changed
-/// by another hand) still compiles until it moves to `config`.
-#[doc(hidden)]
-pub use config as raw;
 pub use filter::RateLimitFilter;
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use ztgate_filter::{
     SelectedRoute, SpiffeId, TlsFacts, VerifiedToken,
 };
 
-use crate::{build, check_route_names, raw, RateLimitFilter};
+use crate::{build, check_route_names, config, RateLimitFilter};
 
 fn ctx() -> BuildContext {
     BuildContext {
@@ -23,7 +23,7 @@ fn ctx() -> BuildContext {
     }
 }
 
-fn section(yaml: &str) -> raw::RateLimit {
+fn section(yaml: &str) -> config::RateLimit {
     serde_yaml::from_str(yaml).unwrap()
 }
 
@@ -366,15 +366,15 @@ rules:
 
 #[test]
 fn unknown_keys_and_kinds_are_refused() {
-    assert!(serde_yaml::from_str::<raw::RateLimit>(
+    assert!(serde_yaml::from_str::<config::RateLimit>(
         "rules: [{name: a, key: subject, limit: 1, interval: 1s, burst: 2}]"
     )
     .is_err());
-    assert!(serde_yaml::from_str::<raw::RateLimit>(
+    assert!(serde_yaml::from_str::<config::RateLimit>(
         "rules: [{name: a, key: tenant, limit: 1, interval: 1s}]"
     )
     .is_err());
-    assert!(serde_yaml::from_str::<raw::RateLimit>(
+    assert!(serde_yaml::from_str::<config::RateLimit>(
         "rules: [{name: a, key: subject, limit: 1, interval: soon}]"
     )
     .is_err());

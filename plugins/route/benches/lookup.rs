@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ztgate_filter::BuildContext;
-use ztgate_route::{raw, RouteFilter};
+use ztgate_route::{config, RouteFilter};
 
 /// Route `i`: exact, prefix or glob, on its own service so the table is
 /// as large as the count says.
@@ -46,16 +46,16 @@ fn pattern(i: usize) -> String {
 }
 
 fn table(n: usize) -> RouteFilter {
-    let routes: Vec<raw::Route> = (0..n)
-        .map(|i| raw::Route {
+    let routes: Vec<config::Route> = (0..n)
+        .map(|i| config::Route {
             name: format!("r{i}"),
-            matcher: raw::Match {
+            matcher: config::Match {
                 grpc: pattern(i),
                 authority: None,
             },
             mode: Default::default(),
             spiffe: None,
-            select: vec![raw::Select {
+            select: vec![config::Select {
                 scopes: None,
                 spiffe: None,
                 upstream: "pool".into(),

@@ -36,10 +36,6 @@ pub mod table;
 mod trie;
 
 pub use build::build;
-/// The former name of [`config`], kept so that the fuzz targets, the bench
-/// and `tests.rs` still compile until they move to `config`.
-#[doc(hidden)]
-pub use config as raw;
 pub use filter::RouteFilter;
 pub use pattern::{MethodPattern, PatternError};
 pub use select::{Caller, ScopeRule, SelectEntry};

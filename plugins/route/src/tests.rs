@@ -9,7 +9,7 @@ use ztgate_filter::{
     SpiffeId, Stage, TlsFacts, VerifiedToken,
 };
 
-use crate::{build, raw, RouteFilter};
+use crate::{build, config, RouteFilter};
 
 fn ctx() -> BuildContext {
     BuildContext {
@@ -31,7 +31,7 @@ fn ctx() -> BuildContext {
     }
 }
 
-fn parse(yaml: &str) -> Vec<raw::Route> {
+fn parse(yaml: &str) -> Vec<config::Route> {
     serde_yaml::from_str(yaml).unwrap()
 }
 
@@ -513,7 +513,7 @@ fn build_checks_the_pipeline_order() {
 
 #[test]
 fn unknown_keys_are_refused_by_the_raw_form() {
-    let err = serde_yaml::from_str::<Vec<raw::Route>>(
+    let err = serde_yaml::from_str::<Vec<config::Route>>(
         "- {name: r, match: {grpc: a.B, method: x}, select: [{upstream: a}]}",
     )
     .unwrap_err();

@@ -17,7 +17,7 @@ use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use ztgate_filter::{BuildContext, Decision, Facts, Filter, Reason, RequestView, TlsFacts};
-use ztgate_jwt::{raw, JwtFilter};
+use ztgate_jwt::{config, JwtFilter};
 // Re-exported for the test files; each test binary uses some of them.
 #[allow(unused_imports)]
 pub use ztgate_testkit::idp::Idp;
@@ -175,7 +175,7 @@ pub fn ctx() -> BuildContext {
 
 /// Build the filter from a YAML `jwt:` section.
 pub fn build(yaml: &str) -> JwtFilter {
-    let raw: raw::JwtSection = serde_yaml::from_str(yaml).unwrap();
+    let raw: config::JwtSection = serde_yaml::from_str(yaml).unwrap();
     match ztgate_jwt::build(&raw, &ctx(), "jwt") {
         Ok(f) => f,
         Err(p) => panic!("config problems: {p:?}"),
