@@ -220,6 +220,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> StopIdle for Counted<A> {
 pub struct OnSignal {
     pub drain: Arc<Drain>,
     pub grace: Duration,
+    /// After the drain, how long Pingora may take to stop its runtimes
+    /// before the process exits anyway (`server.shutdown_timeout`).
+    pub exit_after: Duration,
     pub idle: Arc<dyn StopIdle>,
 }
 
@@ -259,6 +262,18 @@ impl ShutdownSignalWatch for OnSignal {
             () = self.drain() => {}
             _ = next(&mut int) => tracing::warn!("SIGINT during the drain: stopping now"),
         }
+        // Pingora stops each runtime by joining its threads; a thread held
+        // in a blocking call (seen on a CPU-starved box: the health
+        // checker's runtime kept the process alive seconds past the grace
+        // period) would hold the exit past what SIGTERM promises. Bound it.
+        let bound = self.exit_after;
+        let _ = std::thread::Builder::new()
+            .name("ztgate-exit".into())
+            .spawn(move || {
+                std::thread::sleep(bound);
+                tracing::warn!(after = ?bound, "runtimes did not stop in time after the drain: exiting now");
+                std::process::exit(0);
+            });
         // Nothing is left in flight (or the grace period is over): Pingora's
         // immediate stop, which skips its own grace-period sleep.
         ShutdownSignal::FastShutdown

@@ -169,6 +169,7 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
         shutdown_signal: Box::new(OnSignal {
             drain: shared.drain.clone(),
             grace: st.grace_period,
+            exit_after: st.shutdown_timeout.max(std::time::Duration::from_secs(1)),
             idle: counted,
         }),
     });
