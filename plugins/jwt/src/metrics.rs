@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, Opts};
 
 /// `ztgate_jwks_refresh_total{issuer,result}`: JWKS fetches by outcome.
 pub static JWKS_REFRESH: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -41,8 +41,17 @@ pub(crate) fn jwks_refresh(issuer: &str, ok: bool) {
         .inc();
 }
 
+/// The two series of [`CACHE`], resolved once: counted on every request,
+/// where `with_label_values` would hash the label and take the vec's lock
+/// each time.
+static CACHE_HIT_MISS: LazyLock<[IntCounter; 2]> = LazyLock::new(|| {
+    [
+        CACHE.with_label_values(&["hit"]),
+        CACHE.with_label_values(&["miss"]),
+    ]
+});
+
 pub(crate) fn cache(hit: bool) {
-    CACHE
-        .with_label_values(&[if hit { "hit" } else { "miss" }])
-        .inc();
+    let [h, m] = &*CACHE_HIT_MISS;
+    if hit { h } else { m }.inc();
 }
