@@ -1,0 +1,139 @@
+//! Per-call cost of the `policy` filter with a 20-rule policy
+//! (`testdata/refunds.rego`): input building alone, the whole filter
+//! (input + evaluation on a pooled engine + decision), the same with a
+//! fresh engine clone per call (the alternative to the pool), and a
+//! one-rule `decision := true` policy as the floor of the evaluator.
+//!
+//! Run: `cargo bench -p ztgate-policy --bench policy`. Results are in the
+//! crate's README section of the top-level README ("policy" filter).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // bench set-up: a panic is a broken bench
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue, Method};
+use ztgate_filter::{
+    BuildContext, DeviceFacts, Facts, PeerCertificate, PeerIdentity, RequestView, SelectedRoute,
+    SpiffeId, TlsFacts, VerifiedToken,
+};
+
+const FRONTEND: &str = "spiffe://acme.test/ns/shop/sa/frontend";
+
+fn facts() -> Facts {
+    let cert = PeerCertificate {
+        sha256: [7; 32],
+        uri_sans: vec![FRONTEND.into()],
+        dns_sans: vec![],
+        subject: "CN=frontend".into(),
+        is_ca: false,
+        not_after: SystemTime::now() + Duration::from_secs(3600),
+    };
+    let mut facts = Facts::new("bench".into());
+    facts.set_identity(PeerIdentity::attested_by_mtls(
+        &cert,
+        Some(SpiffeId::parse(FRONTEND).unwrap()),
+    ));
+    let claims = serde_json::json!({"tenant": "t1"});
+    facts.set_token(VerifiedToken::attested_by_jwt(
+        Arc::from("https://idp.acme.test"),
+        Some("alice".into()),
+        vec!["payments:read".into(), "payments:write".into()],
+        SystemTime::now() + Duration::from_secs(60),
+        Arc::new(claims.as_object().unwrap().clone()),
+    ));
+    facts.set_device(DeviceFacts::attested_by_device(
+        "fp-1".into(),
+        None,
+        Some("DE".into()),
+        Some(3320),
+    ));
+    facts.set_route(SelectedRoute::attested_by_route(
+        "payments".into(),
+        "payments".into(),
+    ));
+    facts
+}
+
+fn filter(rego: &str, extra: &str) -> ztgate_policy::PolicyFilter {
+    let dir = std::env::temp_dir().join(format!("ztgate-policy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p.rego"), rego).unwrap();
+    std::fs::write(
+        dir.join("data.json"),
+        include_str!("../testdata/refunds.json"),
+    )
+    .unwrap();
+    let section: ztgate_policy::config::Policy =
+        serde_yaml::from_str(&format!("rego: [p.rego]\ndata: [data.json]\n{extra}")).unwrap();
+    let ctx = BuildContext {
+        base_dir: PathBuf::from(&dir),
+        ..Default::default()
+    };
+    let f = ztgate_policy::build(&section, &ctx, "policy").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    f
+}
+
+fn bench(c: &mut Criterion) {
+    let refunds = filter(
+        include_str!("../testdata/refunds.rego"),
+        "input_claims: [tenant]\ninput_headers: [x-tenant]\n",
+    );
+    let trivial = filter("package ztgate\ndecision := true\n", "");
+    let mut headers = HeaderMap::new();
+    headers.insert("x-tenant", HeaderValue::from_static("t1"));
+    let tls = TlsFacts::default();
+    let view = RequestView {
+        method: &Method::POST,
+        path: "/payments.v1.Payments/Refund",
+        authority: None,
+        headers: &headers,
+        tls: &tls,
+        client_ip: Some("10.1.2.3".parse().unwrap()),
+        socket_ip: None,
+        now: SystemTime::now(),
+    };
+    let facts = facts();
+    assert_eq!(
+        refunds.decide(&view, &facts),
+        ztgate_filter::Decision::Continue,
+        "the bench request must be allowed (every rule evaluated)"
+    );
+    assert!(refunds.explain(&view, &facts).answer.is_ok());
+
+    let mut g = c.benchmark_group("policy");
+    let spec = ztgate_policy::input::InputSpec {
+        claims: vec!["tenant".into()],
+        headers: vec![http::HeaderName::from_static("x-tenant")],
+    };
+    g.bench_function("input document", |b| {
+        b.iter(|| {
+            black_box(ztgate_policy::input::build(
+                &spec,
+                black_box(&view),
+                black_box(&facts),
+            ))
+        })
+    });
+    g.bench_function("refunds_20_rules/decide (pooled engine)", |b| {
+        b.iter(|| black_box(refunds.decide(black_box(&view), black_box(&facts))))
+    });
+    g.bench_function("refunds_20_rules/eval on a fresh engine clone", |b| {
+        let input = || {
+            let e = refunds.explain(&view, &facts);
+            regorus::Value::from(e.input)
+        };
+        let input = input();
+        b.iter(|| black_box(refunds.compiled().eval_cloned(black_box(input.clone()))))
+    });
+    g.bench_function("trivial_1_rule/decide", |b| {
+        b.iter(|| black_box(trivial.decide(black_box(&view), black_box(&facts))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
