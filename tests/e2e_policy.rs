@@ -235,6 +235,7 @@ async fn rego_decides_reloads_and_refuses_a_broken_policy() {
     );
     assert!(text.contains("\"claims\":{\"tenant\":\"t1\"}"), "{text}");
     assert!(text.contains("policy said"), "{text}");
+    assert!(text.contains("evaluated by the regorus VM"), "{text}");
     assert!(text.contains("subject_blocked"), "{text}");
     let _ = std::fs::remove_dir_all(&files);
 }

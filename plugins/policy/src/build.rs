@@ -8,7 +8,7 @@ use http::HeaderName;
 use ztgate_filter::{BuildContext, ConfigProblem, FilterKind};
 
 use crate::config;
-use crate::engine::Compiled;
+use crate::engine::{Compiled, Limits};
 use crate::input::InputSpec;
 use crate::PolicyFilter;
 
@@ -42,6 +42,7 @@ pub fn build(
         input_claims,
         input_headers,
         budget,
+        max_instructions,
     } = raw;
     let mut problems = Vec::new();
     let in_pipeline = ctx.position(FilterKind::Policy.as_str()).is_some();
@@ -61,6 +62,12 @@ pub fn build(
         problems.push(ConfigProblem::new(
             format!("{path}.budget"),
             "must be more than 0s and at most 1s",
+        ));
+    }
+    if *max_instructions == 0 {
+        problems.push(ConfigProblem::new(
+            format!("{path}.max_instructions"),
+            "must be at least 1",
         ));
     }
     for kind in READS_FROM {
@@ -112,7 +119,11 @@ pub fn build(
     if !problems.is_empty() {
         return Err(problems);
     }
-    match Compiled::from_files(&rego_files, &data_files, decision, *budget) {
+    let limits = Limits {
+        budget: *budget,
+        max_instructions: *max_instructions,
+    };
+    match Compiled::from_files(&rego_files, &data_files, decision, limits) {
         Ok(compiled) => {
             let spec = InputSpec {
                 claims: input_claims.clone(),

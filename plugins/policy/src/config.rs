@@ -18,6 +18,12 @@ pub const DEFAULT_DECISION: &str = "data.ztgate.decision";
 /// policy into `policy_error`.
 pub const DEFAULT_BUDGET: Duration = Duration::from_millis(10);
 
+/// Why a million: the 20-rule benchmark policy executes a few hundred
+/// bytecode instructions; a million, at roughly 10 ns each, is about
+/// [`DEFAULT_BUDGET`], and unlike time it does not depend on how loaded
+/// the machine is.
+pub const DEFAULT_MAX_INSTRUCTIONS: usize = 1_000_000;
+
 /// `policy:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -47,6 +53,10 @@ pub struct Policy {
     /// `policy_error` (see [`DEFAULT_BUDGET`]).
     #[serde(default = "default_budget", with = "humantime_serde")]
     pub budget: Duration,
+    /// Most bytecode instructions one evaluation may execute (see
+    /// [`DEFAULT_MAX_INSTRUCTIONS`]); over it, `policy_error`.
+    #[serde(default = "default_max_instructions")]
+    pub max_instructions: usize,
 }
 
 fn default_decision() -> String {
@@ -55,4 +65,8 @@ fn default_decision() -> String {
 
 fn default_budget() -> Duration {
     DEFAULT_BUDGET
+}
+
+fn default_max_instructions() -> usize {
+    DEFAULT_MAX_INSTRUCTIONS
 }

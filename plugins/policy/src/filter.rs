@@ -26,6 +26,8 @@ pub struct Explained {
     /// the evaluation failed.
     pub answer: Result<serde_json::Value, String>,
     pub decision: Decision,
+    /// Which evaluator ran it (the VM, or the interpreter and why).
+    pub evaluator: String,
 }
 
 impl PolicyFilter {
@@ -68,6 +70,7 @@ impl PolicyFilter {
             input: input_json,
             answer,
             decision,
+            evaluator: self.compiled.evaluator(),
         }
     }
 }

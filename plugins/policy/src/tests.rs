@@ -150,9 +150,32 @@ pub fn view<'a>(path: &'a str, h: &'a HeaderMap, tls: &'a TlsFacts) -> RequestVi
 
 const REFUND: &str = "/payments.v1.Payments/Refund";
 
-fn decide(f: &crate::PolicyFilter, caller: &Caller, path: &str, tenant: &str) -> Option<String> {
+fn decide_only(
+    f: &crate::PolicyFilter,
+    caller: &Caller,
+    path: &str,
+    tenant: &str,
+) -> Option<String> {
     let (h, tls) = (headers(tenant), TlsFacts::default());
     match f.decide(&view(path, &h, &tls), &caller.facts()) {
+        Decision::Continue => None,
+        Decision::Deny(d) | Decision::ShadowDeny(d) => Some(d.reason.as_str().to_owned()),
+    }
+}
+
+/// The filter's decision, after checking that the interpreter answers
+/// the same as the VM for this input (the two regorus evaluators must
+/// agree; a real OPA engine was not available to compare with).
+fn decide(f: &crate::PolicyFilter, caller: &Caller, path: &str, tenant: &str) -> Option<String> {
+    let (h, tls) = (headers(tenant), TlsFacts::default());
+    let facts = caller.facts();
+    let input = regorus::Value::from(f.explain(&view(path, &h, &tls), &facts).input);
+    assert_eq!(
+        f.compiled().eval(input.clone()),
+        f.compiled().eval_interpreted(input),
+        "VM and interpreter disagree for {path}"
+    );
+    match f.decide(&view(path, &h, &tls), &facts) {
         Decision::Continue => None,
         Decision::Deny(d) | Decision::ShadowDeny(d) => Some(d.reason.as_str().to_owned()),
     }
@@ -379,12 +402,31 @@ fn errors_and_budget_overruns_deny_with_policy_error() {
         "package ztgate\nimport rego.v1\ndecision := true if input.method == \"C\"\ndecision := false if input.service == \"a.B\"\n",
     );
     let f = crate::build(&section("rego: [conflict.rego]\n"), &dir.ctx(), "policy").unwrap();
+    // Two definitions of `decision`: the interpreter runs it, because the
+    // VM would not notice the conflict.
+    assert!(
+        f.compiled().evaluator().contains("interpreter"),
+        "{}",
+        f.compiled().evaluator()
+    );
+    assert!(refunds(&dir).compiled().evaluator() == "regorus VM");
     let (h, tls) = (HeaderMap::new(), TlsFacts::default());
     let d = f.decide(&view("/a.B/C", &h, &tls), &Facts::default());
     assert!(
         matches!(&d, Decision::Deny(d) if d.reason.as_str() == "policy_error"),
         "{d:?}"
     );
+    // The engine that failed goes back to the pool and answers the next
+    // request from a clean state.
+    for _ in 0..3 {
+        let d = f.decide(&view("/z.Z/C", &h, &tls), &Facts::default());
+        assert_eq!(d, Decision::Continue);
+        let d = f.decide(&view("/a.B/C", &h, &tls), &Facts::default());
+        assert!(
+            matches!(&d, Decision::Deny(d) if d.reason.as_str() == "policy_error"),
+            "{d:?}"
+        );
+    }
 
     // About 10^8 steps: far over a 1 ms budget.
     dir.write(
@@ -410,6 +452,23 @@ fn errors_and_budget_overruns_deny_with_policy_error() {
     );
     let e = f.explain(&view("/a.B/C", &h, &tls), &Facts::default());
     assert!(e.answer.unwrap_err().contains("budget"));
+}
+
+/// The VM's instruction limit is deterministic: a policy over it is
+/// refused whatever the clock says.
+#[test]
+fn over_the_instruction_limit_is_policy_error() {
+    let dir = Dir::new("instructions");
+    dir.write("refunds.rego", REFUNDS)
+        .write("data.json", REFUNDS_DATA);
+    let s = section(
+        "rego: [refunds.rego]\ndata: [data.json]\ninput_claims: [tenant]\ninput_headers: [x-tenant]\nmax_instructions: 20\nbudget: 1s\n",
+    );
+    let f = crate::build(&s, &dir.ctx(), "policy").unwrap();
+    assert_eq!(
+        decide_only(&f, &Caller::default(), REFUND, "t1").as_deref(),
+        Some("policy_error")
+    );
 }
 
 #[test]

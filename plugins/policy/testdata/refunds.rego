@@ -2,6 +2,9 @@
 # frontend workload may call Refund, only with payments:write, never for a
 # blocked subject, not from anonymous networks, from allowed countries,
 # for its own tenant. Used by the unit tests and the benchmark.
+#
+# One `decision` rule with an `else` chain: a rule defined once runs on
+# regorus' bytecode VM (see the crate's engine.rs).
 package ztgate
 import rego.v1
 
@@ -10,14 +13,11 @@ default decision := {"allow": false, "reason": "no_rule_matched"}
 decision := {"allow": true} if {
     not refund
     known_workload
-}
-decision := {"allow": true} if {
+} else := {"allow": true} if {
     refund
     refund_ok
-}
-decision := {"allow": false, "reason": "refund_blocked"} if {
+} else := {"allow": false, "reason": "refund_blocked"} if {
     refund
-    not refund_ok
 }
 
 refund if input.method == "Refund"
