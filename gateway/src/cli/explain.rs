@@ -201,13 +201,54 @@ async fn run(req: &Request, rt: &Runtime, state: &str) -> Result<bool, String> {
         },
     };
     let allowed = out.denial.is_none() && facts.route().is_some();
+    let policy = policy_explained(rt, &view, &facts, &out);
     if req.json {
-        println!("{}", to_json(&view, rt, &facts, &out, state));
+        let mut doc = to_json(&view, rt, &facts, &out, state);
+        if let (Some(p), Some(obj)) = (&policy, doc.as_object_mut()) {
+            obj.insert(
+                "policy".into(),
+                json!({
+                    "input": p.input,
+                    "answer": p.answer.as_ref().ok(),
+                    "error": p.answer.as_ref().err(),
+                    "evaluator": p.evaluator,
+                }),
+            );
+        }
+        println!("{doc}");
     } else {
         print_text(&view, rt, &facts, &out);
+        if let Some(p) = &policy {
+            print_policy(p);
+        }
         println!("state      {state}");
     }
     Ok(allowed)
+}
+
+/// The `policy` filter's input document and answer, when it ran: the
+/// same evaluation again over the facts the chain ended with (those it
+/// saw, when `policy` is last in the pipeline, as it usually is).
+fn policy_explained(
+    rt: &Runtime,
+    view: &RequestView<'_>,
+    facts: &Facts,
+    out: &ChainOutcome,
+) -> Option<ztgate_policy::Explained> {
+    let ran = out.verdicts.iter().any(|v| v.filter == "policy");
+    rt.policy
+        .as_ref()
+        .filter(|_| ran)
+        .map(|p| p.explain(view, facts))
+}
+
+fn print_policy(p: &ztgate_policy::Explained) {
+    println!("policy       evaluated by the {}", p.evaluator);
+    println!("policy input {}", p.input);
+    match &p.answer {
+        Ok(answer) => println!("policy said  {answer}"),
+        Err(e) => println!("policy said  (nothing: {e})"),
+    }
 }
 
 fn verdict(d: &Decision) -> (String, Option<(&'static str, String)>) {
@@ -266,7 +307,7 @@ fn to_json(
     facts: &Facts,
     out: &ChainOutcome,
     state: &str,
-) -> String {
+) -> serde_json::Value {
     let (decision, reason, grpc, http) = status_row(facts, out);
     let filters: Vec<_> = out
         .verdicts
@@ -305,7 +346,6 @@ fn to_json(
             .collect::<std::collections::BTreeMap<_, _>>(),
         "decision": decision, "reason": reason, "grpc_status": grpc, "http_status": http,
     })
-    .to_string()
 }
 
 fn print_text(view: &RequestView<'_>, rt: &Runtime, facts: &Facts, out: &ChainOutcome) {

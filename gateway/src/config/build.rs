@@ -115,6 +115,9 @@ pub struct Runtime {
     /// The store shared by replicas (`state.backend: redis`), for the
     /// reloader to dial ahead of the first request and for `explain`.
     pub state_store: Option<Arc<ztgate_state::RedisStore>>,
+    /// The `policy` filter (also in the chain), for `explain` to show its
+    /// input document and answer.
+    pub policy: Option<Arc<ztgate_policy::PolicyFilter>>,
 }
 
 impl Runtime {
@@ -281,7 +284,8 @@ pub fn build(
             "must be longer than 0s",
         ));
     }
-    let chain = build_chain(raw, &ctx, &mut problems);
+    let mut policy = None;
+    let chain = build_chain(raw, &ctx, &mut problems, &mut policy);
 
     if !problems.is_empty() {
         return Err(problems);
@@ -349,6 +353,7 @@ pub fn build(
         proxy_protocol: raw.listener.proxy_protocol,
         assertion,
         state_store: state.map(|(_, store)| store),
+        policy,
     };
     Ok((st, rt))
 }
@@ -389,7 +394,12 @@ fn shared_state(
     }
 }
 
-fn build_chain(raw: &raw::Config, ctx: &BuildContext, problems: &mut Vec<ConfigProblem>) -> Chain {
+fn build_chain(
+    raw: &raw::Config,
+    ctx: &BuildContext,
+    problems: &mut Vec<ConfigProblem>,
+    policy: &mut Option<Arc<ztgate_policy::PolicyFilter>>,
+) -> Chain {
     let mut stages: Vec<Stage> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     if raw.pipeline.is_empty() {
@@ -413,7 +423,7 @@ fn build_chain(raw: &raw::Config, ctx: &BuildContext, problems: &mut Vec<ConfigP
             ));
             continue;
         };
-        if let Some((f, mode)) = build_stage(kind, raw, ctx, &at, problems) {
+        if let Some((f, mode)) = build_stage(kind, raw, ctx, &at, problems, policy) {
             stages.push(Stage::new(f, mode));
         }
     }
@@ -445,6 +455,7 @@ fn section_present(raw: &raw::Config, kind: FilterKind) -> bool {
         FilterKind::Device => raw.device.is_some(),
         FilterKind::Route => !raw.routes.is_empty(),
         FilterKind::Ratelimit => raw.ratelimit.is_some(),
+        FilterKind::Policy => raw.policy.is_some(),
     }
 }
 
@@ -458,6 +469,7 @@ fn build_stage(
     ctx: &BuildContext,
     at: &str,
     problems: &mut Vec<ConfigProblem>,
+    policy: &mut Option<Arc<ztgate_policy::PolicyFilter>>,
 ) -> Option<(Box<dyn Filter>, Mode)> {
     let path = kind.section();
     match kind {
@@ -502,6 +514,20 @@ fn build_stage(
             take(ztgate_ratelimit::build(&section, ctx, path), problems)
                 .map(|f| (Box::new(f) as Box<dyn Filter>, section.mode))
         }
+        FilterKind::Policy => match &raw.policy {
+            None => {
+                problems.push(ConfigProblem::new(
+                    at,
+                    "`policy` needs a `policy:` section (at least `rego`)",
+                ));
+                None
+            }
+            Some(section) => {
+                let f = Arc::new(take(ztgate_policy::build(section, ctx, path), problems)?);
+                *policy = Some(f.clone());
+                Some((Box::new(f) as Box<dyn Filter>, section.mode))
+            }
+        },
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Config {
     pub routes: Vec<ztgate_route::config::Route>,
     #[serde(default)]
     pub ratelimit: Option<ztgate_ratelimit::config::RateLimit>,
+    #[serde(default)]
+    pub policy: Option<ztgate_policy::config::Policy>,
     /// Where security memory shared by replicas lives (`memory` when absent).
     #[serde(default)]
     pub state: Option<ztgate_state::StateSection>,

@@ -22,19 +22,22 @@ pub enum FilterKind {
     Device,
     Route,
     Ratelimit,
+    Policy,
 }
 
 impl FilterKind {
     /// Every built-in filter, in a sensible default order: headers cleaned,
     /// then who the peer is, which token, which device, where it goes, and
-    /// how often (each filter reads what the earlier ones learned).
-    pub const ALL: [FilterKind; 6] = [
+    /// how often, and last the policy over everything learned (each filter
+    /// reads what the earlier ones learned).
+    pub const ALL: [FilterKind; 7] = [
         FilterKind::Sanitize,
         FilterKind::Mtls,
         FilterKind::Jwt,
         FilterKind::Device,
         FilterKind::Route,
         FilterKind::Ratelimit,
+        FilterKind::Policy,
     ];
 
     /// The name in `pipeline:` and in the `filter` label of metrics.
@@ -46,6 +49,7 @@ impl FilterKind {
             FilterKind::Device => "device",
             FilterKind::Route => "route",
             FilterKind::Ratelimit => "ratelimit",
+            FilterKind::Policy => "policy",
         }
     }
 

@@ -40,7 +40,7 @@ pub use facts::{DeviceFacts, Facts, PeerIdentity, SelectedRoute, VerifiedToken};
 pub use memory::Memory;
 pub use peer::{PeerCertificate, PeerCertificateError};
 pub use reason::{Fault, Outcome};
-pub use reason::{GrpcCode, Reason};
+pub use reason::{GrpcCode, PolicyCode, PolicyCodeError, Reason};
 pub use spiffe::{SpiffeAllowList, SpiffeId, SpiffePattern, SpiffePatternError};
 pub use state::{
     Bind, Hit, OnUnavailable, SharedState, StateAnswer, StateError, StateOp, StateStore, StateUse,

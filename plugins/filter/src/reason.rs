@@ -158,30 +158,37 @@ macro_rules! reasons {
         #[non_exhaustive]
         pub enum Reason {
             $( $( $(#[$doc])* $variant, )* )*
+            /// A code the `policy` filter's Rego chose for its denial
+            /// (`{allow: false, reason: "refund_blocked"}`): 7
+            /// PERMISSION_DENIED like [`Reason::PolicyDenied`], under the
+            /// policy's own name (see [`PolicyCode`]).
+            Policy(PolicyCode),
         }
 
         impl Reason {
-            /// Every reason, for metrics pre-registration and docs.
+            /// Every fixed reason, for metrics pre-registration and docs
+            /// (a policy's own codes, [`Reason::Policy`], are not known
+            /// ahead).
             pub const ALL: &'static [Reason] = &[ $( $( Reason::$variant, )* )* ];
 
             /// The stable code used in audit lines, metrics and responses.
             pub fn as_str(self) -> &'static str {
-                match self { $( $( Reason::$variant => $code, )* )* }
+                match self { $( $( Reason::$variant => $code, )* )* Reason::Policy(c) => c.as_str() }
             }
 
             /// Whose fault the refusal is (the group it is listed in).
             pub fn fault(self) -> Fault {
-                match self { $( $( Reason::$variant => Fault::$fault, )* )* }
+                match self { $( $( Reason::$variant => Fault::$fault, )* )* Reason::Policy(_) => Fault::Caller }
             }
 
             /// The gRPC status a gRPC caller receives.
             pub fn grpc_code(self) -> GrpcCode {
-                match self { $( $( Reason::$variant => GrpcCode::$grpc, )* )* }
+                match self { $( $( Reason::$variant => GrpcCode::$grpc, )* )* Reason::Policy(_) => GrpcCode::PermissionDenied }
             }
 
             /// The HTTP status a non-gRPC caller receives.
             pub fn http_status(self) -> u16 {
-                match self { $( $( Reason::$variant => $http, )* )* }
+                match self { $( $( Reason::$variant => $http, )* )* Reason::Policy(_) => 403 }
             }
         }
     };
@@ -246,6 +253,9 @@ reasons! {
         AnonymousNetwork => "anonymous_network", PermissionDenied, 403;
         /// The subject's device changed within the first-seen binding TTL.
         DeviceChanged => "device_changed", PermissionDenied, 403;
+        /// The `policy` filter's Rego decided `false` (or `{allow: false}`
+        /// without a usable `reason`).
+        PolicyDenied => "policy_denied", PermissionDenied, 403;
 
         // --- no such method, too many calls -------------------------------
         NoRoute => "no_route", Unimplemented, 404;
@@ -286,6 +296,11 @@ reasons! {
     Internal {
         /// Our own bug or an impossible state; never the caller's fault.
         Internal => "internal_error", Internal, 500;
+        /// The `policy` filter's Rego failed: a runtime error, a decision
+        /// that is neither a boolean nor `{allow, reason}`, or an evaluation
+        /// over its time budget. Refused (a policy that cannot answer never
+        /// allows) and counted as the operator's fault, not the caller's.
+        PolicyError => "policy_error", Internal, 500;
     }
 }
 
@@ -298,6 +313,81 @@ impl Reason {
     /// Look a reason up by its stable code.
     pub fn from_code(code: &str) -> Option<Reason> {
         Reason::ALL.iter().copied().find(|r| r.as_str() == code)
+    }
+}
+
+/// A reason code chosen by a policy at run time, e.g. `refund_blocked`.
+///
+/// It stays `Copy` and `&'static str` like the built-in codes, so the
+/// responses, metrics and audit read it through [`Reason::as_str`] as any
+/// other: each distinct code is interned once for the life of the process.
+/// Interning is bounded ([`PolicyCode::MAX_DISTINCT`] codes of at most
+/// [`PolicyCode::MAX_LEN`] bytes, a few KiB in all), which also bounds the
+/// `reason` label's cardinality: a policy that makes up codes per request
+/// cannot grow the metrics without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PolicyCode(&'static str);
+
+/// Why a policy's code was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyCodeError {
+    #[error("a reason code is 1 to 64 of `a-z`, `0-9`, `_`, starting with a letter")]
+    Charset,
+    /// A built-in code (`scope_missing`, `policy_error`, …): from a policy
+    /// it would be read as that filter's refusal.
+    #[error("a built-in reason code cannot be a policy's")]
+    Reserved,
+    #[error("too many distinct policy reason codes in this process")]
+    TooMany,
+}
+
+impl PolicyCode {
+    /// Longest code, in bytes.
+    pub const MAX_LEN: usize = 64;
+    /// Most distinct codes a process interns.
+    pub const MAX_DISTINCT: usize = 256;
+
+    /// The interned code for `code`, checked against the reason-code
+    /// charset (the built-in codes' own: lowercase ASCII, digits, `_`).
+    pub fn intern(code: &str) -> Result<PolicyCode, PolicyCodeError> {
+        use std::sync::{OnceLock, RwLock};
+        static CODES: OnceLock<RwLock<Vec<&'static str>>> = OnceLock::new();
+        let charset_ok = code.len() <= Self::MAX_LEN
+            && code.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !charset_ok {
+            return Err(PolicyCodeError::Charset);
+        }
+        if Reason::from_code(code).is_some() {
+            return Err(PolicyCodeError::Reserved);
+        }
+        let codes = CODES.get_or_init(|| RwLock::new(Vec::new()));
+        let find = |known: &[&'static str]| known.iter().copied().find(|k| *k == code);
+        // A poisoned lock only means another thread panicked while pushing
+        // a &'static str: the list itself is still sound.
+        let known = codes.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = find(&known) {
+            return Ok(PolicyCode(k));
+        }
+        drop(known);
+        let mut known = codes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = find(&known) {
+            return Ok(PolicyCode(k));
+        }
+        if known.len() >= Self::MAX_DISTINCT {
+            return Err(PolicyCodeError::TooMany);
+        }
+        // Leaked on purpose, at most MAX_DISTINCT * MAX_LEN bytes: a
+        // `&'static str` is what keeps `Reason` `Copy` everywhere it goes.
+        let leaked: &'static str = Box::leak(code.to_owned().into_boxed_str());
+        known.push(leaked);
+        Ok(PolicyCode(leaked))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
     }
 }
 
@@ -390,6 +480,46 @@ mod tests {
             "error"
         );
         assert_eq!(Outcome::of(Some(Reason::Internal), false).as_str(), "error");
+    }
+
+    #[test]
+    fn a_policy_code_is_checked_interned_and_answered_as_permission_denied() {
+        let code = PolicyCode::intern("refund_blocked").unwrap();
+        assert_eq!(PolicyCode::intern("refund_blocked"), Ok(code));
+        let r = Reason::Policy(code);
+        assert_eq!(r.as_str(), "refund_blocked");
+        assert_eq!(
+            (r.grpc_code(), r.http_status()),
+            (GrpcCode::PermissionDenied, 403)
+        );
+        assert_eq!(Outcome::of(Some(r), false).as_str(), "deny");
+        for bad in [
+            "",
+            "Refund",
+            "refund-blocked",
+            "9lives",
+            "a b",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                PolicyCode::intern(bad),
+                Err(PolicyCodeError::Charset),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            PolicyCode::intern("scope_missing"),
+            Err(PolicyCodeError::Reserved)
+        );
+        assert_eq!(
+            PolicyCode::intern("policy_error"),
+            Err(PolicyCodeError::Reserved)
+        );
+        assert_eq!(Reason::PolicyError.grpc_code(), GrpcCode::Internal);
+        assert_eq!(
+            Outcome::of(Some(Reason::PolicyError), false).as_str(),
+            "error"
+        );
     }
 
     #[test]

@@ -1,0 +1,159 @@
+//! `policy:` → [`PolicyFilter`]: every problem with its key path; a Rego
+//! file that does not compile is reported with its own file and line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderName;
+use ztgate_filter::{BuildContext, ConfigProblem, FilterKind};
+
+use crate::config;
+use crate::engine::{Compiled, Limits};
+use crate::input::InputSpec;
+use crate::PolicyFilter;
+
+/// Longest `budget`: a policy is on every request's path.
+const MAX_BUDGET: Duration = Duration::from_secs(1);
+
+/// Headers that carry credentials: the input holds what the filters
+/// verified, never a token or a cookie a policy could copy or log.
+const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "dpop", "cookie"];
+
+/// The filters whose facts the input holds: each must run before `policy`
+/// when it is in the pipeline, or its fields would never be there.
+const READS_FROM: [FilterKind; 4] = [
+    FilterKind::Mtls,
+    FilterKind::Jwt,
+    FilterKind::Device,
+    FilterKind::Route,
+];
+
+/// Build the filter from `policy:`; `path` is `policy`.
+pub fn build(
+    raw: &config::Policy,
+    ctx: &BuildContext,
+    path: &str,
+) -> Result<PolicyFilter, Vec<ConfigProblem>> {
+    let config::Policy {
+        mode: _, // applied by the gateway's Stage
+        rego,
+        data,
+        decision,
+        input_claims,
+        input_headers,
+        budget,
+        max_instructions,
+    } = raw;
+    let mut problems = Vec::new();
+    let in_pipeline = ctx.position(FilterKind::Policy.as_str()).is_some();
+    if rego.is_empty() {
+        problems.push(ConfigProblem::new(
+            format!("{path}.rego"),
+            "needs at least one Rego file",
+        ));
+    }
+    if !decision.starts_with("data.") {
+        problems.push(ConfigProblem::new(
+            format!("{path}.decision"),
+            format!("`{decision}` is not a rule path under `data.` (e.g. data.ztgate.decision)"),
+        ));
+    }
+    if budget.is_zero() || *budget > MAX_BUDGET {
+        problems.push(ConfigProblem::new(
+            format!("{path}.budget"),
+            "must be more than 0s and at most 1s",
+        ));
+    }
+    if *max_instructions == 0 {
+        problems.push(ConfigProblem::new(
+            format!("{path}.max_instructions"),
+            "must be at least 1",
+        ));
+    }
+    for kind in READS_FROM {
+        if in_pipeline
+            && ctx.position(kind.as_str()).is_some()
+            && !ctx.runs_before(kind, FilterKind::Policy)
+        {
+            problems.push(ConfigProblem::new(
+                "pipeline",
+                format!("`policy` reads what `{kind}` proves: put `{kind}` before `policy`"),
+            ));
+        }
+    }
+    if !input_claims.is_empty()
+        && in_pipeline
+        && !ctx.runs_before(FilterKind::Jwt, FilterKind::Policy)
+    {
+        problems.push(ConfigProblem::new(
+            format!("{path}.input_claims"),
+            "token claims need `jwt` before `policy` in `pipeline:`",
+        ));
+    }
+    for (i, claim) in input_claims.iter().enumerate() {
+        if claim.is_empty() {
+            problems.push(ConfigProblem::new(
+                format!("{path}.input_claims[{i}]"),
+                "empty claim name",
+            ));
+        }
+    }
+    let mut headers = Vec::with_capacity(input_headers.len());
+    for (i, name) in input_headers.iter().enumerate() {
+        let at = format!("{path}.input_headers[{i}]");
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) if h.as_str() != name => problems.push(ConfigProblem::new(
+                at,
+                format!("write header names in lowercase (`{}`)", h.as_str()),
+            )),
+            Ok(h) if CREDENTIAL_HEADERS.contains(&h.as_str()) => problems.push(ConfigProblem::new(
+                at,
+                format!("`{name}` carries credentials and is never part of the input (use input_claims for verified token claims)"),
+            )),
+            Ok(h) => headers.push(h),
+            Err(_) => problems.push(ConfigProblem::new(at, format!("`{name}` is not a header name"))),
+        }
+    }
+    let rego_files: Vec<PathBuf> = rego.iter().map(|p| ctx.resolve(p)).collect();
+    let data_files: Vec<PathBuf> = data.iter().map(|p| ctx.resolve(p)).collect();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let limits = Limits {
+        budget: *budget,
+        max_instructions: *max_instructions,
+    };
+    match Compiled::from_files(&rego_files, &data_files, decision, limits) {
+        Ok(compiled) => {
+            let spec = InputSpec {
+                claims: input_claims.clone(),
+                headers,
+            };
+            let files = rego_files.into_iter().chain(data_files).collect();
+            Ok(PolicyFilter::new(compiled, spec, files))
+        }
+        Err(e) => {
+            let key = match &e.file {
+                Some(f) => {
+                    let in_rego = rego_files.iter().position(|p| p == f);
+                    let in_data = data_files.iter().position(|p| p == f);
+                    match (in_rego, in_data) {
+                        (Some(i), _) => format!("{path}.rego[{i}]"),
+                        (None, Some(i)) => format!("{path}.data[{i}]"),
+                        (None, None) => path.to_owned(),
+                    }
+                }
+                None => format!("{path}.decision"),
+            };
+            // regorus names the file and line of a compile error itself
+            // (`FILE:LINE:COL: error: …`); a data error gets its file here.
+            let message = match &e.file {
+                Some(f) if !e.message.contains(&f.display().to_string()) => {
+                    format!("{}: {}", f.display(), e.message)
+                }
+                _ => e.message,
+            };
+            Err(vec![ConfigProblem::new(key, message)])
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The filter end to end over in-memory requests: config → compiled
+//! policy → input → decision.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderValue, Method};
+use ztgate_filter::{
+    BuildContext, Decision, DeviceFacts, Facts, PeerCertificate, PeerIdentity, RequestView,
+    SelectedRoute, SpiffeId, TlsFacts, VerifiedToken,
+};
+
+use crate::config::Policy;
+
+const FRONTEND: &str = "spiffe://acme.test/ns/shop/sa/frontend";
+
+/// A 20-rule policy of the kind the issue describes: who may refund, with
+/// which scope, never for blocked subjects, not from anonymous networks.
+pub const REFUNDS: &str = include_str!("../testdata/refunds.rego");
+
+pub const REFUNDS_DATA: &str = include_str!("../testdata/refunds.json");
+
+pub struct Dir(pub PathBuf);
+
+impl Dir {
+    pub fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "ztgate-policy-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+    pub fn write(&self, name: &str, text: &str) -> &Self {
+        std::fs::write(self.0.join(name), text).unwrap();
+        self
+    }
+    pub fn ctx(&self) -> BuildContext {
+        BuildContext {
+            base_dir: self.0.clone(),
+            pipeline: ["mtls", "jwt", "device", "route", "policy"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn section(yaml: &str) -> Policy {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+pub fn refunds(dir: &Dir) -> crate::PolicyFilter {
+    dir.write("refunds.rego", REFUNDS)
+        .write("data.json", REFUNDS_DATA);
+    let s = section(
+        "rego: [refunds.rego]\ndata: [data.json]\ninput_claims: [tenant]\ninput_headers: [x-tenant]\n",
+    );
+    crate::build(&s, &dir.ctx(), "policy").unwrap()
+}
+
+/// Everything the earlier filters would have proved for a good refund.
+pub struct Caller {
+    pub spiffe: &'static str,
+    pub scopes: Vec<&'static str>,
+    pub subject: &'static str,
+    pub country: &'static str,
+    pub asn: u32,
+    pub tenant: &'static str,
+}
+
+impl Default for Caller {
+    fn default() -> Self {
+        Self {
+            spiffe: FRONTEND,
+            scopes: vec!["payments:read", "payments:write"],
+            subject: "alice",
+            country: "DE",
+            asn: 3320,
+            tenant: "t1",
+        }
+    }
+}
+
+impl Caller {
+    pub fn facts(&self) -> Facts {
+        let cert = PeerCertificate {
+            sha256: [7; 32],
+            uri_sans: vec![self.spiffe.into()],
+            dns_sans: vec![],
+            subject: "CN=frontend".into(),
+            is_ca: false,
+            not_after: SystemTime::now() + Duration::from_secs(3600),
+        };
+        let mut facts = Facts::new("req-1".into());
+        facts.set_identity(PeerIdentity::attested_by_mtls(
+            &cert,
+            Some(SpiffeId::parse(self.spiffe).unwrap()),
+        ));
+        let claims = serde_json::json!({"tenant": self.tenant, "secret_claim": "never"});
+        facts.set_token(VerifiedToken::attested_by_jwt(
+            Arc::from("https://idp.acme.test"),
+            Some(self.subject.into()),
+            self.scopes.iter().map(|s| s.to_string()).collect(),
+            SystemTime::now() + Duration::from_secs(60),
+            Arc::new(claims.as_object().unwrap().clone()),
+        ));
+        facts.set_device(DeviceFacts::attested_by_device(
+            "fp-1".into(),
+            None,
+            Some(self.country.into()),
+            Some(self.asn),
+        ));
+        facts.set_route(SelectedRoute::attested_by_route(
+            "payments".into(),
+            "payments".into(),
+        ));
+        facts
+    }
+}
+
+pub fn headers(tenant: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("x-tenant", HeaderValue::from_str(tenant).unwrap());
+    h.insert("authorization", HeaderValue::from_static("Bearer secret"));
+    h
+}
+
+pub fn view<'a>(path: &'a str, h: &'a HeaderMap, tls: &'a TlsFacts) -> RequestView<'a> {
+    RequestView {
+        method: &Method::POST,
+        path,
+        authority: None,
+        headers: h,
+        tls,
+        client_ip: Some("10.1.2.3".parse().unwrap()),
+        socket_ip: None,
+        now: SystemTime::now(),
+    }
+}
+
+const REFUND: &str = "/payments.v1.Payments/Refund";
+
+fn decide_only(
+    f: &crate::PolicyFilter,
+    caller: &Caller,
+    path: &str,
+    tenant: &str,
+) -> Option<String> {
+    let (h, tls) = (headers(tenant), TlsFacts::default());
+    match f.decide(&view(path, &h, &tls), &caller.facts()) {
+        Decision::Continue => None,
+        Decision::Deny(d) | Decision::ShadowDeny(d) => Some(d.reason.as_str().to_owned()),
+    }
+}
+
+/// The filter's decision, after checking that the interpreter answers
+/// the same as the VM for this input (the two regorus evaluators must
+/// agree; a real OPA engine was not available to compare with).
+fn decide(f: &crate::PolicyFilter, caller: &Caller, path: &str, tenant: &str) -> Option<String> {
+    let (h, tls) = (headers(tenant), TlsFacts::default());
+    let facts = caller.facts();
+    let input = regorus::Value::from(f.explain(&view(path, &h, &tls), &facts).input);
+    assert_eq!(
+        f.compiled().eval(input.clone()),
+        f.compiled().eval_interpreted(input),
+        "VM and interpreter disagree for {path}"
+    );
+    match f.decide(&view(path, &h, &tls), &facts) {
+        Decision::Continue => None,
+        Decision::Deny(d) | Decision::ShadowDeny(d) => Some(d.reason.as_str().to_owned()),
+    }
+}
+
+#[test]
+fn the_refund_policy_allows_and_each_condition_denies() {
+    let dir = Dir::new("refunds");
+    let f = refunds(&dir);
+    assert_eq!(decide(&f, &Caller::default(), REFUND, "t1"), None);
+    let blocked = Some("refund_blocked".to_owned());
+    let web = Caller {
+        spiffe: "spiffe://acme.test/ns/shop/sa/web",
+        ..Caller::default()
+    };
+    assert_eq!(decide(&f, &web, REFUND, "t1"), blocked, "workload");
+    let read_only = Caller {
+        scopes: vec!["payments:read"],
+        ..Caller::default()
+    };
+    assert_eq!(decide(&f, &read_only, REFUND, "t1"), blocked, "scope");
+    let mallory = Caller {
+        subject: "mallory",
+        ..Caller::default()
+    };
+    assert_eq!(decide(&f, &mallory, REFUND, "t1"), blocked, "data");
+    let anon = Caller {
+        asn: 64512,
+        ..Caller::default()
+    };
+    assert_eq!(decide(&f, &anon, REFUND, "t1"), blocked, "asn");
+    let abroad = Caller {
+        country: "US",
+        ..Caller::default()
+    };
+    assert_eq!(decide(&f, &abroad, REFUND, "t1"), blocked, "country");
+    assert_eq!(
+        decide(&f, &Caller::default(), REFUND, "t2"),
+        blocked,
+        "header vs claim"
+    );
+    // Not a refund: any workload of the trust domain.
+    assert_eq!(decide(&f, &web, "/payments.v1.Payments/Get", "t1"), None);
+    let foreign = Caller {
+        spiffe: "spiffe://partner.test/x",
+        ..Caller::default()
+    };
+    assert_eq!(
+        decide(&f, &foreign, "/payments.v1.Payments/Get", "t1").as_deref(),
+        Some("no_rule_matched")
+    );
+}
+
+/// One engine serves many requests: nothing of one request's input or
+/// rule values reaches the next.
+#[test]
+fn pooled_engines_do_not_leak_between_requests() {
+    let dir = Dir::new("pool");
+    let f = refunds(&dir);
+    let mallory = Caller {
+        subject: "mallory",
+        ..Caller::default()
+    };
+    for _ in 0..20 {
+        assert_eq!(decide(&f, &Caller::default(), REFUND, "t1"), None);
+        assert!(decide(&f, &mallory, REFUND, "t1").is_some());
+    }
+}
+
+#[test]
+fn the_input_holds_the_documented_fields_and_no_credentials() {
+    let dir = Dir::new("input");
+    let f = refunds(&dir);
+    let (h, tls) = (headers("t1"), TlsFacts::default());
+    let e = f.explain(&view(REFUND, &h, &tls), &Caller::default().facts());
+    let input = e.input.as_object().unwrap();
+    let mut keys: Vec<&str> = input.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "asn",
+            "cert_subject",
+            "claims",
+            "client_ip",
+            "country",
+            "fingerprint",
+            "headers",
+            "issuer",
+            "method",
+            "route",
+            "scopes",
+            "service",
+            "spiffe_id",
+            "subject",
+            "thumbprint",
+            "trust_domain",
+            "upstream"
+        ]
+    );
+    assert_eq!(e.input["claims"], serde_json::json!({"tenant": "t1"}));
+    assert_eq!(e.input["headers"], serde_json::json!({"x-tenant": "t1"}));
+    assert_eq!(
+        e.input["scopes"],
+        serde_json::json!(["payments:read", "payments:write"])
+    );
+    assert_eq!(e.input["thumbprint"], serde_json::json!("07".repeat(32)));
+    assert_eq!(e.input["asn"], serde_json::json!(3320));
+    let text = e.input.to_string();
+    assert!(!text.contains("secret"), "{text}");
+    assert_eq!(e.answer, Ok(serde_json::json!({"allow": true})));
+    assert_eq!(e.decision, Decision::Continue);
+}
+
+/// A request with nothing proved has none of the identity fields.
+#[test]
+fn absent_facts_are_absent_fields() {
+    let dir = Dir::new("absent");
+    let f = refunds(&dir);
+    let (h, tls) = (HeaderMap::new(), TlsFacts::default());
+    let e = f.explain(&view("/a.B/C", &h, &tls), &Facts::default());
+    assert_eq!(
+        e.input,
+        serde_json::json!({"client_ip": "10.1.2.3", "service": "a.B", "method": "C", "headers": {}})
+    );
+    assert!(matches!(e.decision, Decision::Deny(_)));
+}
+
+#[test]
+fn a_policy_that_does_not_compile_names_its_file_and_line() {
+    let dir = Dir::new("broken");
+    dir.write("ok.rego", "package ztgate\ndecision := true\n")
+        .write("bad.rego", "package ztgate.extra\n\nx := {\n");
+    let s = section("rego: [ok.rego, bad.rego]\n");
+    let problems = crate::build(&s, &dir.ctx(), "policy").unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].path, "policy.rego[1]");
+    let bad = dir.0.join("bad.rego").display().to_string();
+    assert!(
+        problems[0].message.starts_with(&format!("{bad}:")),
+        "{}",
+        problems[0].message
+    );
+    assert!(
+        problems[0]
+            .message
+            .starts_with(&format!("{bad}:4:1: error: ")),
+        "{}",
+        problems[0].message
+    );
+}
+
+#[test]
+fn config_problems_are_reported_by_key() {
+    let dir = Dir::new("problems");
+    dir.write("p.rego", "package ztgate\ndecision := true\n")
+        .write("bad.json", "[1]")
+        .write("broken.json", "{");
+    let cases: [(&str, &str, &str); 9] = [
+        ("rego: []\n", "policy.rego", "at least one"),
+        ("rego: [missing.rego]\n", "policy.rego[0]", "cannot read"),
+        (
+            "rego: [p.rego]\ndata: [bad.json]\n",
+            "policy.data[0]",
+            "JSON object",
+        ),
+        (
+            "rego: [p.rego]\ndata: [broken.json]\n",
+            "policy.data[0]",
+            "broken.json",
+        ),
+        (
+            "rego: [p.rego]\ndecision: data.ztgate.nope\n",
+            "policy.decision",
+            "rule path",
+        ),
+        (
+            "rego: [p.rego]\ndecision: ztgate.decision\n",
+            "policy.decision",
+            "data.",
+        ),
+        (
+            "rego: [p.rego]\ninput_headers: [authorization]\n",
+            "policy.input_headers[0]",
+            "credentials",
+        ),
+        (
+            "rego: [p.rego]\ninput_headers: [X-Tenant]\n",
+            "policy.input_headers[0]",
+            "lowercase",
+        ),
+        (
+            "rego: [p.rego]\nbudget: 0s\n",
+            "policy.budget",
+            "more than 0s",
+        ),
+    ];
+    for (yaml, key, words) in cases {
+        let problems = crate::build(&section(yaml), &dir.ctx(), "policy").unwrap_err();
+        assert_eq!(problems[0].path, key, "{yaml}");
+        assert!(
+            problems[0].message.contains(words),
+            "{yaml}: {}",
+            problems[0].message
+        );
+    }
+    // Order: the facts a policy reads must exist when it runs.
+    let mut ctx = dir.ctx();
+    ctx.pipeline = ["policy", "route"].map(String::from).to_vec();
+    let problems = crate::build(&section("rego: [p.rego]\n"), &ctx, "policy").unwrap_err();
+    assert!(
+        problems[0].message.contains("`route` before `policy`"),
+        "{problems:?}"
+    );
+}
+
+/// A runtime error (a conflict between two complete rules) and a policy
+/// over its budget are refused as `policy_error`, never allowed.
+#[test]
+fn errors_and_budget_overruns_deny_with_policy_error() {
+    let dir = Dir::new("errors");
+    dir.write(
+        "conflict.rego",
+        "package ztgate\nimport rego.v1\ndecision := true if input.method == \"C\"\ndecision := false if input.service == \"a.B\"\n",
+    );
+    let f = crate::build(&section("rego: [conflict.rego]\n"), &dir.ctx(), "policy").unwrap();
+    // Two definitions of `decision`: the interpreter runs it, because the
+    // VM would not notice the conflict.
+    assert!(
+        f.compiled().evaluator().contains("interpreter"),
+        "{}",
+        f.compiled().evaluator()
+    );
+    assert!(refunds(&dir).compiled().evaluator() == "regorus VM");
+    let (h, tls) = (HeaderMap::new(), TlsFacts::default());
+    let d = f.decide(&view("/a.B/C", &h, &tls), &Facts::default());
+    assert!(
+        matches!(&d, Decision::Deny(d) if d.reason.as_str() == "policy_error"),
+        "{d:?}"
+    );
+    // The engine that failed goes back to the pool and answers the next
+    // request from a clean state.
+    for _ in 0..3 {
+        let d = f.decide(&view("/z.Z/C", &h, &tls), &Facts::default());
+        assert_eq!(d, Decision::Continue);
+        let d = f.decide(&view("/a.B/C", &h, &tls), &Facts::default());
+        assert!(
+            matches!(&d, Decision::Deny(d) if d.reason.as_str() == "policy_error"),
+            "{d:?}"
+        );
+    }
+
+    // About 10^8 steps: far over a 1 ms budget.
+    dir.write(
+        "slow.rego",
+        "package ztgate\nimport rego.v1\ndecision if {\n  n := numbers.range(1, 10000)\n  count([x | some x in n; some y in n; x < y]) > 0\n  input.never\n}\n",
+    );
+    let f = crate::build(
+        &section("rego: [slow.rego]\nbudget: 1ms\n"),
+        &dir.ctx(),
+        "policy",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let d = f.decide(&view("/a.B/C", &h, &tls), &Facts::default());
+    assert!(
+        matches!(&d, Decision::Deny(d) if d.reason.as_str() == "policy_error"),
+        "{d:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let e = f.explain(&view("/a.B/C", &h, &tls), &Facts::default());
+    assert!(e.answer.unwrap_err().contains("budget"));
+}
+
+/// The VM's instruction limit is deterministic: a policy over it is
+/// refused whatever the clock says.
+#[test]
+fn over_the_instruction_limit_is_policy_error() {
+    let dir = Dir::new("instructions");
+    dir.write("refunds.rego", REFUNDS)
+        .write("data.json", REFUNDS_DATA);
+    let s = section(
+        "rego: [refunds.rego]\ndata: [data.json]\ninput_claims: [tenant]\ninput_headers: [x-tenant]\nmax_instructions: 20\nbudget: 1s\n",
+    );
+    let f = crate::build(&s, &dir.ctx(), "policy").unwrap();
+    assert_eq!(
+        decide_only(&f, &Caller::default(), REFUND, "t1").as_deref(),
+        Some("policy_error")
+    );
+}
+
+#[test]
+fn watched_files_are_the_rego_and_data_files() {
+    use ztgate_filter::Filter;
+    let dir = Dir::new("watched");
+    let f = refunds(&dir);
+    let w = f.watched_files();
+    assert_eq!(w, [dir.0.join("refunds.rego"), dir.0.join("data.json")]);
+    assert!(w.iter().all(|p| Path::new(p).is_file()));
+}
