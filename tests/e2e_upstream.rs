@@ -172,18 +172,16 @@ async fn least_connections_avoids_the_busy_backend() {
         "    backends: [\"127.0.0.1:{B0}\", \"127.0.0.1:{B1}\"]\n    lb: least_connections\n";
     let env = start("lb-least", 2, &routing(pool)).await;
     let ch = env.web_channel().await;
-    // One slow call holds a backend...
+    // One slow call holds a backend for as long as the test needs it (it
+    // is cancelled below, so no fixed duration has to outlast the short
+    // calls on a loaded machine)...
     let mut slow = client::orders(ch.clone());
-    let busy = tokio::spawn(async move {
-        // Long enough to outlast the short calls on a loaded machine.
+    let busy_call = tokio::spawn(async move {
         slow.get(Request {
-            delay_ms: 4000,
+            delay_ms: 120_000,
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
-        .backend
     });
     // It is in flight once a backend has it.
     assert!(
@@ -195,13 +193,27 @@ async fn least_connections_avoids_the_busy_backend() {
             > 0)
         .await
     );
+    let busy = env
+        .backends
+        .iter()
+        .find(|b| b.received() > 0)
+        .map(|b| b.name.clone())
+        .unwrap();
     // ...so every short call meanwhile goes to the other one.
     let s = spread(&ch, 10).await;
-    let busy = busy.await.unwrap();
     assert_eq!(s.len(), 1, "{s:?}");
     assert!(!s.contains_key(&busy), "busy {busy}, short calls {s:?}");
-    // Idle again: both take calls.
-    assert_eq!(spread(&ch, 10).await.len(), 2);
+    // Cancelled, the slow call ends at the gateway too; idle again, both
+    // backends take calls.
+    busy_call.abort();
+    assert!(
+        eventually(Duration::from_secs(10), async || spread(&ch, 10)
+            .await
+            .len()
+            == 2)
+        .await,
+        "calls did not spread over both backends once idle"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
