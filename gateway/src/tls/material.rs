@@ -182,8 +182,14 @@ impl TrustBundle {
 
 /// `notAfter` of a certificate as a `SystemTime`.
 pub fn not_after(cert: &X509) -> Option<SystemTime> {
+    system_time(cert.not_after())
+}
+
+/// An ASN.1 time (certificate validity, CRL updates) as a `SystemTime`;
+/// `None` before the epoch.
+pub fn system_time(t: &openssl::asn1::Asn1TimeRef) -> Option<SystemTime> {
     let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
-    let diff = epoch.diff(cert.not_after()).ok()?;
+    let diff = epoch.diff(t).ok()?;
     let secs = i64::from(diff.days) * 86_400 + i64::from(diff.secs);
     Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use pingora::tls::x509::{CrlStatus, X509Crl, X509Ref};
 use sha2::{Digest, Sha256};
 
-use super::material::{display_name, read, MaterialError, TrustDigest};
+use super::material::{display_name, read, system_time, MaterialError, TrustDigest};
 use super::trust::ClientTrust;
 
 /// One loaded, verified CRL.
@@ -40,13 +40,6 @@ pub struct Crls {
     /// Over every CRL's DER, in order: part of the session id context, so a
     /// new CRL ends resumption of sessions verified before it.
     pub digest: TrustDigest,
-}
-
-fn asn1_to_system_time(t: &openssl::asn1::Asn1TimeRef) -> Option<SystemTime> {
-    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
-    let diff = epoch.diff(t).ok()?;
-    let secs = i64::from(diff.days) * 86_400 + i64::from(diff.secs);
-    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).ok()?))
 }
 
 impl Crls {
@@ -133,7 +126,7 @@ fn load_one(path: &Path, trust: &ClientTrust) -> Result<(Crl, Vec<u8>), Material
             display_name(anchor)
         )));
     }
-    let next_update = crl.next_update().and_then(asn1_to_system_time);
+    let next_update = crl.next_update().and_then(system_time);
     if next_update.is_some_and(|t| t < SystemTime::now()) {
         return Err(bad(
             "past its nextUpdate: fetch a fresh CRL from its CA".into()
