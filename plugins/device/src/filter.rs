@@ -75,10 +75,9 @@ impl DeviceFilter {
         // --- GeoIP lookups (only what something reads) ---
         let country = ip.and_then(|ip| self.geoip.country(ip));
         let asn = ip.and_then(|ip| self.geoip.asn(ip));
-        let anonymous = match (&p.anonymous, ip) {
-            (Some(_), Some(ip)) => self.geoip.anonymous(ip),
-            _ => AnonymousFlags::default(),
-        };
+        // Looked up whenever the database is configured: the flags are
+        // also a fact later filters (`policy`) read.
+        let anonymous = ip.map_or_else(AnonymousFlags::default, |ip| self.geoip.anonymous(ip));
 
         // --- fingerprint ---
         let ja4 = req.tls.ja4.as_deref();
@@ -155,12 +154,10 @@ impl DeviceFilter {
         {
             facts.set_upstream_header(COUNTRY_HEADER, v);
         }
-        facts.set_device(DeviceFacts::attested_by_device(
-            current,
-            ja4.map(str::to_owned),
-            country,
-            asn,
-        ));
+        facts.set_device(
+            DeviceFacts::attested_by_device(current, ja4.map(str::to_owned), country, asn)
+                .with_anonymous(anonymous.categories()),
+        );
         Ok(verdict)
     }
 }
@@ -372,6 +369,21 @@ mod tests {
             run(&f, &Req::new("1.2.0.1", "ua"), None).await.0,
             Decision::Continue
         );
+    }
+
+    /// The address's anonymous-network categories are a fact for later
+    /// filters (`policy`), whether or not a device policy uses them.
+    #[tokio::test]
+    async fn anonymous_categories_are_a_fact() {
+        let f = filter("");
+        let (_, facts) = run(&f, &Req::new("81.2.69.142", "ua"), None).await;
+        let got = facts.device().unwrap().anonymous().to_vec();
+        assert!(
+            got.contains(&"tor") && got.contains(&"anonymous"),
+            "{got:?}"
+        );
+        let (_, facts) = run(&f, &Req::new("89.160.20.112", "ua"), None).await;
+        assert!(facts.device().unwrap().anonymous().is_empty());
     }
 
     #[tokio::test]

@@ -86,6 +86,24 @@ pub struct AnonymousFlags {
     pub residential_proxy: bool,
 }
 
+impl AnonymousFlags {
+    /// The categories flagged, by their config names (as in
+    /// `device.anonymous_networks.deny`).
+    pub fn categories(&self) -> Vec<&'static str> {
+        [
+            (self.anonymous, "anonymous"),
+            (self.vpn, "vpn"),
+            (self.tor, "tor"),
+            (self.hosting, "hosting"),
+            (self.public_proxy, "public_proxy"),
+            (self.residential_proxy, "residential_proxy"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
 /// What the databases say about one address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GeoInfo {

@@ -183,6 +183,10 @@ pub struct DeviceFacts {
     /// ISO country code, `None` when unknown.
     country: Option<String>,
     asn: Option<u32>,
+    /// Anonymous-network categories of the client address (config names:
+    /// `anonymous`, `vpn`, `tor`, `hosting`, `public_proxy`,
+    /// `residential_proxy`); empty when none or no database.
+    anonymous: Vec<&'static str>,
 }
 
 impl DeviceFacts {
@@ -202,7 +206,15 @@ impl DeviceFacts {
             ja4,
             country,
             asn,
+            anonymous: Vec::new(),
         }
+    }
+
+    /// The same facts with the address's anonymous-network categories (the
+    /// `device` filter's, from the Anonymous-IP database).
+    pub fn with_anonymous(mut self, categories: Vec<&'static str>) -> Self {
+        self.anonymous = categories;
+        self
     }
 
     /// base64url(HMAC-SHA256(secret, canonical signals)).
@@ -223,6 +235,12 @@ impl DeviceFacts {
     /// Autonomous system number, `None` when unknown.
     pub fn asn(&self) -> Option<u32> {
         self.asn
+    }
+
+    /// Anonymous-network categories of the client address; empty when
+    /// none (or no Anonymous-IP database is configured).
+    pub fn anonymous(&self) -> &[&'static str] {
+        &self.anonymous
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `scopes` | `jwt` | the granted scopes, sorted, deduplicated (array) |
 //! | `claims` | `jwt` | the claims named in `policy.input_claims` (object) |
 //! | `fingerprint`, `country`, `asn` | `device` | device fingerprint, ISO country, AS number |
+//! | `anonymous` | `device` | anonymous-network categories of the client address (`anonymous`, `vpn`, `tor`, `hosting`, `public_proxy`, `residential_proxy`), from the Anonymous-IP database |
 //! | `client_ip` | the request | after `trusted_proxies` |
 //! | `route`, `upstream` | `route` | the route matched and the pool picked |
 //! | `service`, `method` | the request | `pkg.Service` and `Method` of `:path` |
@@ -135,6 +136,10 @@ pub fn build(spec: &InputSpec, req: &RequestView<'_>, facts: &Facts) -> Value {
         }
         if let Some(asn) = d.asn() {
             put(&mut m, "asn", Value::from(asn));
+        }
+        if !d.anonymous().is_empty() {
+            let cats: Vec<Value> = d.anonymous().iter().map(|c| s(c)).collect();
+            put(&mut m, "anonymous", Value::from(cats));
         }
     }
     if let Some(ip) = req.client_ip {

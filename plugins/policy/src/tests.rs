@@ -75,6 +75,7 @@ pub struct Caller {
     pub subject: &'static str,
     pub country: &'static str,
     pub asn: u32,
+    pub anonymous: Vec<&'static str>,
     pub tenant: &'static str,
 }
 
@@ -86,6 +87,7 @@ impl Default for Caller {
             subject: "alice",
             country: "DE",
             asn: 3320,
+            anonymous: vec!["anonymous", "vpn"],
             tenant: "t1",
         }
     }
@@ -114,12 +116,15 @@ impl Caller {
             SystemTime::now() + Duration::from_secs(60),
             Arc::new(claims.as_object().unwrap().clone()),
         ));
-        facts.set_device(DeviceFacts::attested_by_device(
-            "fp-1".into(),
-            None,
-            Some(self.country.into()),
-            Some(self.asn),
-        ));
+        facts.set_device(
+            DeviceFacts::attested_by_device(
+                "fp-1".into(),
+                None,
+                Some(self.country.into()),
+                Some(self.asn),
+            )
+            .with_anonymous(self.anonymous.clone()),
+        );
         facts.set_route(SelectedRoute::attested_by_route(
             "payments".into(),
             "payments".into(),
@@ -257,6 +262,7 @@ fn the_input_holds_the_documented_fields_and_no_credentials() {
     assert_eq!(
         keys,
         [
+            "anonymous",
             "asn",
             "cert_subject",
             "claims",
@@ -284,6 +290,10 @@ fn the_input_holds_the_documented_fields_and_no_credentials() {
     );
     assert_eq!(e.input["thumbprint"], serde_json::json!("07".repeat(32)));
     assert_eq!(e.input["asn"], serde_json::json!(3320));
+    assert_eq!(
+        e.input["anonymous"],
+        serde_json::json!(["anonymous", "vpn"])
+    );
     let text = e.input.to_string();
     assert!(!text.contains("secret"), "{text}");
     assert_eq!(e.answer, Ok(serde_json::json!({"allow": true})));
