@@ -176,9 +176,7 @@ impl Gateway {
 
     fn record_outcome(ctx: &mut RequestCtx, out: &ChainOutcome) {
         for v in &out.verdicts {
-            metrics::FILTER_DURATION
-                .with_label_values(&[v.filter])
-                .observe(v.elapsed.as_secs_f64());
+            metrics::observe_filter(v.filter, v.elapsed.as_secs_f64());
             if let Decision::ShadowDeny(d) = &v.decision {
                 ctx.shadow.push((v.filter, d.reason));
             }
