@@ -4,13 +4,15 @@
 
 use std::process::Command;
 
-#[test]
-fn demo_runs_and_every_outcome_is_as_expected() {
+/// Run `ztgate demo ARGS…`; it must succeed with every outcome as
+/// expected. Its output.
+fn demo(args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_ztgate"))
         .arg("demo")
+        .args(args)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{text}\n{}",
@@ -18,6 +20,12 @@ fn demo_runs_and_every_outcome_is_as_expected() {
     );
     assert!(text.contains("every outcome as expected"), "{text}");
     assert!(!text.contains('✘'), "{text}");
+    text
+}
+
+#[test]
+fn demo_runs_and_every_outcome_is_as_expected() {
+    demo(&[]);
 }
 
 /// Kills a child process when the test ends, however it ends.
@@ -39,18 +47,7 @@ fn kept_demo_is_a_working_setup() {
     let bin = env!("CARGO_BIN_EXE_ztgate");
     let dir = std::env::temp_dir().join(format!("ztgate-e2e-demo-keep-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(bin)
-        .args(["demo", "--keep"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("every outcome as expected"), "{text}");
+    let text = demo(&["--keep".as_ref(), dir.as_os_str()]);
     assert!(text.contains("kept a working setup"), "{text}");
     for f in [
         "README.md",

@@ -181,14 +181,7 @@ pub fn init() {
         CONNECTIONS_REFUSED.with_label_values(&[r.label()]);
     }
     LazyLock::force(&REQUEST_HEADER_TIMEOUTS);
-    for reason in [
-        "unknown_trust_domain",
-        "wrong_trust_bundle",
-        "no_spiffe_id",
-        "bad_spiffe_id",
-        "several_trust_domains",
-        "revoked",
-    ] {
+    for reason in crate::tls::trust::TrustRefusal::LABELS {
         CLIENT_CERT_REFUSALS.with_label_values(&[reason]);
     }
     for stage in crate::logging::HandshakeStage::ALL {

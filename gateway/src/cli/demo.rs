@@ -654,16 +654,21 @@ the gateway SIGHUP (`kill -HUP $(cat {d}/ztgate.pid)`), or watch
 /// `ztgate demo backends -c CONFIG`: the sample backends at the addresses
 /// of the config's `orders-a` and `orders-b` upstreams.
 async fn serve_backends(config: &Path) -> anyhow::Result<bool> {
-    let doc = read_yaml(config)?;
+    use crate::config::raw::BackendEntry;
+    // The gateway's own loader: the same reading of the file `run` makes.
+    let loaded = crate::config::load(config)?;
     let mut running = Vec::new();
     for name in ["orders-a", "orders-b"] {
-        let addr = doc
-            .get("upstreams")
-            .and_then(|u| u.get(name))
-            .and_then(|u| u.get("backends"))
-            .and_then(|b| b.get(0))
-            .and_then(serde_yaml::Value::as_str)
-            .with_context(|| format!("{}: no upstreams.{name}.backends[0]", config.display()))?;
+        let addr = match loaded
+            .raw
+            .upstreams
+            .get(name)
+            .and_then(|u| u.backends.first())
+        {
+            Some(BackendEntry::Address(a)) => a.as_str(),
+            Some(BackendEntry::Weighted(w)) => w.address.as_str(),
+            None => anyhow::bail!("{}: no upstreams.{name}.backends[0]", config.display()),
+        };
         let addr: std::net::SocketAddr = addr
             .parse()
             .with_context(|| format!("upstreams.{name}.backends[0] `{addr}` is not ip:port"))?;
@@ -676,19 +681,10 @@ async fn serve_backends(config: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn read_yaml(path: &Path) -> anyhow::Result<serde_yaml::Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    serde_yaml::from_str(&text).with_context(|| format!("parse {}", path.display()))
-}
-
 /// `ztgate demo call`: one unary call through the kept demo's gateway.
 async fn call(dir: &Path, who: &str, token: &str, path: &str) -> anyhow::Result<bool> {
-    let doc = read_yaml(&dir.join("ztgate.yaml"))?;
-    let listen = doc
-        .get("listener")
-        .and_then(|l| l.get("address"))
-        .and_then(serde_yaml::Value::as_str)
-        .context("ztgate.yaml has no listener.address")?;
+    let loaded = crate::config::load(&dir.join("ztgate.yaml"))?;
+    let listen = loaded.raw.listener.address.as_str();
     let port = listen
         .rsplit(':')
         .next()

@@ -229,7 +229,7 @@ fn describe_connection(ssl: &TlsRef) -> TlsFacts {
     let revoked = revoked_peer(ssl);
     if let Some(cn) = &revoked {
         crate::metrics::CLIENT_CERT_REFUSALS
-            .with_label_values(&["revoked"])
+            .with_label_values(&[trust::REVOKED])
             .inc();
         tracing::warn!(certificate = %cn, "revoked client certificate: treated as none (client_auth: optional)");
     }
@@ -273,27 +273,27 @@ fn verify_peer(preverified: bool, ctx: &mut X509StoreContextRef, client_auth: Cl
     };
     let verdict = match ctx.chain() {
         Some(chain) => match (chain.get(0), chain.iter().last()) {
-            (Some(leaf), Some(anchor)) => material
-                .trust
-                .admits(leaf, anchor)
-                .map_err(|r| (r.label(), r.to_string())),
+            (Some(leaf), Some(anchor)) => {
+                material
+                    .trust
+                    .admits(leaf, anchor)
+                    .map_err(|r| (r.label(), r.to_string()))
+                    // Revoked: fails the handshake with `require`; with
+                    // `optional` the connection goes on as one without a
+                    // certificate (decided in `describe_connection`, which
+                    // also sees resumed sessions).
+                    .and_then(|()| match material.crls.revoked_in(chain.iter()) {
+                        Some(cn) if client_auth == ClientAuth::Require => Err((
+                            trust::REVOKED,
+                            format!("certificate `{cn}` of the chain is revoked by a CRL"),
+                        )),
+                        _ => Ok(()),
+                    })
+            }
             _ => return false,
         },
         None => return false,
-    }
-    .and_then(|()| {
-        // Revoked: fails the handshake with `require`; with `optional` the
-        // connection goes on as one without a certificate (decided in
-        // `describe_connection`, which also sees resumed sessions).
-        let revoked = ctx.chain().and_then(|c| material.crls.revoked_in(c.iter()));
-        match revoked {
-            Some(cn) if client_auth == ClientAuth::Require => Err((
-                "revoked",
-                format!("certificate `{cn}` of the chain is revoked by a CRL"),
-            )),
-            _ => Ok(()),
-        }
-    });
+    };
     match verdict {
         Ok(()) => true,
         Err((label, reason)) => {

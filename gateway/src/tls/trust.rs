@@ -60,6 +60,9 @@ pub enum TrustSource {
     Bundle(String),
 }
 
+/// The `reason` label of a certificate a CRL revokes.
+pub const REVOKED: &str = "revoked";
+
 /// Why a verified chain is still refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrustRefusal {
@@ -76,6 +79,17 @@ pub enum TrustRefusal {
 }
 
 impl TrustRefusal {
+    /// Every `reason` label of `ztgate_client_cert_refusals_total`: the
+    /// trust-domain binding's, then `revoked` (a CRL).
+    pub const LABELS: [&'static str; 6] = [
+        "no_spiffe_id",
+        "bad_spiffe_id",
+        "several_trust_domains",
+        "unknown_trust_domain",
+        "wrong_trust_bundle",
+        REVOKED,
+    ];
+
     /// The `reason` label of `ztgate_client_cert_refusals_total`.
     pub fn label(&self) -> &'static str {
         match self {
