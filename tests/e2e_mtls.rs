@@ -179,8 +179,9 @@ async fn trust_bundles_bind_each_trust_domain_to_its_ca() {
     let side = support::workdir("trust-bundles-partner");
     let partner = Ca::new("partner.test").unwrap();
     let partner_pem = partner.write(&side, "partner").unwrap();
+    // `mtls` last: the binding is the handshake's, whatever the order.
     let policy = format!(
-        "pipeline: [sanitize, mtls, route]
+        "pipeline: [route, sanitize, mtls]
 mtls:
   trust_domains: [acme.test, partner.test]
   allowed_ids: [\"spiffe://acme.test/ns/shop/**\", \"spiffe://partner.test/**\"]
@@ -233,6 +234,34 @@ mtls:
     .await;
     assert!(applied, "the rotated partner bundle did not apply");
     assert!(!refused(&as_(&env.web)).await);
+
+    // After a SIGHUP, and on a second replica with the same files, the
+    // binding holds the same way.
+    let forged = partner.svid(support::WEB_ID).unwrap();
+    let forged_again = rotated.svid(support::WEB_ID).unwrap();
+    let reloads = env.metric("ztgate_config_reloads_total", &[("result", "ok")]);
+    support::signal(env.gw.pid(), "-HUP");
+    assert!(
+        env.metric_reaching(
+            "ztgate_config_reloads_total",
+            &[("result", "ok")],
+            reloads + 1.0
+        )
+        .await
+            > reloads,
+        "SIGHUP did not reload"
+    );
+    let replica = env.replica("b");
+    for url in [env.gw.url(), replica.url()] {
+        let at = |who: &ztgate_testkit::pki::Issued| {
+            Target::tls(url.clone(), env.ca.cert_pem()).with_identity(&who.cert_pem, &who.key_pem)
+        };
+        assert!(!refused(&at(&env.web)).await, "{url}");
+        assert!(!refused(&at(&renewed)).await, "{url}");
+        assert!(refused(&at(&forged_again)).await, "{url}");
+        assert!(refused(&at(&forged)).await, "{url}");
+        assert!(refused(&at(&partner_api)).await, "{url}");
+    }
     let _ = std::fs::remove_dir_all(&side);
 }
 
@@ -251,8 +280,9 @@ async fn revoked_client_certificates_are_refused() {
     );
     let crl = side.join("partner.crl");
     std::fs::write(&crl, partner.crl(&[&revoked], 86_400).unwrap()).unwrap();
+    // `mtls` last: revocation is the handshake's, whatever the order.
     let policy = format!(
-        "pipeline: [sanitize, mtls, route]
+        "pipeline: [route, sanitize, mtls]
 mtls:
   trust_domains: [acme.test, partner.test]
   trust_bundles:
@@ -284,6 +314,30 @@ mtls:
             assert!(applied, "the rotated CRL did not apply");
             assert!(refused(&as_(&revoked)).await);
             assert!(!refused(&as_(&env.web)).await);
+            // After a SIGHUP, and on a second replica reading the same CRL.
+            let reloads = env.metric("ztgate_config_reloads_total", &[("result", "ok")]);
+            support::signal(env.gw.pid(), "-HUP");
+            assert!(
+                env.metric_reaching(
+                    "ztgate_config_reloads_total",
+                    &[("result", "ok")],
+                    reloads + 1.0
+                )
+                .await
+                    > reloads,
+                "SIGHUP did not reload"
+            );
+            let replica = env.replica("b");
+            for url in [env.gw.url(), replica.url()] {
+                let at = |who: &ztgate_testkit::pki::Issued| {
+                    Target::tls(url.clone(), env.ca.cert_pem())
+                        .with_identity(&who.cert_pem, &who.key_pem)
+                };
+                assert!(refused(&at(&revoked)).await, "{url}");
+                assert!(refused(&at(&later)).await, "{url}");
+                assert!(!refused(&at(&env.web)).await, "{url}");
+            }
+            drop(replica);
             std::fs::write(&crl, partner.crl(&[&revoked], 86_400).unwrap()).unwrap();
         } else {
             let err = client::orders(env.channel_as(&revoked).await)
