@@ -266,3 +266,107 @@ async fn shadow_mode_records_and_lets_through() {
     );
     let _ = std::fs::remove_dir_all(&files);
 }
+
+/// `routes[].policy.decision`: the `watch` route is decided by its own
+/// rule (only the batch workload may watch), the `orders` route by the
+/// section's; the same after a SIGHUP and on a second replica; each rule
+/// counted in `ztgate_policy_decisions_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_is_decided_by_its_own_rule() {
+    let files = files_dir("policy-route");
+    std::fs::write(
+        files.join("routes.rego"),
+        format!(
+            "package ztgate\nimport rego.v1\n\ndecision := true\n\nwatch := true if input.spiffe_id == \"{BATCH}\"\nelse := {{\"allow\": false, \"reason\": \"watch_needs_batch\"}}\n"
+        ),
+    )
+    .unwrap();
+    let mut setup = Setup::new("policy-route");
+    let policy = format!(
+        "pipeline: [sanitize, mtls, route, policy]\nmtls:\n  trust_domains: [acme.test]\npolicy:\n  rego: [{}]\n",
+        files.join("routes.rego").display()
+    );
+    setup.policy = &policy;
+    setup.routing = "routes:\n  - name: watch\n    match: { grpc: \"orders.v1.Orders/Watch\" }\n    select: [{ upstream: orders }]\n    policy: { decision: data.ztgate.watch }\n  - name: orders\n    match: { grpc: \"orders.v1.Orders\" }\n    select: [{ upstream: orders }]\nupstreams:\n  orders:\n    backends: [\"127.0.0.1:{B0}\"]\n";
+    let env = setup.start().await;
+
+    let replica = env.replica("b");
+    for round in ["first", "after SIGHUP and on a replica"] {
+        let gws = if round == "first" {
+            vec![&env.gw]
+        } else {
+            vec![&env.gw, &replica]
+        };
+        for gw in gws {
+            let as_ = async |who: &ztgate_testkit::pki::Issued| {
+                let target = ztgate_testkit::client::Target::tls(gw.url(), env.ca.cert_pem())
+                    .with_identity(&who.cert_pem, &who.key_pem);
+                client::orders(client::connect(&target).await.unwrap())
+            };
+            let web = as_(&env.web).await;
+            let batch = as_(&env.svid(BATCH)).await;
+            // The section's rule: anyone may Get.
+            web.clone().get(Request::default()).await.unwrap();
+            // The route's rule: only the batch workload may Watch.
+            let e = web.clone().watch(Request::default()).await.unwrap_err();
+            support::assert_denied(&e, tonic::Code::PermissionDenied, "watch_needs_batch", None);
+            batch.clone().watch(Request::default()).await.unwrap();
+        }
+        if round == "first" {
+            let reloads = env.metric("ztgate_config_reloads_total", &[("result", "ok")]);
+            support::signal(env.gw.pid(), "-HUP");
+            assert!(
+                env.metric_reaching(
+                    "ztgate_config_reloads_total",
+                    &[("result", "ok")],
+                    reloads + 1.0
+                )
+                .await
+                    > reloads,
+                "SIGHUP did not reload"
+            );
+        }
+    }
+    let count = |decision: &str, result: &str| {
+        env.metric(
+            "ztgate_policy_decisions_total",
+            &[("decision", decision), ("result", result)],
+        )
+    };
+    assert!(count("data.ztgate.watch", "deny") >= 2.0);
+    assert!(count("data.ztgate.watch", "allow") >= 2.0);
+    assert!(count("data.ztgate.decision", "allow") >= 2.0);
+    assert_eq!(count("data.ztgate.decision", "deny"), 0.0);
+
+    // `check` refuses a route's rule that names nothing, at its key.
+    let config = std::fs::read_to_string(&env.gw.config).unwrap();
+    let broken = env.dir.join("broken.yaml");
+    std::fs::write(
+        &broken,
+        config.replace("data.ztgate.watch", "data.ztgate.nope"),
+    )
+    .unwrap();
+    let (code, out) = check(&broken);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("routes[0].policy.decision"), "{out}");
+    // ... and a route's rule with no `policy` filter to evaluate it, which
+    // would otherwise allow what the route meant to restrict.
+    let pipeline_end = config.find("pipeline:").unwrap();
+    let line_end = pipeline_end + config[pipeline_end..].find('\n').unwrap();
+    std::fs::write(
+        &broken,
+        format!(
+            "{}pipeline: [sanitize, mtls, route]{}",
+            &config[..pipeline_end],
+            &config[line_end..]
+        ),
+    )
+    .unwrap();
+    let (code, out) = check(&broken);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("routes[0].policy: a route's policy rule needs `policy`"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&files);
+}

@@ -121,6 +121,7 @@ fn check_table(input: &Input) {
                 spiffe: None,
                 upstream: "u".into(),
             }],
+            policy: None,
         })
         .collect();
     // Bad patterns and authorities are reported, not compiled: keep the

@@ -212,6 +212,7 @@ async fn run(req: &Request, rt: &Runtime, state: &str) -> Result<bool, String> {
                     "answer": p.answer.as_ref().ok(),
                     "error": p.answer.as_ref().err(),
                     "evaluator": p.evaluator,
+                    "rule": p.rule,
                 }),
             );
         }
@@ -243,7 +244,7 @@ fn policy_explained(
 }
 
 fn print_policy(p: &ztgate_policy::Explained) {
-    println!("policy       evaluated by the {}", p.evaluator);
+    println!("policy       {} evaluated by the {}", p.rule, p.evaluator);
     println!("policy input {}", p.input);
     match &p.answer {
         Ok(answer) => println!("policy said  {answer}"),

@@ -443,7 +443,34 @@ fn build_chain(
             ));
         }
     }
+    // A route's own policy rule with no `policy` filter to evaluate it
+    // would silently allow what the route meant to restrict.
+    if !seen.contains(&FilterKind::Policy.as_str()) {
+        for (i, r) in raw.routes.iter().enumerate() {
+            if r.policy.is_some() {
+                problems.push(ConfigProblem::new(
+                    format!("routes[{i}].policy"),
+                    "a route's policy rule needs `policy` in `pipeline` (and a `policy:` section)",
+                ));
+            }
+        }
+    }
     Chain::new(stages).with_store(ctx.state.as_ref().map(|s| s.store.clone()))
+}
+
+/// The routes that name their own `policy` decision rule.
+fn route_rules(raw: &raw::Config) -> Vec<ztgate_policy::RouteRule> {
+    raw.routes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            r.policy.as_ref().map(|p| ztgate_policy::RouteRule {
+                route: r.name.clone(),
+                decision: p.decision.clone(),
+                key: format!("routes[{i}].policy.decision"),
+            })
+        })
+        .collect()
 }
 
 /// Whether the config file has a section for `kind`.
@@ -523,7 +550,10 @@ fn build_stage(
                 None
             }
             Some(section) => {
-                let f = Arc::new(take(ztgate_policy::build(section, ctx, path), problems)?);
+                let f = Arc::new(take(
+                    ztgate_policy::build(section, &route_rules(raw), ctx, path),
+                    problems,
+                )?);
                 *policy = Some(f.clone());
                 Some((Box::new(f) as Box<dyn Filter>, section.mode))
             }

@@ -96,7 +96,7 @@ fn filter(rego: &str, extra: &str) -> ztgate_policy::PolicyFilter {
         base_dir: PathBuf::from(&dir),
         ..Default::default()
     };
-    let f = ztgate_policy::build(&section, &ctx, "policy").unwrap();
+    let f = ztgate_policy::build(&section, &[], &ctx, "policy").unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     f
 }

@@ -1,16 +1,30 @@
 //! `policy:` → [`PolicyFilter`]: every problem with its key path; a Rego
 //! file that does not compile is reported with its own file and line.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 use ztgate_filter::{BuildContext, ConfigProblem, FilterKind};
 
 use crate::config;
-use crate::engine::{Compiled, Limits};
+use crate::engine::{Limits, LoadError, Sources};
+use crate::filter::Rule;
 use crate::input::InputSpec;
 use crate::PolicyFilter;
+
+/// A route that names its own decision rule (`routes[i].policy.decision`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    /// The route's name, as the `route` filter records it.
+    pub route: String,
+    /// The rule path under `data.`.
+    pub decision: String,
+    /// Where it is written (`routes[3].policy.decision`), for problems.
+    pub key: String,
+}
 
 /// Longest `budget`: a policy is on every request's path.
 const MAX_BUDGET: Duration = Duration::from_secs(1);
@@ -28,9 +42,11 @@ const READS_FROM: [FilterKind; 4] = [
     FilterKind::Route,
 ];
 
-/// Build the filter from `policy:`; `path` is `policy`.
+/// Build the filter from `policy:` (at key path `path`, i.e. `policy`),
+/// with the routes that name their own decision rule.
 pub fn build(
     raw: &config::Policy,
+    routes: &[RouteRule],
     ctx: &BuildContext,
     path: &str,
 ) -> Result<PolicyFilter, Vec<ConfigProblem>> {
@@ -53,10 +69,12 @@ pub fn build(
         ));
     }
     if !decision.starts_with("data.") {
-        problems.push(ConfigProblem::new(
-            format!("{path}.decision"),
-            format!("`{decision}` is not a rule path under `data.` (e.g. data.ztgate.decision)"),
-        ));
+        problems.push(not_a_rule_path(format!("{path}.decision"), decision));
+    }
+    for r in routes {
+        if !r.decision.starts_with("data.") {
+            problems.push(not_a_rule_path(r.key.clone(), &r.decision));
+        }
     }
     if budget.is_zero() || *budget > MAX_BUDGET {
         problems.push(ConfigProblem::new(
@@ -123,37 +141,82 @@ pub fn build(
         budget: *budget,
         max_instructions: *max_instructions,
     };
-    match Compiled::from_files(&rego_files, &data_files, decision, limits) {
-        Ok(compiled) => {
-            let spec = InputSpec {
-                claims: input_claims.clone(),
-                headers,
-            };
-            let files = rego_files.into_iter().chain(data_files).collect();
-            Ok(PolicyFilter::new(compiled, spec, files))
-        }
-        Err(e) => {
-            let key = match &e.file {
-                Some(f) => {
-                    let in_rego = rego_files.iter().position(|p| p == f);
-                    let in_data = data_files.iter().position(|p| p == f);
-                    match (in_rego, in_data) {
-                        (Some(i), _) => format!("{path}.rego[{i}]"),
-                        (None, Some(i)) => format!("{path}.data[{i}]"),
-                        (None, None) => path.to_owned(),
-                    }
+    let at = |e: LoadError, decision_key: &str| {
+        load_problem(e, &rego_files, &data_files, path, decision_key)
+    };
+    let sources = Sources::read(&rego_files, &data_files)
+        .map_err(|e| vec![at(e, &format!("{path}.decision"))])?;
+    let default = sources
+        .compile(decision, limits)
+        .map_err(|e| vec![at(e, &format!("{path}.decision"))])?;
+    let default = Arc::new(Rule::new(default));
+    // Each distinct rule compiled once, shared by the routes naming it.
+    let mut rules: HashMap<&str, Arc<Rule>> = HashMap::new();
+    rules.insert(decision, default.clone());
+    let mut by_route = HashMap::new();
+    for r in routes {
+        let rule = match rules.get(r.decision.as_str()) {
+            Some(rule) => rule.clone(),
+            None => match sources.compile(&r.decision, limits) {
+                Ok(c) => {
+                    let rule = Arc::new(Rule::new(c));
+                    rules.insert(&r.decision, rule.clone());
+                    rule
                 }
-                None => format!("{path}.decision"),
-            };
-            // regorus names the file and line of a compile error itself
-            // (`FILE:LINE:COL: error: …`); a data error gets its file here.
-            let message = match &e.file {
-                Some(f) if !e.message.contains(&f.display().to_string()) => {
-                    format!("{}: {}", f.display(), e.message)
+                Err(e) => {
+                    problems.push(at(e, &r.key));
+                    continue;
                 }
-                _ => e.message,
-            };
-            Err(vec![ConfigProblem::new(key, message)])
-        }
+            },
+        };
+        by_route.insert(r.route.clone(), rule);
     }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let spec = InputSpec {
+        claims: input_claims.clone(),
+        headers,
+    };
+    let files = rego_files.into_iter().chain(data_files).collect();
+    Ok(PolicyFilter::new(default, by_route, spec, files))
+}
+
+fn not_a_rule_path(key: String, decision: &str) -> ConfigProblem {
+    ConfigProblem::new(
+        key,
+        format!("`{decision}` is not a rule path under `data.` (e.g. data.ztgate.decision)"),
+    )
+}
+
+/// A load error as a problem at its file's key (`policy.rego[1]`), or at
+/// `decision_key` when it is about the decision rule.
+fn load_problem(
+    e: LoadError,
+    rego_files: &[PathBuf],
+    data_files: &[PathBuf],
+    path: &str,
+    decision_key: &str,
+) -> ConfigProblem {
+    let key = match &e.file {
+        Some(f) => {
+            let in_rego = rego_files.iter().position(|p| p == f);
+            let in_data = data_files.iter().position(|p| p == f);
+            match (in_rego, in_data) {
+                (Some(i), _) => format!("{path}.rego[{i}]"),
+                (None, Some(i)) => format!("{path}.data[{i}]"),
+                (None, None) => path.to_owned(),
+            }
+        }
+        None => decision_key.to_owned(),
+    };
+    // regorus names the file and line of a compile error itself
+    // (`FILE:LINE:COL: error: …`); a data error gets its file here.
+    let message = match &e.file {
+        Some(f) if !e.message.contains(&f.display().to_string()) => {
+            format!("{}: {}", f.display(), e.message)
+        }
+        _ => e.message,
+    };
+    ConfigProblem::new(key, message)
 }

@@ -31,7 +31,7 @@
 
 use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -128,6 +128,38 @@ impl std::fmt::Debug for Compiled {
             .field("decision", &self.decision)
             .field("evaluator", &self.evaluator())
             .finish_non_exhaustive()
+    }
+}
+
+/// The Rego modules and data documents of a policy, read once, each as
+/// (path, text): what every decision rule of one generation (the
+/// section's and each route's) is compiled from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    rego: Vec<(PathBuf, String)>,
+    data: Vec<(PathBuf, String)>,
+}
+
+impl Sources {
+    /// Read every file; the first that cannot be read is the error.
+    pub fn read(rego: &[PathBuf], data: &[PathBuf]) -> Result<Sources, LoadError> {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p)
+                .map(|t| (p.clone(), t))
+                .map_err(|e| LoadError {
+                    file: Some(p.clone()),
+                    message: format!("cannot read: {e}"),
+                })
+        };
+        Ok(Sources {
+            rego: rego.iter().map(read).collect::<Result<_, _>>()?,
+            data: data.iter().map(read).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// [`Compiled::load`] these sources for `decision`.
+    pub fn compile(&self, decision: &str, limits: Limits) -> Result<Compiled, LoadError> {
+        Compiled::load(&self.rego, &self.data, decision, limits)
     }
 }
 
@@ -266,23 +298,12 @@ impl Compiled {
         decision: &str,
         limits: Limits,
     ) -> Result<Compiled, LoadError> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p)
-                .map(|t| (p.to_path_buf(), t))
-                .map_err(|e| LoadError {
-                    file: Some(p.to_path_buf()),
-                    message: format!("cannot read: {e}"),
-                })
-        };
-        let rego = rego
-            .iter()
-            .map(|p| read(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let data = data
-            .iter()
-            .map(|p| read(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        Self::load(&rego, &data, decision, limits)
+        Sources::read(rego, data)?.compile(decision, limits)
+    }
+
+    /// The rule path whose value is the decision.
+    pub fn decision(&self) -> &str {
+        &self.decision
     }
 
     /// Evaluate the decision rule over `input`. `Value::Undefined` means

@@ -1,17 +1,39 @@
 //! The `policy` filter: build the input, evaluate, decide.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ztgate_filter::{Decision, Facts, Filter, FilterKind, RequestView};
 
 use crate::engine::{Compiled, EvalError};
 use crate::input::{self, InputSpec};
+use crate::metrics::RuleCounters;
+
+/// One decision rule compiled, with its counters.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub(crate) compiled: Compiled,
+    counters: RuleCounters,
+}
+
+impl Rule {
+    pub(crate) fn new(compiled: Compiled) -> Self {
+        let counters = RuleCounters::new(compiled.decision());
+        Self { compiled, counters }
+    }
+}
 
 /// The `policy` request filter of one config generation: the Rego compiled
-/// once, evaluated per request.
+/// once per decision rule, evaluated per request.
 #[derive(Debug)]
 pub struct PolicyFilter {
-    compiled: Compiled,
+    /// The section's `decision`.
+    default: Arc<Rule>,
+    /// Routes with their own `routes[].policy.decision`, by route name;
+    /// routes naming the same rule share it. Empty in the common case, so
+    /// a request then pays no lookup.
+    by_route: HashMap<String, Arc<Rule>>,
     spec: InputSpec,
     /// The Rego and data files, for the reloader.
     files: Vec<PathBuf>,
@@ -26,40 +48,63 @@ pub struct Explained {
     /// the evaluation failed.
     pub answer: Result<serde_json::Value, String>,
     pub decision: Decision,
+    /// The rule evaluated (the route's own, or the section's).
+    pub rule: String,
     /// Which evaluator ran it (the VM, or the interpreter and why).
     pub evaluator: String,
 }
 
 impl PolicyFilter {
-    pub(crate) fn new(compiled: Compiled, spec: InputSpec, files: Vec<PathBuf>) -> Self {
+    pub(crate) fn new(
+        default: Arc<Rule>,
+        by_route: HashMap<String, Arc<Rule>>,
+        spec: InputSpec,
+        files: Vec<PathBuf>,
+    ) -> Self {
         Self {
-            compiled,
+            default,
+            by_route,
             spec,
             files,
         }
     }
 
-    /// The compiled policy (for benchmarks and tests).
+    /// The section's compiled decision rule (for benchmarks and tests).
     pub fn compiled(&self) -> &Compiled {
-        &self.compiled
+        &self.default.compiled
+    }
+
+    /// The rule that decides this request: its route's, or the section's.
+    fn rule(&self, facts: &Facts) -> &Rule {
+        if self.by_route.is_empty() {
+            return &self.default;
+        }
+        facts
+            .route()
+            .and_then(|r| self.by_route.get(&**r.route()))
+            .unwrap_or(&self.default)
     }
 
     /// The whole decision for one request.
     pub fn decide(&self, req: &RequestView<'_>, facts: &Facts) -> Decision {
-        let answer = self.compiled.eval(input::build(&self.spec, req, facts));
+        let rule = self.rule(facts);
+        let answer = rule.compiled.eval(input::build(&self.spec, req, facts));
         if let Err(e) = &answer {
             // The caller is told only `policy_error`; the operator needs the why.
-            tracing::warn!(request_id = %facts.request_id, error = %e, "policy gave no decision");
+            tracing::warn!(request_id = %facts.request_id, rule = rule.compiled.decision(), error = %e, "policy gave no decision");
         }
-        crate::decision::decide(&answer)
+        let decision = crate::decision::decide(&answer);
+        rule.counters.count(&decision);
+        decision
     }
 
     /// The same evaluation as [`PolicyFilter::decide`], with the input and
     /// the policy's raw answer, for `ztgate explain`.
     pub fn explain(&self, req: &RequestView<'_>, facts: &Facts) -> Explained {
+        let rule = &self.rule(facts).compiled;
         let input = input::build(&self.spec, req, facts);
         let input_json = serde_json::to_value(&input).unwrap_or_default();
-        let answer = self.compiled.eval(input);
+        let answer = rule.eval(input);
         let decision = crate::decision::decide(&answer);
         let answer = match answer {
             Ok(regorus::Value::Undefined) => Ok(serde_json::Value::Null),
@@ -70,7 +115,8 @@ impl PolicyFilter {
             input: input_json,
             answer,
             decision,
-            evaluator: self.compiled.evaluator(),
+            rule: rule.decision().to_owned(),
+            evaluator: rule.evaluator(),
         }
     }
 }

@@ -26,8 +26,9 @@ pub mod decision;
 pub mod engine;
 mod filter;
 pub mod input;
+mod metrics;
 
-pub use build::build;
+pub use build::{build, RouteRule};
 pub use filter::{Explained, PolicyFilter};
 
 #[cfg(test)]

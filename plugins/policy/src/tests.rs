@@ -65,7 +65,7 @@ pub fn refunds(dir: &Dir) -> crate::PolicyFilter {
     let s = section(
         "rego: [refunds.rego]\ndata: [data.json]\ninput_claims: [tenant]\ninput_headers: [x-tenant]\n",
     );
-    crate::build(&s, &dir.ctx(), "policy").unwrap()
+    crate::build(&s, &[], &dir.ctx(), "policy").unwrap()
 }
 
 /// Everything the earlier filters would have proved for a good refund.
@@ -320,7 +320,7 @@ fn a_policy_that_does_not_compile_names_its_file_and_line() {
     dir.write("ok.rego", "package ztgate\ndecision := true\n")
         .write("bad.rego", "package ztgate.extra\n\nx := {\n");
     let s = section("rego: [ok.rego, bad.rego]\n");
-    let problems = crate::build(&s, &dir.ctx(), "policy").unwrap_err();
+    let problems = crate::build(&s, &[], &dir.ctx(), "policy").unwrap_err();
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].path, "policy.rego[1]");
     let bad = dir.0.join("bad.rego").display().to_string();
@@ -384,7 +384,7 @@ fn config_problems_are_reported_by_key() {
         ),
     ];
     for (yaml, key, words) in cases {
-        let problems = crate::build(&section(yaml), &dir.ctx(), "policy").unwrap_err();
+        let problems = crate::build(&section(yaml), &[], &dir.ctx(), "policy").unwrap_err();
         assert_eq!(problems[0].path, key, "{yaml}");
         assert!(
             problems[0].message.contains(words),
@@ -395,7 +395,7 @@ fn config_problems_are_reported_by_key() {
     // Order: the facts a policy reads must exist when it runs.
     let mut ctx = dir.ctx();
     ctx.pipeline = ["policy", "route"].map(String::from).to_vec();
-    let problems = crate::build(&section("rego: [p.rego]\n"), &ctx, "policy").unwrap_err();
+    let problems = crate::build(&section("rego: [p.rego]\n"), &[], &ctx, "policy").unwrap_err();
     assert!(
         problems[0].message.contains("`route` before `policy`"),
         "{problems:?}"
@@ -411,7 +411,13 @@ fn errors_and_budget_overruns_deny_with_policy_error() {
         "conflict.rego",
         "package ztgate\nimport rego.v1\ndecision := true if input.method == \"C\"\ndecision := false if input.service == \"a.B\"\n",
     );
-    let f = crate::build(&section("rego: [conflict.rego]\n"), &dir.ctx(), "policy").unwrap();
+    let f = crate::build(
+        &section("rego: [conflict.rego]\n"),
+        &[],
+        &dir.ctx(),
+        "policy",
+    )
+    .unwrap();
     // Two definitions of `decision`: the interpreter runs it, because the
     // VM would not notice the conflict.
     assert!(
@@ -445,6 +451,7 @@ fn errors_and_budget_overruns_deny_with_policy_error() {
     );
     let f = crate::build(
         &section("rego: [slow.rego]\nbudget: 1ms\n"),
+        &[],
         &dir.ctx(),
         "policy",
     )
@@ -474,7 +481,7 @@ fn over_the_instruction_limit_is_policy_error() {
     let s = section(
         "rego: [refunds.rego]\ndata: [data.json]\ninput_claims: [tenant]\ninput_headers: [x-tenant]\nmax_instructions: 20\nbudget: 1s\n",
     );
-    let f = crate::build(&s, &dir.ctx(), "policy").unwrap();
+    let f = crate::build(&s, &[], &dir.ctx(), "policy").unwrap();
     assert_eq!(
         decide_only(&f, &Caller::default(), REFUND, "t1").as_deref(),
         Some("policy_error")
@@ -489,4 +496,124 @@ fn watched_files_are_the_rego_and_data_files() {
     let w = f.watched_files();
     assert_eq!(w, [dir.0.join("refunds.rego"), dir.0.join("data.json")]);
     assert!(w.iter().all(|p| Path::new(p).is_file()));
+}
+
+/// `routes[].policy.decision`: the route's own rule decides its calls,
+/// other routes keep the section's; a rule that does not exist is a
+/// problem at the route's key.
+#[test]
+fn a_route_names_its_own_decision_rule() {
+    let dir = Dir::new("per-route");
+    dir.write(
+        "p.rego",
+        "package ztgate\nimport rego.v1\n\ndecision := true\n\nadmin_only := true if \"payments:admin\" in input.scopes\nelse := {\"allow\": false, \"reason\": \"admin_only\"}\n",
+    );
+    let s = section("rego: [p.rego]\n");
+    let rule = |route: &str, decision: &str| crate::RouteRule {
+        route: route.into(),
+        decision: decision.into(),
+        key: "routes[0].policy.decision".into(),
+    };
+    // The caller's route is `payments`.
+    let strict = crate::build(
+        &s,
+        &[rule("payments", "data.ztgate.admin_only")],
+        &dir.ctx(),
+        "policy",
+    )
+    .unwrap();
+    assert_eq!(
+        decide_only(&strict, &Caller::default(), REFUND, "t1").as_deref(),
+        Some("admin_only")
+    );
+    let admin = Caller {
+        scopes: vec!["payments:admin"],
+        ..Caller::default()
+    };
+    assert_eq!(decide_only(&strict, &admin, REFUND, "t1"), None);
+    let (h, tls) = (headers("t1"), TlsFacts::default());
+    let explained = strict.explain(&view(REFUND, &h, &tls), &Caller::default().facts());
+    assert_eq!(explained.rule, "data.ztgate.admin_only");
+
+    // Another route's rule does not touch this route's calls.
+    let other = crate::build(
+        &s,
+        &[rule("orders", "data.ztgate.admin_only")],
+        &dir.ctx(),
+        "policy",
+    )
+    .unwrap();
+    assert_eq!(decide_only(&other, &Caller::default(), REFUND, "t1"), None);
+    let explained = other.explain(&view(REFUND, &h, &tls), &Caller::default().facts());
+    assert_eq!(explained.rule, "data.ztgate.decision");
+
+    for (decision, words) in [
+        ("data.ztgate.nope", "data.ztgate.nope"),
+        ("ztgate.admin_only", "not a rule path"),
+    ] {
+        let problems =
+            crate::build(&s, &[rule("payments", decision)], &dir.ctx(), "policy").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "routes[0].policy.decision");
+        assert!(problems[0].message.contains(words), "{problems:?}");
+    }
+}
+
+/// `ztgate_policy_decisions_total{decision,result}` counts each rule's
+/// answers, errors apart from denials.
+#[test]
+fn each_rule_counts_its_answers() {
+    let dir = Dir::new("counted");
+    dir.write(
+        "p.rego",
+        "package counted\nimport rego.v1\n\ndecision := true if input.subject == \"alice\"\n\nbroken := 42\n",
+    );
+    let s = section("rego: [p.rego]\ndecision: data.counted.decision\n");
+    let f = crate::build(
+        &s,
+        &[crate::RouteRule {
+            route: "orders".into(),
+            decision: "data.counted.broken".into(),
+            key: "routes[0].policy.decision".into(),
+        }],
+        &dir.ctx(),
+        "policy",
+    )
+    .unwrap();
+    let count = |decision: &str, result: &str| {
+        prometheus::gather()
+            .iter()
+            .find(|m| m.name() == "ztgate_policy_decisions_total")
+            .and_then(|m| {
+                m.get_metric().iter().find(|s| {
+                    let l = s.get_label();
+                    l.iter()
+                        .any(|l| l.name() == "decision" && l.value() == decision)
+                        && l.iter()
+                            .any(|l| l.name() == "result" && l.value() == result)
+                })
+            })
+            .map_or(0, |s| s.get_counter().get_value() as u64)
+    };
+    let bob = Caller {
+        subject: "bob",
+        ..Caller::default()
+    };
+    decide_only(&f, &Caller::default(), REFUND, "t1");
+    decide_only(&f, &bob, REFUND, "t1");
+    decide_only(&f, &bob, REFUND, "t1");
+    assert_eq!(count("data.counted.decision", "allow"), 1);
+    assert_eq!(count("data.counted.decision", "deny"), 2);
+    let mut orders = Caller::default().facts();
+    orders.set_route(SelectedRoute::attested_by_route(
+        "orders".into(),
+        "orders".into(),
+    ));
+    let (h, tls) = (headers("t1"), TlsFacts::default());
+    let d = f.decide(&view(REFUND, &h, &tls), &orders);
+    assert!(
+        matches!(d, Decision::Deny(ref x) if x.reason.as_str() == "policy_error"),
+        "{d:?}"
+    );
+    assert_eq!(count("data.counted.broken", "error"), 1);
 }

@@ -60,6 +60,7 @@ fn table(n: usize) -> RouteFilter {
                 spiffe: None,
                 upstream: "pool".into(),
             }],
+            policy: None,
         })
         .collect();
     let ctx = BuildContext {

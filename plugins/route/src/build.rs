@@ -67,6 +67,7 @@ fn build_route(
         mode,
         spiffe,
         select,
+        policy: _, // the `policy` filter's, checked where it is built
     } = r;
     let config::Match { grpc, authority } = matcher;
     let pattern = MethodPattern::parse(grpc)

@@ -22,6 +22,20 @@ pub struct Route {
     pub spiffe: Option<Vec<String>>,
     /// Ordered; the first entry the request satisfies wins.
     pub select: Vec<Select>,
+    /// This route's own rule for the `policy` filter (read by that filter,
+    /// not by routing). Absent: the `policy:` section's `decision`.
+    #[serde(default)]
+    pub policy: Option<RoutePolicy>,
+}
+
+/// `routes[].policy:`: which rule of the loaded Rego decides this route's
+/// calls, so one policy bundle can hold a stricter rule for `Refund` than
+/// for `GetOrder` without an `if input.route == …` ladder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RoutePolicy {
+    /// A rule path under `data.`, like `policy.decision`.
+    pub decision: String,
 }
 
 /// `match:` of a route.
