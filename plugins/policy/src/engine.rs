@@ -269,6 +269,7 @@ impl Compiled {
             .compile_with_entrypoint(&rule)
             .map_err(|e| first_line(&e))?;
         single_definitions(&policy)?;
+        no_iteration_before_else(&policy)?;
         let program =
             Compiler::compile_from_policy(&policy, &[decision]).map_err(|e| first_line(&e))?;
         Ok((program, policy))
@@ -408,6 +409,67 @@ fn single_definitions(policy: &CompiledPolicy) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Refuse the VM for a rule whose `else` chain follows a body that
+/// iterates (`some x in …`, `some i; xs[i]`, `xs[_]`): regorus 0.14's VM
+/// does not go on to the `else` when such a body fails, and answers the
+/// rule's default (or undefined) where OPA and the interpreter take the
+/// `else` — with `default decision := true`, an allow where OPA denies.
+/// Found by the comparison with OPA (`opa_conformance.rs`). The check reads
+/// each body's source and errs towards the interpreter: any `some`, `[_]`
+/// or index by a bare name counts as iteration. A body that calls a helper
+/// rule which iterates is fine (the helper is its own rule).
+fn no_iteration_before_else(policy: &CompiledPolicy) -> Result<(), String> {
+    use regorus::unstable::Rule;
+    for (path, rules) in policy.get_rules() {
+        for rule in rules {
+            let Rule::Spec { bodies, .. } = rule.as_ref() else {
+                continue;
+            };
+            if !bodies.iter().any(|b| b.is_else) {
+                continue;
+            }
+            let before_last = bodies.len().saturating_sub(1);
+            for body in bodies.iter().take(before_last) {
+                if iterates(body.query.span.text()) {
+                    return Err(format!(
+                        "`{path}` has an `else` after a body that iterates, which only the interpreter evaluates as OPA does (move the iteration into a helper rule)"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a rule body's source may iterate: a `some` keyword, `[_]`, or
+/// an index that is a bare name (`xs[i]`). Strings and comments are not
+/// told apart: a false positive only costs the VM's speed.
+fn iterates(body: &str) -> bool {
+    let word = |w: &str| {
+        body.match_indices(w).any(|(i, _)| {
+            let before = body[..i].chars().next_back();
+            let after = body[i + w.len()..].chars().next();
+            let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            !ident(before) && !ident(after)
+        })
+    };
+    let bare_index = body.match_indices('[').any(|(i, _)| {
+        let rest = &body[i + 1..];
+        let end = rest.find(']').unwrap_or(0);
+        let inner = rest[..end].trim();
+        // `[` after an expression (an index), not a literal array `[a, b]`.
+        let indexes = body[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ']' || c == ')');
+        indexes
+            && !inner.is_empty()
+            && inner.chars().all(|c| c.is_alphanumeric() || c == '_')
+            && !inner.chars().all(|c| c.is_ascii_digit())
+    });
+    word("some") || bare_index
 }
 
 // regorus reports errors as `anyhow::Error`; anyhow is used here only to

@@ -617,3 +617,31 @@ fn each_rule_counts_its_answers() {
     );
     assert_eq!(count("data.counted.broken", "error"), 1);
 }
+
+/// regorus 0.14's VM skips the `else` after a body that iterates and
+/// fails (found by the comparison with OPA): such a rule runs on the
+/// interpreter, which answers as OPA does; iteration in a helper rule
+/// keeps the VM.
+#[test]
+fn an_else_after_an_iterating_body_runs_on_the_interpreter() {
+    let limits = crate::engine::Limits {
+        budget: Duration::from_secs(1),
+        max_instructions: 1_000_000,
+    };
+    let input = regorus::Value::from(serde_json::json!({"country": "DE"}));
+    for (body, want, evaluator) in [
+        ("decision := 2 if { some c in [\"FR\"]; c == input.country } else := 3\n", 3, "interpreter"),
+        ("decision := 2 if { [\"FR\"][_] == input.country } else := 3\n", 3, "interpreter"),
+        ("decision := 2 if { some i; [\"FR\"][i] == input.country } else := 3\n", 3, "interpreter"),
+        ("decision := 2 if { input.nope } else := 3 if { some c in [\"FR\"]; c == input.country } else := 4\n", 4, "interpreter"),
+        ("fr if { some c in [\"FR\"]; c == input.country }\ndecision := 2 if { fr } else := 3\n", 3, "VM"),
+        ("decision := 2 if { input.country in [\"FR\"] } else := 3 if { input.headers[\"x\"] } else := 4\n", 4, "VM"),
+    ] {
+        let dir = Dir::new("else-iter");
+        dir.write("p.rego", &format!("package s\nimport rego.v1\ndefault decision := 0\n{body}"));
+        let c = crate::engine::Compiled::from_files(&[dir.0.join("p.rego")], &[], "data.s.decision", limits).unwrap();
+        assert!(c.evaluator().contains(evaluator), "{body}: {}", c.evaluator());
+        assert_eq!(c.eval(input.clone()), Ok(regorus::Value::from(want)), "{body}");
+        assert_eq!(c.eval_interpreted(input.clone()), Ok(regorus::Value::from(want)), "{body}");
+    }
+}
