@@ -59,6 +59,7 @@ pub fn build(
         input_headers,
         budget,
         max_instructions,
+        decision_cache,
     } = raw;
     let mut problems = Vec::new();
     let in_pipeline = ctx.position(FilterKind::Policy.as_str()).is_some();
@@ -149,7 +150,8 @@ pub fn build(
     let default = sources
         .compile(decision, limits)
         .map_err(|e| vec![at(e, &format!("{path}.decision"))])?;
-    let default = Arc::new(Rule::new(default));
+    let impure = sources.impure_builtin();
+    let default = Arc::new(Rule::new(default, *decision_cache, impure));
     // Each distinct rule compiled once, shared by the routes naming it.
     let mut rules: HashMap<&str, Arc<Rule>> = HashMap::new();
     rules.insert(decision, default.clone());
@@ -159,7 +161,7 @@ pub fn build(
             Some(rule) => rule.clone(),
             None => match sources.compile(&r.decision, limits) {
                 Ok(c) => {
-                    let rule = Arc::new(Rule::new(c));
+                    let rule = Arc::new(Rule::new(c, *decision_cache, impure));
                     rules.insert(&r.decision, rule.clone());
                     rule
                 }

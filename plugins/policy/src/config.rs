@@ -57,6 +57,23 @@ pub struct Policy {
     /// [`DEFAULT_MAX_INSTRUCTIONS`]); over it, `policy_error`.
     #[serde(default = "default_max_instructions")]
     pub max_instructions: usize,
+    /// Decisions remembered per decision rule, by input document (0: off);
+    /// see [`DEFAULT_DECISION_CACHE`].
+    #[serde(default = "default_decision_cache")]
+    pub decision_cache: usize,
+}
+
+/// Why 10,000: a decision is a pure function of the input document and
+/// the generation's Rego and data, and one client repeats the same input
+/// call after call (same workload, token, device, route, method); an entry
+/// is the input's encoding (a few hundred bytes) and the decision, so
+/// 10,000 entries are a few MiB. A generation (a Rego or data change)
+/// starts with an empty cache; policies that read the clock, randomness or
+/// the network are never cached.
+pub const DEFAULT_DECISION_CACHE: usize = 10_000;
+
+fn default_decision_cache() -> usize {
+    DEFAULT_DECISION_CACHE
 }
 
 fn default_decision() -> String {

@@ -157,6 +157,29 @@ impl Sources {
         })
     }
 
+    /// The first builtin these modules call whose answer is not a function
+    /// of the input and data (the clock, randomness, the network, time-
+    /// dependent verification, output): a decision of such a policy must
+    /// not be remembered. Read from the source text: a name in a comment or
+    /// a string also counts, which only costs the cache.
+    pub fn impure_builtin(&self) -> Option<&'static str> {
+        const IMPURE: [&str; 10] = [
+            "time.now_ns",
+            "rand.intn",
+            "uuid.rfc4122",
+            "http.send",
+            "opa.runtime",
+            "net.lookup_ip_addr",
+            "io.jwt.decode_verify",
+            "crypto.x509.parse_and_verify_certificates",
+            "print(",
+            "trace(",
+        ];
+        IMPURE
+            .into_iter()
+            .find(|b| self.rego.iter().any(|(_, text)| text.contains(b)))
+    }
+
     /// [`Compiled::load`] these sources for `decision`.
     pub fn compile(&self, decision: &str, limits: Limits) -> Result<Compiled, LoadError> {
         Compiled::load(&self.rego, &self.data, decision, limits)

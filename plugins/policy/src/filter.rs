@@ -1,26 +1,87 @@
 //! The `policy` filter: build the input, evaluate, decide.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ztgate_filter::{Decision, Facts, Filter, FilterKind, RequestView};
+use ztgate_filter::{Decision, Facts, Filter, FilterKind, Reason, RequestView};
 
 use crate::engine::{Compiled, EvalError};
 use crate::input::{self, InputSpec};
-use crate::metrics::RuleCounters;
+use crate::metrics::{self, RuleCounters};
 
-/// One decision rule compiled, with its counters.
-#[derive(Debug)]
+/// Longest input encoding whose decision is remembered: the documents of
+/// real requests are a few hundred bytes; one carrying a huge header or
+/// claim is evaluated every time rather than allowed to fill the cache.
+const MAX_CACHED_KEY: usize = 4096;
+
+thread_local! {
+    /// The decision-cache key of the request being decided on this
+    /// thread: reused, so a lookup allocates nothing.
+    static KEY: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+/// One decision rule compiled, with its counters and remembered decisions.
 pub(crate) struct Rule {
     pub(crate) compiled: Compiled,
     counters: RuleCounters,
+    /// Input encoding ([`input::key`]) → decision, when caching is on.
+    /// Part of the generation: a Rego or data change starts empty.
+    cache: Option<quick_cache::sync::Cache<Box<[u8]>, Decision>>,
+    /// Why decisions are not cached, when they are not.
+    uncached: Option<String>,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("compiled", &self.compiled)
+            .field("cached", &self.cache.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Rule {
-    pub(crate) fn new(compiled: Compiled) -> Self {
+    /// `capacity` 0 or an `impure` builtin (see
+    /// [`crate::engine::Sources::impure_builtin`]) turns the cache off.
+    pub(crate) fn new(compiled: Compiled, capacity: usize, impure: Option<&str>) -> Self {
         let counters = RuleCounters::new(compiled.decision());
-        Self { compiled, counters }
+        let uncached = match (capacity, impure) {
+            (0, _) => Some("decision_cache: 0".to_owned()),
+            (_, Some(b)) => Some(format!("the policy calls `{b}`")),
+            _ => None,
+        };
+        let cache = uncached
+            .is_none()
+            .then(|| quick_cache::sync::Cache::new(capacity));
+        Self {
+            compiled,
+            counters,
+            cache,
+            uncached,
+        }
+    }
+
+    /// How this rule's decisions are made, for `explain`.
+    fn describe(&self) -> String {
+        match &self.uncached {
+            None => format!("{}, decisions cached by input", self.compiled.evaluator()),
+            Some(why) => format!(
+                "{}, decisions not cached ({why})",
+                self.compiled.evaluator()
+            ),
+        }
+    }
+}
+
+/// Whether a decision may be remembered: allows and the policy's denials
+/// are functions of the input; a `policy_error` may be a budget overrun
+/// on a loaded machine and is evaluated again next time.
+pub(crate) fn cacheable(d: &Decision) -> bool {
+    match d {
+        Decision::Continue => true,
+        Decision::Deny(x) | Decision::ShadowDeny(x) => x.reason != Reason::PolicyError,
     }
 }
 
@@ -85,9 +146,34 @@ impl PolicyFilter {
             .unwrap_or(&self.default)
     }
 
-    /// The whole decision for one request.
+    /// The whole decision for one request: remembered for an input seen
+    /// before, evaluated otherwise.
     pub fn decide(&self, req: &RequestView<'_>, facts: &Facts) -> Decision {
         let rule = self.rule(facts);
+        let Some(cache) = &rule.cache else {
+            return self.evaluate(rule, req, facts);
+        };
+        KEY.with_borrow_mut(|key| {
+            input::key(&self.spec, req, facts, key);
+            if key.len() > MAX_CACHED_KEY {
+                return self.evaluate(rule, req, facts);
+            }
+            if let Some(d) = cache.get(key.as_slice()) {
+                metrics::cache(true);
+                rule.counters.count(&d);
+                return d;
+            }
+            metrics::cache(false);
+            let d = self.evaluate(rule, req, facts);
+            if cacheable(&d) {
+                cache.insert(key.as_slice().into(), d.clone());
+            }
+            d
+        })
+    }
+
+    /// Evaluate `rule` for one request.
+    fn evaluate(&self, rule: &Rule, req: &RequestView<'_>, facts: &Facts) -> Decision {
         let answer = rule.compiled.eval(input::build(&self.spec, req, facts));
         if let Err(e) = &answer {
             // The caller is told only `policy_error`; the operator needs the why.
@@ -101,6 +187,7 @@ impl PolicyFilter {
     /// The same evaluation as [`PolicyFilter::decide`], with the input and
     /// the policy's raw answer, for `ztgate explain`.
     pub fn explain(&self, req: &RequestView<'_>, facts: &Facts) -> Explained {
+        let described = self.rule(facts).describe();
         let rule = &self.rule(facts).compiled;
         let input = input::build(&self.spec, req, facts);
         let input_json = serde_json::to_value(&input).unwrap_or_default();
@@ -116,7 +203,7 @@ impl PolicyFilter {
             answer,
             decision,
             rule: rule.decision().to_owned(),
-            evaluator: rule.evaluator(),
+            evaluator: described,
         }
     }
 }

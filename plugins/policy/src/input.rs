@@ -23,6 +23,7 @@
 //! only verified claims do.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use http::HeaderName;
 use regorus::Value;
@@ -96,83 +97,227 @@ fn service_method(path: &str) -> Option<(&str, &str)> {
         .then_some((service, method))
 }
 
-/// The input document for one request.
-pub fn build(spec: &InputSpec, req: &RequestView<'_>, facts: &Facts) -> Value {
-    let mut m = BTreeMap::new();
+/// What [`walk`] hands over, field by field: the one description of the
+/// input document, so that the document ([`build`]) and the decision
+/// cache's key ([`key`]) cannot disagree about what is in it.
+trait Sink {
+    fn text(&mut self, field: &'static str, v: &str);
+    /// Bytes shown to the policy as lowercase hex.
+    fn hex(&mut self, field: &'static str, v: &[u8]);
+    fn number(&mut self, field: &'static str, v: u32);
+    fn ip(&mut self, field: &'static str, v: IpAddr);
+    fn texts<'a>(&mut self, field: &'static str, v: impl Iterator<Item = &'a str>);
+    /// `input.claims`: the configured claims the token has.
+    fn claims<'a>(
+        &mut self,
+        field: &'static str,
+        v: impl Iterator<Item = (&'a str, &'a serde_json::Value)>,
+    );
+    /// `input.headers`: (name, joined values) of the configured headers
+    /// the request has.
+    fn headers<'a>(&mut self, field: &'static str, v: impl Iterator<Item = (&'a str, String)>);
+}
+
+/// Every field of the input document for one request, in a fixed order;
+/// a field with nothing to say is not handed over at all.
+fn walk(spec: &InputSpec, req: &RequestView<'_>, facts: &Facts, out: &mut impl Sink) {
     if let Some(id) = facts.identity() {
         if let Some(spiffe) = id.spiffe_id() {
-            put(&mut m, "spiffe_id", s(spiffe));
+            out.text("spiffe_id", spiffe);
         }
         if let Some(td) = id.trust_domain() {
-            put(&mut m, "trust_domain", s(td));
+            out.text("trust_domain", td);
         }
-        put(
-            &mut m,
-            "thumbprint",
-            Value::from(hex::encode(id.thumbprint())),
-        );
-        put(&mut m, "cert_subject", s(id.subject()));
+        out.hex("thumbprint", id.thumbprint());
+        out.text("cert_subject", id.subject());
     }
     if let Some(t) = facts.token() {
         if let Some(sub) = t.subject() {
-            put(&mut m, "subject", s(sub));
+            out.text("subject", sub);
         }
-        put(&mut m, "issuer", s(t.issuer()));
-        let scopes: Vec<Value> = t.scopes().iter().map(|x| s(x)).collect();
-        put(&mut m, "scopes", Value::from(scopes));
+        out.text("issuer", t.issuer());
+        out.texts("scopes", t.scopes().iter().map(|x| x.as_ref()));
         if !spec.claims.is_empty() {
-            let claims: BTreeMap<Value, Value> = spec
-                .claims
-                .iter()
-                .filter_map(|name| Some((s(name), claim_value(t.claims().get(name)?))))
-                .collect();
-            put(&mut m, "claims", Value::from(claims));
+            let claims = t.claims();
+            out.claims(
+                "claims",
+                spec.claims
+                    .iter()
+                    .filter_map(|name| Some((name.as_str(), claims.get(name)?))),
+            );
         }
     }
     if let Some(d) = facts.device() {
-        put(&mut m, "fingerprint", s(d.fingerprint()));
+        out.text("fingerprint", d.fingerprint());
         if let Some(c) = d.country() {
-            put(&mut m, "country", s(c));
+            out.text("country", c);
         }
         if let Some(asn) = d.asn() {
-            put(&mut m, "asn", Value::from(asn));
+            out.number("asn", asn);
         }
         if !d.anonymous().is_empty() {
-            let cats: Vec<Value> = d.anonymous().iter().map(|c| s(c)).collect();
-            put(&mut m, "anonymous", Value::from(cats));
+            out.texts("anonymous", d.anonymous().iter().map(|c| c.as_ref()));
         }
     }
     if let Some(ip) = req.client_ip {
-        put(&mut m, "client_ip", Value::from(ip.to_string()));
+        out.ip("client_ip", ip);
     }
     if let Some(r) = facts.route() {
-        put(&mut m, "route", s(r.route()));
-        put(&mut m, "upstream", s(r.upstream()));
+        out.text("route", r.route());
+        out.text("upstream", r.upstream());
     }
     if let Some((service, method)) = service_method(req.path) {
-        put(&mut m, "service", s(service));
-        put(&mut m, "method", s(method));
+        out.text("service", service);
+        out.text("method", method);
     }
     if !spec.headers.is_empty() {
-        let mut headers = BTreeMap::new();
-        for name in &spec.headers {
-            let mut joined = String::new();
-            // A value that is not visible ASCII is left out rather than
-            // guessed at: a policy comparing strings must see what was sent.
-            for v in req.headers.get_all(name) {
-                let Ok(text) = v.to_str() else { continue };
-                if !joined.is_empty() {
-                    joined.push_str(", ");
+        out.headers(
+            "headers",
+            spec.headers.iter().filter_map(|name| {
+                let mut joined = String::new();
+                // A value that is not visible ASCII is left out rather
+                // than guessed at: a policy comparing strings must see
+                // what was sent.
+                for v in req.headers.get_all(name) {
+                    let Ok(text) = v.to_str() else { continue };
+                    if !joined.is_empty() {
+                        joined.push_str(", ");
+                    }
+                    joined.push_str(text);
                 }
-                joined.push_str(text);
-            }
-            if !joined.is_empty() || req.headers.contains_key(name) {
-                headers.insert(s(name.as_str()), Value::from(joined));
-            }
-        }
-        put(&mut m, "headers", Value::from(headers));
+                (!joined.is_empty() || req.headers.contains_key(name))
+                    .then_some((name.as_str(), joined))
+            }),
+        );
     }
-    Value::from(m)
+}
+
+/// Builds the document as regorus values.
+#[derive(Default)]
+struct Document(BTreeMap<Value, Value>);
+
+impl Sink for Document {
+    fn text(&mut self, field: &'static str, v: &str) {
+        put(&mut self.0, field, s(v));
+    }
+    fn hex(&mut self, field: &'static str, v: &[u8]) {
+        put(&mut self.0, field, Value::from(hex::encode(v)));
+    }
+    fn number(&mut self, field: &'static str, v: u32) {
+        put(&mut self.0, field, Value::from(v));
+    }
+    fn ip(&mut self, field: &'static str, v: IpAddr) {
+        put(&mut self.0, field, Value::from(v.to_string()));
+    }
+    fn texts<'a>(&mut self, field: &'static str, v: impl Iterator<Item = &'a str>) {
+        put(
+            &mut self.0,
+            field,
+            Value::from(v.map(s).collect::<Vec<_>>()),
+        );
+    }
+    fn claims<'a>(
+        &mut self,
+        field: &'static str,
+        v: impl Iterator<Item = (&'a str, &'a serde_json::Value)>,
+    ) {
+        let claims: BTreeMap<Value, Value> = v.map(|(k, c)| (s(k), claim_value(c))).collect();
+        put(&mut self.0, field, Value::from(claims));
+    }
+    fn headers<'a>(&mut self, field: &'static str, v: impl Iterator<Item = (&'a str, String)>) {
+        let headers: BTreeMap<Value, Value> = v.map(|(k, h)| (s(k), Value::from(h))).collect();
+        put(&mut self.0, field, Value::from(headers));
+    }
+}
+
+/// The input document for one request.
+pub fn build(spec: &InputSpec, req: &RequestView<'_>, facts: &Facts) -> Value {
+    let mut doc = Document::default();
+    walk(spec, req, facts, &mut doc);
+    Value::from(doc.0)
+}
+
+/// Writes an injective byte encoding of the document: every field name
+/// and value length-prefixed, in [`walk`]'s order, so two requests with
+/// equal keys have equal input documents (the decision cache's
+/// soundness). Unequal keys may still mean equal documents (a claim's JSON
+/// spelt differently): that only costs a cache miss.
+struct Key<'b>(&'b mut Vec<u8>);
+
+impl Key<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+        self.0.extend_from_slice(&len.to_le_bytes());
+        self.0.extend_from_slice(b);
+    }
+    fn field(&mut self, field: &'static str, kind: u8) {
+        self.bytes(field.as_bytes());
+        self.0.push(kind);
+    }
+}
+
+impl Sink for Key<'_> {
+    fn text(&mut self, field: &'static str, v: &str) {
+        self.field(field, b's');
+        self.bytes(v.as_bytes());
+    }
+    fn hex(&mut self, field: &'static str, v: &[u8]) {
+        self.field(field, b'x');
+        self.bytes(v);
+    }
+    fn number(&mut self, field: &'static str, v: u32) {
+        self.field(field, b'n');
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn ip(&mut self, field: &'static str, v: IpAddr) {
+        self.field(field, b'i');
+        match v {
+            IpAddr::V4(a) => self.bytes(&a.octets()),
+            IpAddr::V6(a) => self.bytes(&a.octets()),
+        }
+    }
+    fn texts<'a>(&mut self, field: &'static str, v: impl Iterator<Item = &'a str>) {
+        self.field(field, b'l');
+        let mut n = 0u32;
+        for t in v {
+            self.bytes(t.as_bytes());
+            n += 1;
+        }
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+    fn claims<'a>(
+        &mut self,
+        field: &'static str,
+        v: impl Iterator<Item = (&'a str, &'a serde_json::Value)>,
+    ) {
+        self.field(field, b'c');
+        let mut n = 0u32;
+        for (k, c) in v {
+            self.bytes(k.as_bytes());
+            // JSON text: equal text, equal value.
+            let text = c.to_string();
+            self.bytes(text.as_bytes());
+            n += 1;
+        }
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+    fn headers<'a>(&mut self, field: &'static str, v: impl Iterator<Item = (&'a str, String)>) {
+        self.field(field, b'h');
+        let mut n = 0u32;
+        for (k, h) in v {
+            self.bytes(k.as_bytes());
+            self.bytes(h.as_bytes());
+            n += 1;
+        }
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+}
+
+/// The decision cache's key for one request, written into `out` (cleared
+/// first): equal keys, equal input documents.
+pub fn key(spec: &InputSpec, req: &RequestView<'_>, facts: &Facts, out: &mut Vec<u8>) {
+    out.clear();
+    walk(spec, req, facts, &mut Key(out));
 }
 
 #[cfg(test)]

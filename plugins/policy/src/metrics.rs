@@ -30,6 +30,29 @@ static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     c
 });
 
+static CACHE: LazyLock<[IntCounter; 2]> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)] // as for DECISIONS
+    let c = IntCounterVec::new(
+        Opts::new(
+            "ztgate_policy_decision_cache_total",
+            "Policy decision-cache lookups, by result (hit, miss)",
+        ),
+        &["result"],
+    )
+    .expect("valid metric definition");
+    let _ = prometheus::register(Box::new(c.clone()));
+    [
+        c.with_label_values(&["hit"]),
+        c.with_label_values(&["miss"]),
+    ]
+});
+
+/// Count one decision-cache lookup.
+pub(crate) fn cache(hit: bool) {
+    let [h, m] = &*CACHE;
+    if hit { h } else { m }.inc();
+}
+
 /// The three series of one decision rule, resolved when the generation is
 /// built: counted on every evaluation, where `with_label_values` would
 /// hash the labels and take the vec's lock each time.

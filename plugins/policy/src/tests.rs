@@ -60,10 +60,18 @@ pub fn section(yaml: &str) -> Policy {
 }
 
 pub fn refunds(dir: &Dir) -> crate::PolicyFilter {
+    refunds_with(dir, "")
+}
+
+/// [`refunds`] with extra settings (YAML lines).
+pub fn refunds_with(dir: &Dir, extra: &str) -> crate::PolicyFilter {
     dir.write("refunds.rego", REFUNDS)
         .write("data.json", REFUNDS_DATA);
+    // A budget far over what the policy needs: the tests run in parallel
+    // on a debug build, where the interpreter can take several ms, and
+    // are not about the budget (see `errors_and_budget_overruns_…`).
     let s = section(
-        "rego: [refunds.rego]\ndata: [data.json]\ninput_claims: [tenant]\ninput_headers: [x-tenant]\n",
+        &format!("rego: [refunds.rego]\ndata: [data.json]\ninput_claims: [tenant]\ninput_headers: [x-tenant]\nbudget: 1s\n{extra}"),
     );
     crate::build(&s, &[], &dir.ctx(), "policy").unwrap()
 }
@@ -239,7 +247,8 @@ fn the_refund_policy_allows_and_each_condition_denies() {
 #[test]
 fn pooled_engines_do_not_leak_between_requests() {
     let dir = Dir::new("pool");
-    let f = refunds(&dir);
+    // Every request evaluated: remembered decisions would hide a leak.
+    let f = refunds_with(&dir, "decision_cache: 0\n");
     let mallory = Caller {
         subject: "mallory",
         ..Caller::default()
@@ -412,7 +421,7 @@ fn errors_and_budget_overruns_deny_with_policy_error() {
         "package ztgate\nimport rego.v1\ndecision := true if input.method == \"C\"\ndecision := false if input.service == \"a.B\"\n",
     );
     let f = crate::build(
-        &section("rego: [conflict.rego]\n"),
+        &section("rego: [conflict.rego]\nbudget: 1s\ndecision_cache: 0\n"),
         &[],
         &dir.ctx(),
         "policy",
@@ -508,7 +517,7 @@ fn a_route_names_its_own_decision_rule() {
         "p.rego",
         "package ztgate\nimport rego.v1\n\ndecision := true\n\nadmin_only := true if \"payments:admin\" in input.scopes\nelse := {\"allow\": false, \"reason\": \"admin_only\"}\n",
     );
-    let s = section("rego: [p.rego]\n");
+    let s = section("rego: [p.rego]\nbudget: 1s\n");
     let rule = |route: &str, decision: &str| crate::RouteRule {
         route: route.into(),
         decision: decision.into(),
@@ -568,7 +577,7 @@ fn each_rule_counts_its_answers() {
         "p.rego",
         "package counted\nimport rego.v1\n\ndecision := true if input.subject == \"alice\"\n\nbroken := 42\n",
     );
-    let s = section("rego: [p.rego]\ndecision: data.counted.decision\n");
+    let s = section("rego: [p.rego]\ndecision: data.counted.decision\nbudget: 1s\n");
     let f = crate::build(
         &s,
         &[crate::RouteRule {
@@ -644,4 +653,137 @@ fn an_else_after_an_iterating_body_runs_on_the_interpreter() {
         assert_eq!(c.eval(input.clone()), Ok(regorus::Value::from(want)), "{body}");
         assert_eq!(c.eval_interpreted(input.clone()), Ok(regorus::Value::from(want)), "{body}");
     }
+}
+
+/// The decision cache's key is injective: over a spread of requests, two
+/// keys are equal exactly when the input documents are — so a remembered
+/// decision is only ever served for the very input it was made for.
+#[test]
+fn the_cache_key_is_equal_exactly_when_the_input_is() {
+    let dir = Dir::new("key");
+    let f = refunds(&dir);
+    let spec = crate::input::InputSpec {
+        claims: vec!["tenant".into()],
+        headers: vec![http::HeaderName::from_static("x-tenant")],
+    };
+    let callers = [
+        Caller::default(),
+        Caller {
+            subject: "mallory",
+            ..Caller::default()
+        },
+        Caller {
+            scopes: vec!["payments:read"],
+            ..Caller::default()
+        },
+        Caller {
+            scopes: vec!["payments:read", "payments:write", "x"],
+            ..Caller::default()
+        },
+        Caller {
+            country: "US",
+            ..Caller::default()
+        },
+        Caller {
+            asn: 64512,
+            ..Caller::default()
+        },
+        Caller {
+            anonymous: vec![],
+            ..Caller::default()
+        },
+        Caller {
+            tenant: "t2",
+            ..Caller::default()
+        },
+        Caller {
+            spiffe: "spiffe://acme.test/ns/shop/sa/web",
+            ..Caller::default()
+        },
+    ];
+    let tls = TlsFacts::default();
+    let mut seen: Vec<(Vec<u8>, serde_json::Value)> = Vec::new();
+    for c in &callers {
+        for path in [REFUND, "/payments.v1.Payments/Get"] {
+            for tenant in ["t1", "t2", "t1, t2"] {
+                let h = headers(tenant);
+                let facts = c.facts();
+                let req = view(path, &h, &tls);
+                let mut key = Vec::new();
+                crate::input::key(&spec, &req, &facts, &mut key);
+                let doc = f.explain(&req, &facts).input;
+                seen.push((key, doc));
+            }
+        }
+    }
+    // The same request again gives the same key.
+    seen.push(seen[0].clone());
+    for (i, (ka, da)) in seen.iter().enumerate() {
+        for (kb, db) in &seen[i + 1..] {
+            assert_eq!(ka == kb, da == db, "{da}\n{db}");
+        }
+    }
+}
+
+/// Decisions are remembered per input, and a remembered one is the one
+/// evaluation gives; a policy that reads the clock is never cached.
+#[test]
+fn remembered_decisions_are_those_evaluation_gives() {
+    let dir = Dir::new("cached");
+    let cached = refunds(&dir);
+    let fresh = refunds_with(&dir, "decision_cache: 0\n");
+    let (h, tls) = (headers("t1"), TlsFacts::default());
+    assert!(cached
+        .explain(&view(REFUND, &h, &tls), &Caller::default().facts())
+        .evaluator
+        .contains("decisions cached by input"));
+    let callers = [
+        Caller::default(),
+        Caller {
+            subject: "mallory",
+            ..Caller::default()
+        },
+        Caller {
+            country: "US",
+            ..Caller::default()
+        },
+    ];
+    for round in 0..3 {
+        for c in &callers {
+            for tenant in ["t1", "t2"] {
+                assert_eq!(
+                    decide_only(&cached, c, REFUND, tenant),
+                    decide_only(&fresh, c, REFUND, tenant),
+                    "round {round}"
+                );
+            }
+        }
+    }
+    dir.write(
+        "clock.rego",
+        "package ztgate\nimport rego.v1\ndecision if time.now_ns() > 0\n",
+    );
+    let clock = crate::build(
+        &section("rego: [clock.rego]\nbudget: 1s\n"),
+        &[],
+        &dir.ctx(),
+        "policy",
+    )
+    .unwrap();
+    let e = clock.explain(&view(REFUND, &h, &tls), &Caller::default().facts());
+    assert!(
+        e.evaluator
+            .contains("not cached (the policy calls `time.now_ns`)"),
+        "{}",
+        e.evaluator
+    );
+    assert!(crate::filter::cacheable(&Decision::Continue));
+    assert!(!crate::filter::cacheable(&Decision::deny(
+        ztgate_filter::Reason::PolicyError,
+        "x"
+    )));
+    assert!(crate::filter::cacheable(&Decision::deny(
+        ztgate_filter::Reason::PolicyDenied,
+        "x"
+    )));
 }
