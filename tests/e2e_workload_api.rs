@@ -1,0 +1,305 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+//! Issue 15: the SPIFFE Workload API as the listener's identity and client
+//! trust. A real gateway process, with no certificate file at all, reads a
+//! Workload API server (the test kit's, over a Unix socket, the standard
+//! `workload.proto`) as it would a SPIRE agent's.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::{eventually, metric_of, workdir};
+use ztgate_testkit::backend::Backend;
+use ztgate_testkit::client::{self, Target};
+use ztgate_testkit::harness::{free_port, GatewayProcess, Until};
+use ztgate_testkit::pki::{Ca, Issued, LeafSpec};
+use ztgate_testkit::proto::Request;
+use ztgate_testkit::workload_api::{self as agent, WorkloadApi};
+
+const GW_ID: &str = "spiffe://acme.test/ns/edge/sa/ztgate";
+const PARTNER_ID: &str = "spiffe://partner.test/ns/pay/sa/api";
+
+/// Long enough for a loaded machine; every wait ends as soon as it holds.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The gateway's SVID: its SPIFFE ID, plus `localhost` for the clients'
+/// hostname check.
+fn gateway_svid(ca: &Ca) -> Issued {
+    ca.issue(&LeafSpec {
+        common_name: "ztgate".into(),
+        dns: vec!["localhost".into()],
+        uris: vec![GW_ID.into()],
+        ..LeafSpec::default()
+    })
+    .unwrap()
+}
+
+/// What the agent serves: the gateway's SVID from `acme` with acme's
+/// bundle, and the partner's bundle as a federated one.
+fn material(acme: &Ca, partner: &Ca) -> agent::X509svidResponse {
+    agent::update(
+        vec![agent::svid(GW_ID, &gateway_svid(acme), &[acme])],
+        &[("partner.test", &[partner])],
+    )
+}
+
+/// A config with no certificate file: identity and trust from the agent.
+fn config(listen: u16, admin: u16, socket: &Path, backend: u16) -> String {
+    format!(
+        "listener:
+  address: 127.0.0.1:{listen}
+  tls:
+    client_auth: require
+admin:
+  address: 127.0.0.1:{admin}
+server:
+  threads: 2
+  grace_period: 1s
+  shutdown_timeout: 1s
+  pid_file: ztgate.pid
+  upgrade_sock: upgrade.sock
+spiffe:
+  workload_api: unix://{}
+pipeline: [sanitize, mtls, route]
+mtls:
+  trust_domains: [acme.test, partner.test]
+  allowed_ids: [\"spiffe://acme.test/ns/shop/**\", \"spiffe://partner.test/**\"]
+routes:
+  - name: orders
+    match: {{ grpc: \"orders.v1.Orders\" }}
+    select: [{{ upstream: orders }}]
+upstreams:
+  orders:
+    backends: [\"127.0.0.1:{backend}\"]
+",
+        socket.display()
+    )
+}
+
+fn start(dir: &Path, socket: &Path, backend: &Backend, until: Until) -> GatewayProcess {
+    let (listen, admin) = (free_port().unwrap(), free_port().unwrap());
+    GatewayProcess::start(
+        &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
+        dir,
+        &config(listen, admin, socket, backend.addr.port()),
+        ([127, 0, 0, 1], listen).into(),
+        ([127, 0, 0, 1], admin).into(),
+        until,
+    )
+    .unwrap()
+}
+
+/// A client of `gw` that trusts `server_ca` and presents `who`.
+fn as_(gw: &GatewayProcess, server_ca: &Ca, who: &Issued) -> Target {
+    Target::tls(gw.url(), server_ca.cert_pem()).with_identity(&who.cert_pem, &who.key_pem)
+}
+
+/// `ztgate_workload_api_connected` (a gauge without labels).
+fn connected(gw: &GatewayProcess) -> f64 {
+    let (_, text) = gw.admin_get("/metrics").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ztgate_workload_api_connected "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// Whether one call gets through (handshake, then the backend's answer).
+async fn passes(t: &Target) -> bool {
+    match client::connect(t).await {
+        Err(_) => false,
+        Ok(ch) => client::orders(ch).get(Request::default()).await.is_ok(),
+    }
+}
+
+/// Rotation without reload, open connections untouched, an outage served
+/// from the last material, federation bound per trust domain, a reload that
+/// keeps the stream.
+// Several threads: the agent is served by this test's runtime while the
+// gateway is started and probed with blocking calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workload_api_is_the_listeners_identity_and_trust() {
+    let dir = workdir("workload-api");
+    let socket = dir.join("agent.sock");
+    let (acme, partner) = (
+        Ca::new("acme.test").unwrap(),
+        Ca::new("partner.test").unwrap(),
+    );
+    let api = WorkloadApi::start(&socket).await.unwrap();
+    api.push(material(&acme, &partner));
+    let backend = Backend::start("orders").await.unwrap();
+    let gw = start(&dir, &socket, &backend, Until::Ready);
+
+    // An SVID of the served bundle gets through; so does one of the
+    // federated partner. Each CA minting the other's trust domain, and a
+    // trust domain the agent serves no bundle for, are refused.
+    let web = acme.svid(support::WEB_ID).unwrap();
+    assert!(passes(&as_(&gw, &acme, &web)).await, "{}", gw.log_text());
+    assert!(passes(&as_(&gw, &acme, &partner.svid(PARTNER_ID).unwrap())).await);
+    assert!(!passes(&as_(&gw, &acme, &partner.svid(support::WEB_ID).unwrap())).await);
+    assert!(!passes(&as_(&gw, &acme, &acme.svid(PARTNER_ID).unwrap())).await);
+    let stranger = Ca::new("other.test").unwrap();
+    assert!(
+        !passes(&as_(
+            &gw,
+            &acme,
+            &stranger.svid("spiffe://other.test/ns/x/sa/y").unwrap()
+        ))
+        .await
+    );
+    assert!(
+        metric_of(
+            &gw,
+            "ztgate_client_cert_refusals_total",
+            &[("reason", "wrong_trust_bundle")]
+        ) >= 2.0
+    );
+    // The gateway asked with the security header (the agent refuses
+    // calls without it).
+    assert_eq!(api.refused_calls(), 0);
+    assert!(api.streams_opened() >= 1);
+
+    // A connection opened before the rotation.
+    let open = client::connect(&as_(&gw, &acme, &web)).await.unwrap();
+    client::orders(open.clone())
+        .get(Request::default())
+        .await
+        .unwrap();
+
+    // The agent rotates to a new acme CA: new SVID, bundle with only the
+    // new CA. New handshakes see the new server certificate and refuse a
+    // client of the old CA, without a reload.
+    let acme2 = Ca::new("acme.test").unwrap();
+    api.push(material(&acme2, &partner));
+    let web2 = acme2.svid(support::WEB_ID).unwrap();
+    let rotated = eventually(WAIT, async || {
+        passes(&as_(&gw, &acme2, &web2)).await
+            && !passes(&as_(&gw, &acme, &web2)).await
+            && !passes(&as_(&gw, &acme2, &web)).await
+    })
+    .await;
+    assert!(rotated, "the rotation did not apply:\n{}", gw.log_text());
+    // The open connection keeps working: its client trusts only the old CA,
+    // so a reconnection would have failed.
+    client::orders(open.clone())
+        .get(Request::default())
+        .await
+        .expect("the connection opened before the rotation still works");
+    assert_eq!(
+        metric_of(&gw, "ztgate_config_reloads_total", &[("result", "ok")]),
+        0.0,
+        "a rotation is not a reload"
+    );
+    assert!(
+        metric_of(
+            &gw,
+            "ztgate_workload_api_updates_total",
+            &[("kind", "x509_svid")]
+        ) >= 2.0
+    );
+
+    // A broken update (the key of another certificate) is refused; the
+    // material in force stays.
+    let mut broken = material(&Ca::new("acme.test").unwrap(), &partner);
+    broken.svids[0].x509_svid_key = material(&acme2, &partner).svids[0].x509_svid_key.clone();
+    api.push(broken);
+    assert!(
+        support::metric_reaching(
+            &gw,
+            "ztgate_workload_api_errors_total",
+            &[("reason", "malformed")],
+            1.0
+        )
+        .await
+            >= 1.0
+    );
+    assert!(passes(&as_(&gw, &acme2, &web2)).await);
+    api.push(material(&acme2, &partner));
+
+    // The agent goes down: the last material keeps serving.
+    api.stop().await;
+    let down = eventually(WAIT, async || {
+        connected(&gw) == 0.0
+            && metric_of(
+                &gw,
+                "ztgate_workload_api_errors_total",
+                &[("reason", "connect")],
+            ) >= 1.0
+    })
+    .await;
+    assert!(down, "the outage was not noticed:\n{}", gw.log_text());
+    assert!(passes(&as_(&gw, &acme2, &web2)).await);
+    let (code, _) = gw.admin_get("/readyz").unwrap();
+    assert_eq!(code, 200, "an outage after material is still ready");
+
+    // It comes back with a rotation: the gateway reconnects on its own.
+    let acme3 = Ca::new("acme.test").unwrap();
+    api.push(material(&acme3, &partner));
+    api.restart().await.unwrap();
+    let web3 = acme3.svid(support::WEB_ID).unwrap();
+    let resumed = eventually(WAIT, async || passes(&as_(&gw, &acme3, &web3)).await).await;
+    assert!(resumed, "updates did not resume:\n{}", gw.log_text());
+    assert_eq!(connected(&gw), 1.0);
+
+    // A reload keeps the stream and its material (it belongs to the agent
+    // socket, not to the generation).
+    let streams = api.streams_opened();
+    support::signal(gw.pid(), "-HUP");
+    assert!(
+        support::metric_reaching(&gw, "ztgate_config_reloads_total", &[("result", "ok")], 1.0)
+            .await
+            >= 1.0
+    );
+    assert!(passes(&as_(&gw, &acme3, &web3)).await);
+    assert!(!passes(&as_(&gw, &acme2, &web2)).await);
+    assert_eq!(api.streams_opened(), streams, "a reload reconnected");
+
+    // A second replica on the same agent gets the same identity and trust.
+    std::fs::create_dir_all(dir.join("b")).unwrap();
+    let replica = start(&dir.join("b"), &socket, &backend, Until::Ready);
+    assert!(passes(&as_(&replica, &acme3, &web3)).await);
+    assert!(
+        !passes(&as_(
+            &replica,
+            &acme3,
+            &partner.svid(support::WEB_ID).unwrap()
+        ))
+        .await
+    );
+    assert!(passes(&as_(&replica, &acme3, &partner.svid(PARTNER_ID).unwrap())).await);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Started while the agent is down: not ready, no handshake, until the
+/// first material arrives; then serving without a restart.
+// Several threads: the agent is served by this test's runtime while the
+// gateway is started and probed with blocking calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_the_agent_delivers() {
+    let dir = workdir("workload-api-late");
+    let socket = dir.join("agent.sock");
+    let backend = Backend::start("orders").await.unwrap();
+    let gw = start(&dir, &socket, &backend, Until::Listening);
+    let (code, body) = gw.admin_get("/readyz").unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("SPIFFE Workload API"), "{body}");
+    let acme = Ca::new("acme.test").unwrap();
+    let partner = Ca::new("partner.test").unwrap();
+    let web = acme.svid(support::WEB_ID).unwrap();
+    assert!(!passes(&as_(&gw, &acme, &web)).await);
+
+    // The agent starts, with no SVID for us at first: still not ready.
+    let api = WorkloadApi::start(&socket).await.unwrap();
+    let connected = eventually(WAIT, async || connected(&gw) == 1.0).await;
+    assert!(connected, "{}", gw.log_text());
+    assert_eq!(gw.admin_get("/readyz").unwrap().0, 503);
+
+    api.push(material(&acme, &partner));
+    let ready = eventually(WAIT, async || {
+        matches!(gw.admin_get("/readyz"), Ok((200, _)))
+    })
+    .await;
+    assert!(ready, "{}", gw.log_text());
+    assert!(passes(&as_(&gw, &acme, &web)).await, "{}", gw.log_text());
+    let _ = std::fs::remove_dir_all(&dir);
+}
