@@ -303,3 +303,64 @@ async fn not_ready_until_the_agent_delivers() {
     assert!(passes(&as_(&gw, &acme, &web)).await, "{}", gw.log_text());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `ztgate check`: a config whose identity and trust come from the
+/// Workload API passes without the agent (check never dials it); one with
+/// neither files nor the Workload API is refused at the keys; certificate
+/// files beside `use_for: [listener]` are refused as ambiguous.
+#[test]
+fn check_accepts_the_workload_api_in_place_of_files() {
+    let dir = workdir("workload-api-check");
+    let socket = dir.join("absent.sock");
+    let check = |yaml: &str| {
+        let path = dir.join("check.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let good = config(8443, 9901, &socket, 50051);
+    let (ok, text) = check(&good);
+    assert!(ok, "{text}");
+
+    let neither = good.replace(
+        &format!("spiffe:\n  workload_api: unix://{}\n", socket.display()),
+        "",
+    );
+    assert_ne!(neither, good);
+    let (ok, text) = check(&neither);
+    assert!(!ok);
+    assert!(text.contains("listener.tls.cert"), "{text}");
+    assert!(text.contains("listener.tls.client_ca"), "{text}");
+
+    let acme = Ca::new("acme.test").unwrap();
+    acme.server().unwrap().write(&dir, "server").unwrap();
+    let both = good.replace(
+        "    client_auth: require\n",
+        "    client_auth: require\n    cert: server.pem\n    key: server-key.pem\n",
+    );
+    let (ok, text) = check(&both);
+    assert!(!ok);
+    assert!(text.contains("leave it out"), "{text}");
+
+    // Trust alone from the agent: the listener's certificate from files.
+    let trust_only = both.replace(
+        &format!("  workload_api: unix://{}\n", socket.display()),
+        &format!(
+            "  workload_api: unix://{}\n  use_for: [trust]\n",
+            socket.display()
+        ),
+    );
+    let (ok, text) = check(&trust_only);
+    assert!(ok, "{text}");
+
+    let (ok, text) = check(&good.replace("unix://", "tcp://"));
+    assert!(!ok);
+    assert!(text.contains("spiffe.workload_api"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -73,7 +73,11 @@ impl Shared {
             why.push("listeners not up".to_owned());
         }
         let rt = self.runtime.load();
-        why.extend(rt.workload.as_ref().and_then(|w| w.not_ready()));
+        why.extend(
+            rt.workload
+                .as_ref()
+                .and_then(|w| w.not_ready(&self.material.load())),
+        );
         why.extend(rt.chain.not_ready());
         for p in rt.pools.values() {
             if p.healthy_count() == 0 {

@@ -76,7 +76,7 @@ pub fn check(raw: &Spiffe, problems: &mut Vec<ConfigProblem>) -> Option<Settings
         ));
     }
     for (i, u) in raw.use_for.iter().enumerate() {
-        if raw.use_for[..i].contains(u) {
+        if raw.use_for.iter().take(i).any(|v| v == u) {
             problems.push(ConfigProblem::new(
                 format!("spiffe.use_for[{i}]"),
                 "appears twice",
@@ -161,12 +161,19 @@ impl Binding {
         ServerMaterial::compose(&self.files, &parts)
     }
 
-    /// Why the gateway is not ready on this account: no material yet.
-    pub fn not_ready(&self) -> Option<String> {
-        self.source.latest().is_none().then(|| {
+    /// Why the gateway is not ready on this account: no material from the
+    /// agent yet, or (`in_force`, what handshakes use) its SVID not in
+    /// force because it could not be combined with the files.
+    pub fn not_ready(&self, in_force: &ServerMaterial) -> Option<String> {
+        let socket = self.settings.socket.display();
+        if self.source.latest().is_none() {
+            return Some(format!(
+                "no TLS material yet from the SPIFFE Workload API at unix://{socket}"
+            ));
+        }
+        (self.settings.listener && in_force.identity.is_none()).then(|| {
             format!(
-                "no TLS material yet from the SPIFFE Workload API at unix://{}",
-                self.settings.socket.display()
+                "the SPIFFE Workload API's SVID (unix://{socket}) is not in force yet: see the log"
             )
         })
     }
