@@ -364,3 +364,54 @@ fn check_accepts_the_workload_api_in_place_of_files() {
     assert!(text.contains("spiffe.workload_api"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The example config's commented `spiffe:` block is valid: uncommented,
+/// with the listener's certificate files taken out, `check` finds only the
+/// example's missing files.
+#[test]
+fn the_example_spiffe_block_checks() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/ztgate.example.yaml"
+    ))
+    .unwrap();
+    let mut in_block = false;
+    let mut lines = Vec::new();
+    for line in example.lines() {
+        if line == "# spiffe:" {
+            in_block = true;
+        } else if in_block && !line.starts_with("#   ") {
+            in_block = false;
+        }
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("cert: certs/server.pem")
+            || trimmed.starts_with("key: certs/server-key.pem")
+        {
+            continue;
+        }
+        lines.push(if in_block { &line[2..] } else { line });
+    }
+    let yaml = lines.join("\n");
+    assert!(
+        yaml.contains("\nspiffe:\n  workload_api: unix:///"),
+        "{yaml}"
+    );
+    let dir = workdir("workload-api-example");
+    let path = dir.join("ztgate.example.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .env("ZTGATE_DEVICE_SECRET", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.is_empty(),
+        "its files do not exist, so check must say so"
+    );
+    for line in text.lines() {
+        assert!(line.contains("cannot read"), "unexpected problem: {line}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
