@@ -46,6 +46,13 @@ fn material(acme: &Ca, partner: &Ca) -> agent::X509svidResponse {
 
 /// A config with no certificate file: identity and trust from the agent.
 fn config(listen: u16, admin: u16, socket: &Path, backend: u16) -> String {
+    config_with(listen, admin, socket, backend, "")
+}
+
+/// [`config`] with `extra` YAML: under `spiffe:` (indented two spaces),
+/// then `---` and more under the `orders` upstream.
+fn config_with(listen: u16, admin: u16, socket: &Path, backend: u16, extra: &str) -> String {
+    let (spiffe_extra, upstream_extra) = extra.split_once("---\n").unwrap_or((extra, ""));
     format!(
         "listener:
   address: 127.0.0.1:{listen}
@@ -61,7 +68,7 @@ server:
   upgrade_sock: upgrade.sock
 spiffe:
   workload_api: unix://{}
-pipeline: [sanitize, mtls, route]
+{spiffe_extra}pipeline: [sanitize, mtls, route]
 mtls:
   trust_domains: [acme.test, partner.test]
   allowed_ids: [\"spiffe://acme.test/ns/shop/**\", \"spiffe://partner.test/**\"]
@@ -72,17 +79,27 @@ routes:
 upstreams:
   orders:
     backends: [\"127.0.0.1:{backend}\"]
-",
+{upstream_extra}",
         socket.display()
     )
 }
 
 fn start(dir: &Path, socket: &Path, backend: &Backend, until: Until) -> GatewayProcess {
+    start_with(dir, socket, backend, until, "")
+}
+
+fn start_with(
+    dir: &Path,
+    socket: &Path,
+    backend: &Backend,
+    until: Until,
+    extra: &str,
+) -> GatewayProcess {
     let (listen, admin) = (free_port().unwrap(), free_port().unwrap());
     GatewayProcess::start(
         &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
         dir,
-        &config(listen, admin, socket, backend.addr.port()),
+        &config_with(listen, admin, socket, backend.addr.port(), extra),
         ([127, 0, 0, 1], listen).into(),
         ([127, 0, 0, 1], admin).into(),
         until,
@@ -413,5 +430,61 @@ fn the_example_spiffe_block_checks() {
     for line in text.lines() {
         assert!(line.contains("cannot read"), "unexpected problem: {line}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `use_for: [upstream]`: the gateway's SVID is the client certificate of
+/// an upstream with `tls:` and no `cert`/`key`, checked by a backend that
+/// requires a client certificate from the agent's CA. Without `upstream`
+/// the same backend refuses the gateway.
+// Several threads: the agent and the backend are served by this test's
+// runtime while the gateway is started with blocking calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_svid_is_the_upstream_client_certificate() {
+    let dir = workdir("workload-api-upstream");
+    let socket = dir.join("agent.sock");
+    let (acme, partner, backend_ca) = (
+        Ca::new("acme.test").unwrap(),
+        Ca::new("partner.test").unwrap(),
+        Ca::new("backend.test").unwrap(),
+    );
+    backend_ca.write(&dir, "backend-ca").unwrap();
+    let server = backend_ca.server().unwrap();
+    let backend = Backend::start_tls(
+        "orders",
+        &server.cert_pem,
+        &server.key_pem,
+        Some(&acme.cert_pem()),
+    )
+    .await
+    .unwrap();
+    let api = WorkloadApi::start(&socket).await.unwrap();
+    api.push(material(&acme, &partner));
+    let upstream_tls = "    tls: { ca: backend-ca.pem, sni: localhost }\n";
+    let web = acme.svid(support::WEB_ID).unwrap();
+
+    let with = start_with(
+        &dir,
+        &socket,
+        &backend,
+        Until::Ready,
+        &format!("  use_for: [listener, trust, upstream]\n---\n{upstream_tls}"),
+    );
+    assert!(
+        passes(&as_(&with, &acme, &web)).await,
+        "{}",
+        with.log_text()
+    );
+
+    std::fs::create_dir_all(dir.join("b")).unwrap();
+    std::fs::copy(dir.join("backend-ca.pem"), dir.join("b/backend-ca.pem")).unwrap();
+    let without = start_with(
+        &dir.join("b"),
+        &socket,
+        &backend,
+        Until::Ready,
+        &format!("---\n{upstream_tls}"),
+    );
+    assert!(!passes(&as_(&without, &acme, &web)).await);
     let _ = std::fs::remove_dir_all(&dir);
 }

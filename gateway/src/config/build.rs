@@ -278,8 +278,20 @@ pub fn build(
 
     // --- upstream pools -------------------------------------------------
     let mut pools = HashMap::new();
+    // `spiffe.use_for: [upstream]`: the SVID for pools with TLS and no
+    // client certificate of their own.
+    let svid_source = material
+        .as_ref()
+        .and_then(|(_, w)| w.as_ref())
+        .filter(|w| w.settings.upstream)
+        .map(|w| w.source.clone());
     for (name, u) in &raw.upstreams {
-        if let Some(pool) = take(Pool::build(name, u, &ctx), &mut problems) {
+        if let Some(mut pool) = take(Pool::build(name, u, &ctx), &mut problems) {
+            if let (Some(source), Some(t)) = (&svid_source, pool.tls.as_mut()) {
+                if t.client.is_none() {
+                    t.svid = Some(source.clone());
+                }
+            }
             pools.insert(Arc::from(name.as_str()), Arc::new(pool));
         }
     }

@@ -165,9 +165,11 @@ pub struct Spiffe {
     /// `${SPIFFE_ENDPOINT_SOCKET}` to take the standard variable).
     pub workload_api: String,
     /// What the Workload API supplies: `listener` (the gateway's SVID is the
-    /// listener's certificate and key) and/or `trust` (its X.509 bundles,
-    /// federated ones included, are client trust per trust domain). Both by
-    /// default.
+    /// listener's certificate and key), `trust` (its X.509 bundles,
+    /// federated ones included, are client trust per trust domain),
+    /// `upstream` (the SVID is the client certificate of every upstream
+    /// with `tls:` and no `cert`/`key` of its own). Default: `listener` and
+    /// `trust`.
     #[serde(default = "default_spiffe_use")]
     pub use_for: Vec<SpiffeUse>,
     /// With several SVIDs, the SPIFFE ID of the gateway's; by default the
@@ -181,6 +183,7 @@ pub struct Spiffe {
 pub enum SpiffeUse {
     Listener,
     Trust,
+    Upstream,
 }
 
 fn default_spiffe_use() -> Vec<SpiffeUse> {

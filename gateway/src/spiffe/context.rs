@@ -10,10 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use pingora::tls::pkey::PKey;
 use pingora::tls::x509::X509;
+use pingora::utils::tls::CertKey;
 use prost::Message;
 use ztgate_filter::SpiffeId;
 
@@ -33,6 +35,10 @@ pub struct X509Context {
     /// Trust domain name → its CA certificates (the SVID's own trust
     /// domain and the federated ones).
     pub bundles: BTreeMap<String, TrustBundle>,
+    /// The SVID as an upstream client certificate, made once per update
+    /// (Pingora keys pooled upstream connections by its serials, so a new
+    /// SVID gets new connections).
+    pub upstream: Option<Arc<CertKey>>,
 }
 
 /// Why an update was refused.
@@ -75,6 +81,7 @@ pub fn decode(
             Ok(X509Context {
                 svid: None,
                 bundles,
+                upstream: None,
             })
         }
     }
@@ -101,9 +108,12 @@ fn from_svids(resp: &X509SvidResponse, select: Option<&str>) -> Result<X509Conte
             .filter(|(k, _)| trust_domain_of(k).as_deref() != Some(own_td.as_str())),
     )?;
     out.insert(own_td.clone(), bundle(&own_td, own)?);
+    // `svid` checked the chain is not empty (CertKey::new asserts it).
+    let upstream = Arc::new(CertKey::new(identity.chain.clone(), identity.key.clone()));
     Ok(X509Context {
         svid: Some((id.into_string(), identity)),
         bundles: out,
+        upstream: Some(upstream),
     })
 }
 

@@ -48,6 +48,8 @@ pub struct Settings {
     pub listener: bool,
     /// The bundles are client trust per trust domain.
     pub trust: bool,
+    /// The SVID is the upstreams' client certificate.
+    pub upstream: bool,
     /// `spiffe.svid`.
     pub svid: Option<String>,
 }
@@ -72,7 +74,7 @@ pub fn check(raw: &Spiffe, problems: &mut Vec<ConfigProblem>) -> Option<Settings
     if raw.use_for.is_empty() {
         problems.push(ConfigProblem::new(
             "spiffe.use_for",
-            "needs `listener`, `trust` or both",
+            "needs one or more of `listener`, `trust`, `upstream`",
         ));
     }
     for (i, u) in raw.use_for.iter().enumerate() {
@@ -84,16 +86,17 @@ pub fn check(raw: &Spiffe, problems: &mut Vec<ConfigProblem>) -> Option<Settings
         }
     }
     let listener = raw.use_for.contains(&SpiffeUse::Listener);
+    let upstream = raw.use_for.contains(&SpiffeUse::Upstream);
     if let Some(id) = &raw.svid {
         if SpiffeId::parse(id).is_err() {
             problems.push(ConfigProblem::new(
                 "spiffe.svid",
                 format!("`{id}` is not a SPIFFE ID"),
             ));
-        } else if !listener {
+        } else if !listener && !upstream {
             problems.push(ConfigProblem::new(
                 "spiffe.svid",
-                "only chooses the listener's SVID: needs `listener` in spiffe.use_for",
+                "chooses the gateway's SVID: needs `listener` or `upstream` in spiffe.use_for",
             ));
         }
     }
@@ -104,6 +107,7 @@ pub fn check(raw: &Spiffe, problems: &mut Vec<ConfigProblem>) -> Option<Settings
         socket: socket?,
         listener,
         trust: raw.use_for.contains(&SpiffeUse::Trust),
+        upstream,
         svid: raw.svid.clone(),
     })
 }
@@ -121,10 +125,10 @@ impl Binding {
     /// keeps the stream and its last material), with this generation's
     /// `files`.
     pub fn new(settings: Settings, files: FileMaterial, memory: &Memory) -> Self {
-        // With the listener's identity, FetchX509SVID (it carries the
-        // bundles too); for trust alone, FetchX509Bundles, which needs no
-        // SVID to be registered for the gateway.
-        let method = if settings.listener {
+        // With an SVID to use, FetchX509SVID (it carries the bundles too);
+        // for trust alone, FetchX509Bundles, which needs no SVID to be
+        // registered for the gateway.
+        let method = if settings.listener || settings.upstream {
             Method::X509Svid
         } else {
             Method::X509Bundles
@@ -169,6 +173,12 @@ impl Binding {
         if self.source.latest().is_none() {
             return Some(format!(
                 "no TLS material yet from the SPIFFE Workload API at unix://{socket}"
+            ));
+        }
+        let svid_wanted = self.settings.listener || self.settings.upstream;
+        if svid_wanted && self.source.latest().is_some_and(|c| c.svid.is_none()) {
+            return Some(format!(
+                "no SVID yet from the SPIFFE Workload API at unix://{socket}"
             ));
         }
         (self.settings.listener && in_force.identity.is_none()).then(|| {
@@ -229,7 +239,7 @@ mod tests {
                     Some("spiffe://acme.test/gw"),
                 ),
                 "spiffe.svid",
-                "needs `listener`",
+                "needs `listener` or `upstream`",
             ),
         ] {
             let mut p = Vec::new();
