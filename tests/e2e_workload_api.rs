@@ -488,3 +488,61 @@ async fn the_svid_is_the_upstream_client_certificate() {
     assert!(!passes(&as_(&without, &acme, &web)).await);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `listener.tls.crl` with the agent's trust: the CRL's CA comes from the
+/// Workload API, so `check` (no agent) accepts the file, and once the
+/// bundle has arrived a revoked SVID fails the handshake while a good one
+/// of the same CA gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crls_apply_to_the_agents_bundles() {
+    let dir = workdir("workload-api-crl");
+    let socket = dir.join("agent.sock");
+    let (acme, partner) = (
+        Ca::new("acme.test").unwrap(),
+        Ca::new("partner.test").unwrap(),
+    );
+    let (web, revoked) = (
+        acme.svid(support::WEB_ID).unwrap(),
+        acme.svid("spiffe://acme.test/ns/shop/sa/stolen").unwrap(),
+    );
+    std::fs::write(dir.join("acme.crl"), acme.crl(&[&revoked], 86_400).unwrap()).unwrap();
+    let backend = Backend::start("orders").await.unwrap();
+    let (listen, admin) = (free_port().unwrap(), free_port().unwrap());
+    let yaml = config(listen, admin, &socket, backend.addr.port()).replace(
+        "    client_auth: require\n",
+        "    client_auth: require\n    crl: [acme.crl]\n",
+    );
+    std::fs::write(dir.join("check.yaml"), &yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ztgate"))
+        .args(["check", "-c"])
+        .arg(dir.join("check.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let api = WorkloadApi::start(&socket).await.unwrap();
+    api.push(material(&acme, &partner));
+    let gw = GatewayProcess::start(
+        &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
+        &dir,
+        &yaml,
+        ([127, 0, 0, 1], listen).into(),
+        ([127, 0, 0, 1], admin).into(),
+        Until::Ready,
+    )
+    .unwrap();
+    assert!(passes(&as_(&gw, &acme, &web)).await, "{}", gw.log_text());
+    assert!(!passes(&as_(&gw, &acme, &revoked)).await);
+    assert!(
+        metric_of(
+            &gw,
+            "ztgate_client_cert_refusals_total",
+            &[("reason", "revoked")]
+        ) >= 1.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

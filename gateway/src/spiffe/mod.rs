@@ -161,6 +161,7 @@ impl Binding {
                 .as_ref()
                 .filter(|_| self.settings.trust)
                 .map(|c| &c.bundles),
+            trust_from_api: self.settings.trust,
         };
         ServerMaterial::compose(&self.files, &parts)
     }

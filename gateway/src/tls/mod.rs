@@ -84,6 +84,10 @@ pub struct WorkloadParts<'a> {
     /// the Workload API's bundle is the one used (the agent is the
     /// authority for what it serves; files fill in the other domains).
     pub bundles: Option<&'a BTreeMap<String, TrustBundle>>,
+    /// Client trust comes from the Workload API: a CRL whose issuer is not
+    /// an anchor yet is left out (with a warning) rather than refused, as
+    /// its CA's bundle may not have arrived.
+    pub trust_from_api: bool,
 }
 
 impl FileMaterial {
@@ -188,11 +192,12 @@ impl ServerMaterial {
         }
         let trust = ClientTrust::assemble(files.client_ca.clone(), domains)
             .map_err(|e| vec![(Part::Trust(trust::TrustSource::ClientCa), e)])?;
-        let crls = Crls::load(&files.crl_paths, &trust).map_err(|errs| {
-            errs.into_iter()
-                .map(|(i, e)| (Part::Crl(i), e))
-                .collect::<Vec<_>>()
-        })?;
+        let crls =
+            Crls::load_with(&files.crl_paths, &trust, workload.trust_from_api).map_err(|errs| {
+                errs.into_iter()
+                    .map(|(i, e)| (Part::Crl(i), e))
+                    .collect::<Vec<_>>()
+            })?;
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(trust.digest);
