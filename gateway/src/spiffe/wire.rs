@@ -159,6 +159,12 @@ fn header_text(v: Option<&http::HeaderValue>) -> String {
 /// Open `method` on the agent at `socket`: a fresh connection each time,
 /// so that a restarted agent is reached anew.
 pub async fn open(socket: &Path, method: Method) -> Result<Stream, WireError> {
+    open_with(socket, method, true).await
+}
+
+/// [`open`], with or without the security header (without: only to show
+/// that an agent refuses such a call).
+async fn open_with(socket: &Path, method: Method, header: bool) -> Result<Stream, WireError> {
     let io = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(|e| WireError::Connect {
@@ -171,14 +177,15 @@ pub async fn open(socket: &Path, method: Method) -> Result<Stream, WireError> {
     });
     let started = async {
         let mut client = client.ready().await.map_err(h2_error)?;
-        let req = http::Request::builder()
+        let mut req = http::Request::builder()
             .method(http::Method::POST)
             .uri(format!("http://localhost{}", method.path()))
             .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(http::header::TE, "trailers")
-            .header(SECURITY_HEADER, "true")
-            .body(())
-            .map_err(|e| WireError::H2(e.to_string()))?;
+            .header(http::header::TE, "trailers");
+        if header {
+            req = req.header(SECURITY_HEADER, "true");
+        }
+        let req = req.body(()).map_err(|e| WireError::H2(e.to_string()))?;
         let (response, mut send) = client.send_request(req, false).map_err(h2_error)?;
         // The request message is empty: a zero-length, uncompressed frame.
         send.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
@@ -321,5 +328,50 @@ mod tests {
             take_message(&mut huge),
             Err(WireError::Framing(m)) if m.contains("at most")
         ));
+    }
+
+    /// Against the test kit's agent on a real Unix socket: a call without
+    /// the security header is refused (INVALID_ARGUMENT, as SPIRE does); with
+    /// it, the stream sends the material as it changes, both streams carry
+    /// it, and an agent going down ends the stream with UNAVAILABLE.
+    #[tokio::test]
+    async fn streams_from_a_real_agent() {
+        use ztgate_testkit::pki::Ca;
+        let dir = std::env::temp_dir().join(format!("ztgate-wire-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("agent.sock");
+        let api = kit::WorkloadApi::start(&socket).await.unwrap();
+        let refused = open_with(&socket, Method::X509Svid, false).await.err();
+        assert!(
+            matches!(&refused, Some(WireError::Status { code, .. }) if code == "3"),
+            "{refused:?}"
+        );
+        assert_eq!(api.refused_calls(), 1);
+
+        let ca = Ca::new("acme.test").unwrap();
+        let id = "spiffe://acme.test/gw";
+        let first = kit::update(vec![kit::svid(id, &ca.svid(id).unwrap(), &[&ca])], &[]);
+        api.push(first.clone());
+        let mut svids = open(&socket, Method::X509Svid).await.unwrap();
+        let got = X509SvidResponse::decode(svids.next().await.unwrap()).unwrap();
+        assert_eq!(got.svids[0].x509_svid, first.svids[0].x509_svid);
+        let mut bundles = open(&socket, Method::X509Bundles).await.unwrap();
+        let got = X509BundlesResponse::decode(bundles.next().await.unwrap()).unwrap();
+        assert_eq!(got.bundles["spiffe://acme.test"], first.svids[0].bundle);
+
+        let second = kit::update(vec![kit::svid(id, &ca.svid(id).unwrap(), &[&ca])], &[]);
+        api.push(second.clone());
+        let got = X509SvidResponse::decode(svids.next().await.unwrap()).unwrap();
+        assert_eq!(got.svids[0].x509_svid, second.svids[0].x509_svid);
+
+        api.stop().await;
+        let ended = svids.next().await.err();
+        assert!(
+            matches!(&ended, Some(WireError::Status { code, .. }) if code == "14"),
+            "{ended:?}"
+        );
+        let gone = open(&socket, Method::X509Svid).await.err();
+        assert!(matches!(gone, Some(WireError::Connect { .. })), "{gone:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
