@@ -95,11 +95,29 @@ fn start_with(
     until: Until,
     extra: &str,
 ) -> GatewayProcess {
+    start_edited(dir, socket, backend, until, extra, |yaml| yaml)
+}
+
+/// [`start_with`], the config text passed through `edit` first.
+fn start_edited(
+    dir: &Path,
+    socket: &Path,
+    backend: &Backend,
+    until: Until,
+    extra: &str,
+    edit: impl Fn(String) -> String,
+) -> GatewayProcess {
     let (listen, admin) = (free_port().unwrap(), free_port().unwrap());
     GatewayProcess::start(
         &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
         dir,
-        &config_with(listen, admin, socket, backend.addr.port(), extra),
+        &edit(config_with(
+            listen,
+            admin,
+            socket,
+            backend.addr.port(),
+            extra,
+        )),
         ([127, 0, 0, 1], listen).into(),
         ([127, 0, 0, 1], admin).into(),
         until,
@@ -271,9 +289,16 @@ async fn the_workload_api_is_the_listeners_identity_and_trust() {
     assert!(!passes(&as_(&gw, &acme2, &web2)).await);
     assert_eq!(api.streams_opened(), streams, "a reload reconnected");
 
-    // A second replica on the same agent gets the same identity and trust.
+    // A second replica on the same agent gets the same identity and trust,
+    // with `mtls` last in its pipeline: the binding is the handshake's.
     std::fs::create_dir_all(dir.join("b")).unwrap();
-    let replica = start(&dir.join("b"), &socket, &backend, Until::Ready);
+    let replica = start_edited(&dir.join("b"), &socket, &backend, Until::Ready, "", |y| {
+        assert!(y.contains("pipeline: [sanitize, mtls, route]"));
+        y.replace(
+            "pipeline: [sanitize, mtls, route]",
+            "pipeline: [route, sanitize, mtls]",
+        )
+    });
     assert!(passes(&as_(&replica, &acme3, &web3)).await);
     assert!(
         !passes(&as_(
