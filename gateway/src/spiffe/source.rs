@@ -129,10 +129,12 @@ async fn follow(source: Weak<WorkloadSource>, mut alive: watch::Receiver<()>) {
             let mut stream = wire::open(&socket, method).await?;
             metrics::WORKLOAD_API_CONNECTED.set(1);
             tracing::info!(socket = %socket.display(), "connected to the SPIFFE Workload API");
-            failing = false;
-            backoff.reset();
             loop {
                 let msg = stream.next().await?;
+                // A stream that delivers is a recovery; one that is
+                // accepted and then ended at once keeps backing off.
+                failing = false;
+                backoff.reset();
                 let Some(src) = source.upgrade() else {
                     return Ok(());
                 };
