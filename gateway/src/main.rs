@@ -24,6 +24,7 @@ mod proxy;
 mod proxy_protocol;
 mod reload;
 mod request_meta;
+mod spiffe;
 mod state;
 mod tls;
 mod upstream;

@@ -124,6 +124,21 @@ metric!(CLIENT_CERT_REFUSALS: IntCounterVec = register_int_counter_vec!(
     &["reason"]
 ));
 
+metric!(WORKLOAD_API_UPDATES: IntCounterVec = register_int_counter_vec!(
+    "ztgate_workload_api_updates_total",
+    "Updates accepted from the SPIFFE Workload API (spiffe.workload_api), by kind: x509_svid (FetchX509SVID: SVID and bundles), x509_bundles (FetchX509Bundles).",
+    &["kind"]
+));
+metric!(WORKLOAD_API_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "ztgate_workload_api_errors_total",
+    "SPIFFE Workload API failures, by reason: connect (socket unreachable), refused (the agent answered an error status), stream (the stream broke or ended), malformed (an update refused: no SVID, bad key, key not the certificate's, bad bundle), material (an update that does not combine with the file material). The last good material keeps serving.",
+    &["reason"]
+));
+metric!(WORKLOAD_API_CONNECTED: IntGauge = register_int_gauge!(
+    "ztgate_workload_api_connected",
+    "1 while the stream from the SPIFFE Workload API is open, else 0."
+));
+
 /// The `ztgate_filter_duration_seconds` series of each built-in filter,
 /// resolved once: observed for every filter of every request, where
 /// `with_label_values` would hash the label and take the vec's lock.
@@ -184,6 +199,13 @@ pub fn init() {
     for reason in crate::tls::trust::TrustRefusal::LABELS {
         CLIENT_CERT_REFUSALS.with_label_values(&[reason]);
     }
+    for kind in ["x509_svid", "x509_bundles"] {
+        WORKLOAD_API_UPDATES.with_label_values(&[kind]);
+    }
+    for reason in ["connect", "refused", "stream", "malformed", "material"] {
+        WORKLOAD_API_ERRORS.with_label_values(&[reason]);
+    }
+    LazyLock::force(&WORKLOAD_API_CONNECTED);
     for stage in crate::logging::HandshakeStage::ALL {
         HANDSHAKE_FAILURES.with_label_values(&[stage.label()]);
     }

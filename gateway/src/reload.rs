@@ -21,6 +21,7 @@ use crate::config::{self, Runtime};
 use crate::metrics;
 use crate::state::Shared;
 use crate::tls::material;
+use crate::tls::ServerMaterial;
 
 /// How often watched files are checked.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -185,22 +186,27 @@ impl BackgroundService for Reloader {
 
 /// Set `ztgate_certificate_expiry_timestamp_seconds` for every certificate in use.
 pub fn record_cert_expiry(rt: &Runtime) {
-    let set = |name: String, t: Option<SystemTime>| {
-        if let Some(t) = t {
-            let secs = t
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            metrics::CERT_EXPIRY
-                .with_label_values(&[&name])
-                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+    let set = set_expiry;
+    record_material_expiry(&rt.material);
+    for p in rt.pools.values() {
+        if let Some(t) = &p.tls {
+            set(format!("upstream:{}", p.name), t.client_not_after);
         }
-    };
-    set("server".into(), rt.material.identity.not_after());
-    for (name, c) in rt.material.trust.anchors() {
-        set(name, material::not_after(c));
     }
-    for crl in &rt.material.crls.lists {
+}
+
+/// The expiry gauges of the listener's material: the server certificate,
+/// the trust anchors and the CRLs. Also set on each SPIFFE Workload API
+/// update, which changes the material without a reload.
+pub fn record_material_expiry(m: &ServerMaterial) {
+    set_expiry(
+        "server".into(),
+        m.identity.as_ref().and_then(|i| i.not_after()),
+    );
+    for (name, c) in m.trust.anchors() {
+        set_expiry(name, material::not_after(c));
+    }
+    for crl in &m.crls.lists {
         if let Some(t) = crl.next_update {
             let secs = t
                 .duration_since(UNIX_EPOCH)
@@ -211,9 +217,17 @@ pub fn record_cert_expiry(rt: &Runtime) {
                 .set(i64::try_from(secs).unwrap_or(i64::MAX));
         }
     }
-    for p in rt.pools.values() {
-        if let Some(t) = &p.tls {
-            set(format!("upstream:{}", p.name), t.client_not_after);
-        }
+}
+
+/// Set `ztgate_certificate_expiry_timestamp_seconds{name}`.
+fn set_expiry(name: String, t: Option<SystemTime>) {
+    if let Some(t) = t {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        metrics::CERT_EXPIRY
+            .with_label_values(&[&name])
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 }

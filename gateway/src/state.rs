@@ -28,6 +28,10 @@ pub struct Shared {
     /// Requests and connections in flight, and whether SIGTERM started a
     /// drain (then `/readyz` answers 503).
     pub drain: Arc<Drain>,
+    /// Notified after each [`Shared::swap`]: the SPIFFE Workload API's
+    /// material is then composed again with the new generation's files
+    /// (`crate::spiffe::apply`).
+    pub swapped: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -48,6 +52,7 @@ impl Shared {
             memory,
             listening: AtomicBool::new(false),
             drain: Drain::new(),
+            swapped: tokio::sync::Notify::new(),
         })
     }
 
@@ -55,6 +60,7 @@ impl Shared {
     pub fn swap(&self, rt: Runtime) {
         self.material.store(rt.material.clone());
         self.runtime.store(Arc::new(rt));
+        self.swapped.notify_one();
     }
 
     /// Why the gateway is not ready, if it is not.
@@ -67,6 +73,11 @@ impl Shared {
             why.push("listeners not up".to_owned());
         }
         let rt = self.runtime.load();
+        why.extend(
+            rt.workload
+                .as_ref()
+                .and_then(|w| w.not_ready(&self.material.load())),
+        );
         why.extend(rt.chain.not_ready());
         for p in rt.pools.values() {
             if p.healthy_count() == 0 {

@@ -1,6 +1,7 @@
 //! Shared parts for `ztgate demo`, the end-to-end tests and the load tests:
 //! a throw-away PKI ([`pki`]), the sample `orders.v1.Orders` gRPC backend
-//! ([`backend`]) and client helpers ([`client`]).
+//! ([`backend`]), client helpers ([`client`]) and a SPIFFE Workload API
+//! server ([`workload_api`]).
 //!
 //! Everything here is real: real X.509 certificates, a real tonic server
 //! speaking h2c, a real tonic client doing TLS with a client certificate.
@@ -13,6 +14,7 @@ pub mod idp;
 pub mod pki;
 pub mod redis;
 pub mod wait;
+pub mod workload_api;
 
 use std::path::PathBuf;
 

@@ -158,6 +158,11 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(reloader);
+    // The SPIFFE Workload API's material into the listener, when configured.
+    server.add_service(background_service(
+        "ztgate-spiffe",
+        crate::spiffe::apply::Applier::new(shared.clone()),
+    ));
     // Active gRPC health checks of the pools in service.
     server.add_service(background_service(
         "ztgate-health",

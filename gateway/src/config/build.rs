@@ -18,7 +18,7 @@ use ztgate_filter::{
 
 use super::raw::{self, ClientAuth, LogFormat, TlsVersion};
 use super::Loaded;
-use crate::tls::ServerMaterial;
+use crate::tls::{FileMaterial, ServerMaterial, WorkloadParts};
 use crate::upstream::Pool;
 
 /// Settings fixed for the life of the process.
@@ -118,6 +118,9 @@ pub struct Runtime {
     /// The `policy` filter (also in the chain), for `explain` to show its
     /// input document and answer.
     pub policy: Option<Arc<ztgate_policy::PolicyFilter>>,
+    /// `spiffe.workload_api`: its source and the file material its updates
+    /// are combined with; `material` above is the composition at build.
+    pub workload: Option<Arc<crate::spiffe::Binding>>,
 }
 
 impl Runtime {
@@ -202,7 +205,16 @@ pub fn build(
 
     // --- TLS material ---------------------------------------------------
     let t = &raw.listener.tls;
-    let (cert, key) = (ctx.resolve(&t.cert), ctx.resolve(&t.key));
+    let spiffe = raw
+        .spiffe
+        .as_ref()
+        .and_then(|s| crate::spiffe::check(s, &mut problems));
+    let (listener_from_api, trust_from_api) = match &spiffe {
+        Some(s) => (s.listener, s.trust),
+        // A `spiffe:` section with problems: no "cert missing" on top.
+        None => (raw.spiffe.is_some(), raw.spiffe.is_some()),
+    };
+    let identity = listener_identity(t, listener_from_api, &ctx, &mut problems);
     let ca = t.client_ca.as_ref().map(|p| ctx.resolve(p));
     let trust_bundles: Vec<(String, PathBuf)> = raw
         .mtls
@@ -210,22 +222,36 @@ pub fn build(
         .flat_map(|m| &m.trust_bundles)
         .map(|(td, p)| (td.clone(), ctx.resolve(p)))
         .collect();
-    if ca.is_none() && trust_bundles.is_empty() {
+    if ca.is_none() && trust_bundles.is_empty() && !trust_from_api {
         problems.push(ConfigProblem::new(
             "listener.tls.client_ca",
-            "is required unless mtls.trust_bundles names a bundle per trust domain",
+            "is required unless mtls.trust_bundles names a bundle per trust domain or spiffe.workload_api supplies the bundles (use_for: [trust])",
         ));
     }
     let crls: Vec<PathBuf> = t.crl.iter().map(|p| ctx.resolve(p)).collect();
-    let material = match ServerMaterial::load(&cert, &key, ca.as_deref(), &trust_bundles, &crls) {
-        Ok(m) => Some(m),
-        Err(errs) => {
+    let files = FileMaterial::load(
+        identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        ca.as_deref(),
+        &trust_bundles,
+        &crls,
+        // CRLs from a CA the Workload API serves are checked when its
+        // bundle arrives.
+        !trust_from_api,
+    );
+    let material = files
+        .and_then(|files| match spiffe.clone() {
+            None => ServerMaterial::compose(&files, &WorkloadParts::default()).map(|m| (m, None)),
+            Some(settings) => {
+                let binding = crate::spiffe::Binding::new(settings, files, memory);
+                binding.compose().map(|m| (m, Some(Arc::new(binding))))
+            }
+        })
+        .map_err(|errs| {
             for (part, e) in errs {
                 problems.push(ConfigProblem::new(part.key_path(), e.to_string()));
             }
-            None
-        }
-    };
+        })
+        .ok();
 
     let mut trusted_proxies = Vec::new();
     for (i, p) in raw.listener.trusted_proxies.iter().enumerate() {
@@ -252,8 +278,20 @@ pub fn build(
 
     // --- upstream pools -------------------------------------------------
     let mut pools = HashMap::new();
+    // `spiffe.use_for: [upstream]`: the SVID for pools with TLS and no
+    // client certificate of their own.
+    let svid_source = material
+        .as_ref()
+        .and_then(|(_, w)| w.as_ref())
+        .filter(|w| w.settings.upstream)
+        .map(|w| w.source.clone());
     for (name, u) in &raw.upstreams {
-        if let Some(pool) = take(Pool::build(name, u, &ctx), &mut problems) {
+        if let Some(mut pool) = take(Pool::build(name, u, &ctx), &mut problems) {
+            if let (Some(source), Some(t)) = (&svid_source, pool.tls.as_mut()) {
+                if t.client.is_none() {
+                    t.svid = Some(source.clone());
+                }
+            }
             pools.insert(Arc::from(name.as_str()), Arc::new(pool));
         }
     }
@@ -290,13 +328,14 @@ pub fn build(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let Some(material) = material else {
+    let Some((material, workload)) = material else {
         return Err(vec![ConfigProblem::new(
             "listener.tls",
             "TLS material missing",
         )]);
     };
-    let mut watched = vec![loaded.path.clone(), cert, key];
+    let mut watched = vec![loaded.path.clone()];
+    watched.extend(identity.into_iter().flat_map(|(c, k)| [c, k]));
     watched.extend(ca);
     watched.extend(trust_bundles.into_iter().map(|(_, p)| p));
     watched.extend(crls);
@@ -354,8 +393,49 @@ pub fn build(
         assertion,
         state_store: state.map(|(_, store)| store),
         policy,
+        workload,
     };
     Ok((st, rt))
+}
+
+/// `listener.tls.cert`/`key`, resolved: both, unless the Workload API
+/// supplies the listener's identity, in which case neither.
+fn listener_identity(
+    t: &raw::ListenerTls,
+    from_api: bool,
+    ctx: &BuildContext,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<(PathBuf, PathBuf)> {
+    match (&t.cert, &t.key, from_api) {
+        (Some(c), Some(k), false) => Some((ctx.resolve(c), ctx.resolve(k))),
+        (None, None, true) => None,
+        (cert, _, true) => {
+            let key_path = if cert.is_some() {
+                "listener.tls.cert"
+            } else {
+                "listener.tls.key"
+            };
+            problems.push(ConfigProblem::new(
+                key_path,
+                "leave it out: spiffe.workload_api supplies the listener's certificate and key (use_for: [listener])",
+            ));
+            None
+        }
+        (None, _, false) => {
+            problems.push(ConfigProblem::new(
+                "listener.tls.cert",
+                "is required unless spiffe.workload_api supplies the listener's certificate (use_for: [listener])",
+            ));
+            None
+        }
+        (Some(_), None, false) => {
+            problems.push(ConfigProblem::new(
+                "listener.tls.key",
+                "is required with listener.tls.cert",
+            ));
+            None
+        }
+    }
 }
 
 /// `state:` → the store every replica shares, if not `memory`. The store

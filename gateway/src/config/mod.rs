@@ -185,7 +185,7 @@ upstreams: {}
         let loaded = parse(Path::new("ztgate.yaml"), DOC, env).unwrap();
         let raw = &loaded.raw;
         assert_eq!(raw.listener.address, "127.0.0.1:8443");
-        assert_eq!(raw.listener.tls.key, env("KEY_FILE").unwrap());
+        assert_eq!(raw.listener.tls.key, env("KEY_FILE"));
         assert_eq!(raw.listener.tls.client_ca.as_deref(), Some("ca.pem"));
         assert_eq!(raw.pipeline, vec!["mtls", "route"]);
         assert_eq!(raw.server.threads, 3);

@@ -45,6 +45,10 @@ pub struct Config {
     /// Where security memory shared by replicas lives (`memory` when absent).
     #[serde(default)]
     pub state: Option<ztgate_state::StateSection>,
+    /// The SPIFFE Workload API as a source of the listener's identity and
+    /// of client trust (see `crate::spiffe`).
+    #[serde(default)]
+    pub spiffe: Option<Spiffe>,
     pub upstreams: BTreeMap<String, Upstream>,
 }
 
@@ -113,8 +117,12 @@ fn default_h2_idle() -> Duration {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
-    pub cert: String,
-    pub key: String,
+    /// Server certificate chain (PEM); left out when `spiffe.workload_api`
+    /// supplies the listener's identity (`use_for: [listener]`).
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
     /// CA bundle for client certificates; may be left out when
     /// `mtls.trust_bundles` names a bundle per trust domain.
     #[serde(default)]
@@ -147,6 +155,39 @@ pub enum TlsVersion {
     Tls12,
     #[serde(rename = "1.3")]
     Tls13,
+}
+
+/// `spiffe:` — the SPIFFE Workload API (a SPIRE agent's socket).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spiffe {
+    /// `unix:///run/spire/sockets/agent.sock` (write
+    /// `${SPIFFE_ENDPOINT_SOCKET}` to take the standard variable).
+    pub workload_api: String,
+    /// What the Workload API supplies: `listener` (the gateway's SVID is the
+    /// listener's certificate and key), `trust` (its X.509 bundles,
+    /// federated ones included, are client trust per trust domain),
+    /// `upstream` (the SVID is the client certificate of every upstream
+    /// with `tls:` and no `cert`/`key` of its own). Default: `listener` and
+    /// `trust`.
+    #[serde(default = "default_spiffe_use")]
+    pub use_for: Vec<SpiffeUse>,
+    /// With several SVIDs, the SPIFFE ID of the gateway's; by default the
+    /// first the agent sends (its default identity).
+    #[serde(default)]
+    pub svid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpiffeUse {
+    Listener,
+    Trust,
+    Upstream,
+}
+
+fn default_spiffe_use() -> Vec<SpiffeUse> {
+    vec![SpiffeUse::Listener, SpiffeUse::Trust]
 }
 
 /// `admin:` — health, readiness and metrics on a separate port.

@@ -61,6 +61,7 @@ pub fn load_key(path: &Path) -> Result<PKey<Private>, MaterialError> {
 }
 
 /// A certificate chain and its key, checked to belong together.
+#[derive(Clone)]
 pub struct CertAndKey {
     pub chain: Vec<X509>,
     pub key: PKey<Private>,
@@ -133,6 +134,7 @@ impl CertAndKey {
 
 /// A trust bundle: its anchors (the verify store is built over every
 /// bundle at once, see `super::trust::ClientTrust`).
+#[derive(Clone)]
 pub struct TrustBundle {
     pub certs: Vec<X509>,
     /// What this bundle trusts, as a digest: see [`trust_digest`].

@@ -24,6 +24,7 @@ pub mod revocation;
 pub mod trust;
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
@@ -39,19 +40,113 @@ use pingora::tls::x509::{X509StoreContext, X509StoreContextRef, X509VerifyResult
 use ztgate_filter::{PeerCertificate, TlsFacts};
 
 use crate::config::raw::{ClientAuth, TlsVersion};
-use material::{CertAndKey, MaterialError, Part, TrustDigest};
+use material::{CertAndKey, MaterialError, Part, TrustBundle, TrustDigest};
 use revocation::Crls;
 use trust::ClientTrust;
 
-/// What a handshake needs; swapped whole on reload.
+/// What a handshake needs; swapped whole on reload, and on each update
+/// from the SPIFFE Workload API (`crate::spiffe`).
 pub struct ServerMaterial {
-    pub identity: CertAndKey,
-    /// `listener.tls.client_ca` and `mtls.trust_bundles`.
+    /// The server certificate and key: `listener.tls.cert`/`key`, or the
+    /// gateway's SVID. `None` only while the Workload API has never
+    /// delivered one: handshakes then fail (and `/readyz` says why).
+    pub identity: Option<CertAndKey>,
+    /// `listener.tls.client_ca` and `mtls.trust_bundles`, with the Workload
+    /// API's bundles.
     pub trust: ClientTrust,
     /// `listener.tls.crl`.
     pub crls: Crls,
     /// See [`Self::trust_id`].
     trust_id: TrustDigest,
+}
+
+/// The listener's material as the config files give it, loaded once per
+/// generation: a Workload API update is combined with it
+/// ([`ServerMaterial::compose`]) without reading the certificates again.
+pub struct FileMaterial {
+    /// `listener.tls.cert`/`key`; `None` when the Workload API supplies
+    /// the listener's identity.
+    pub identity: Option<CertAndKey>,
+    pub client_ca: Option<TrustBundle>,
+    /// `mtls.trust_bundles`.
+    pub domains: BTreeMap<String, TrustBundle>,
+    /// `listener.tls.crl`, read and verified against the trust in force at
+    /// each composition (a Workload API bundle may be the CRL's issuer).
+    pub crl_paths: Vec<PathBuf>,
+}
+
+/// What the SPIFFE Workload API adds to a composition.
+#[derive(Default)]
+pub struct WorkloadParts<'a> {
+    /// The gateway's SVID as the listener's certificate and key.
+    pub identity: Option<&'a CertAndKey>,
+    /// Bundles per trust domain; for a trust domain the files name too,
+    /// the Workload API's bundle is the one used (the agent is the
+    /// authority for what it serves; files fill in the other domains).
+    pub bundles: Option<&'a BTreeMap<String, TrustBundle>>,
+    /// Client trust comes from the Workload API: a CRL whose issuer is not
+    /// an anchor yet is left out (with a warning) rather than refused, as
+    /// its CA's bundle may not have arrived.
+    pub trust_from_api: bool,
+}
+
+impl FileMaterial {
+    /// Load what the files name; every problem is reported with its key.
+    /// `identity` is `None` when the Workload API supplies the server
+    /// certificate. `check_crls`: verify the CRLs against the file trust
+    /// now (off when a Workload API bundle may be their issuer; they are
+    /// then verified at each composition).
+    pub fn load(
+        identity: Option<(&Path, &Path)>,
+        client_ca: Option<&Path>,
+        trust_bundles: &[(String, PathBuf)],
+        crls: &[PathBuf],
+        check_crls: bool,
+    ) -> Result<Self, Vec<(Part, MaterialError)>> {
+        let identity = match identity {
+            None => Ok(None),
+            Some((cert, key)) => CertAndKey::load(cert, key).and_then(|ck| {
+                // An expired server certificate fails every handshake: refuse it
+                // at check/load so a reload keeps the working one.
+                match ck.not_after() {
+                    Some(t) if t < std::time::SystemTime::now() => Err(vec![(
+                        Part::Cert,
+                        MaterialError::Expired {
+                            path: cert.display().to_string(),
+                        },
+                    )]),
+                    _ => Ok(Some(ck)),
+                }
+            }),
+        };
+        let trust = ClientTrust::load(client_ca, trust_bundles).map_err(|errs| {
+            errs.into_iter()
+                .map(|(source, e)| (Part::Trust(source), e))
+                .collect::<Vec<_>>()
+        });
+        let crl_check = match &trust {
+            Ok(t) if check_crls => Crls::load(crls, t).map(|_| ()).map_err(|errs| {
+                errs.into_iter()
+                    .map(|(i, e)| (Part::Crl(i), e))
+                    .collect::<Vec<_>>()
+            }),
+            _ => Ok(()),
+        };
+        match (identity, trust, crl_check) {
+            (Ok(identity), Ok(trust), Ok(())) => Ok(Self {
+                identity,
+                client_ca: trust.client_ca,
+                domains: trust.domains,
+                crl_paths: crls.to_vec(),
+            }),
+            (a, b, c) => {
+                let mut errs = a.err().unwrap_or_default();
+                errs.extend(b.err().unwrap_or_default());
+                errs.extend(c.err().unwrap_or_default());
+                Err(errs)
+            }
+        }
+    }
 }
 
 impl ServerMaterial {
@@ -68,6 +163,9 @@ impl ServerMaterial {
         &self.trust_id
     }
 
+    /// Material from files only (the tests' shortcut; the config build
+    /// goes through [`FileMaterial::load`] and [`Self::compose`]).
+    #[cfg(test)]
     pub fn load(
         cert: &Path,
         key: &Path,
@@ -75,51 +173,41 @@ impl ServerMaterial {
         trust_bundles: &[(String, PathBuf)],
         crls: &[PathBuf],
     ) -> Result<Self, Vec<(Part, MaterialError)>> {
-        let identity = CertAndKey::load(cert, key).and_then(|ck| {
-            // An expired server certificate fails every handshake: refuse it
-            // at check/load so a reload keeps the working one.
-            match ck.not_after() {
-                Some(t) if t < std::time::SystemTime::now() => Err(vec![(
-                    Part::Cert,
-                    MaterialError::Expired {
-                        path: cert.display().to_string(),
-                    },
-                )]),
-                _ => Ok(ck),
+        let files = FileMaterial::load(Some((cert, key)), client_ca, trust_bundles, crls, true)?;
+        Self::compose(&files, &WorkloadParts::default())
+    }
+
+    /// The material of `files` with the Workload API's `workload` parts
+    /// over it (see [`WorkloadParts`]). Reads only the CRL files.
+    pub fn compose(
+        files: &FileMaterial,
+        workload: &WorkloadParts<'_>,
+    ) -> Result<Self, Vec<(Part, MaterialError)>> {
+        let identity = workload.identity.or(files.identity.as_ref()).cloned();
+        let mut domains = files.domains.clone();
+        if let Some(bundles) = workload.bundles {
+            for (td, b) in bundles {
+                domains.insert(td.clone(), b.clone());
             }
-        });
-        let trust = ClientTrust::load(client_ca, trust_bundles).map_err(|errs| {
-            errs.into_iter()
-                .map(|(source, e)| (Part::Trust(source), e))
-                .collect::<Vec<_>>()
-        });
-        let crls = trust.as_ref().ok().map(|t| {
-            Crls::load(crls, t).map_err(|errs| {
+        }
+        let trust = ClientTrust::assemble(files.client_ca.clone(), domains)
+            .map_err(|e| vec![(Part::Trust(trust::TrustSource::ClientCa), e)])?;
+        let crls =
+            Crls::load_with(&files.crl_paths, &trust, workload.trust_from_api).map_err(|errs| {
                 errs.into_iter()
                     .map(|(i, e)| (Part::Crl(i), e))
                     .collect::<Vec<_>>()
-            })
-        });
-        match (identity, trust, crls) {
-            (Ok(identity), Ok(trust), Some(Ok(crls))) => {
-                use sha2::{Digest, Sha256};
-                let mut h = Sha256::new();
-                h.update(trust.digest);
-                h.update(crls.digest);
-                Ok(Self {
-                    identity,
-                    trust,
-                    crls,
-                    trust_id: h.finalize().into(),
-                })
-            }
-            (a, b, c) => {
-                let mut errs = a.err().unwrap_or_default();
-                errs.extend(b.err().unwrap_or_default());
-                errs.extend(c.and_then(Result::err).unwrap_or_default());
-                Err(errs)
-            }
-        }
+            })?;
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(trust.digest);
+        h.update(crls.digest);
+        Ok(Self {
+            identity,
+            trust,
+            crls,
+            trust_id: h.finalize().into(),
+        })
     }
 }
 
@@ -202,13 +290,24 @@ impl TlsAccept for Handshake {
         let pinned = (*PINNED).and_then(|idx| ssl.ex_data(idx).cloned());
         let m = pinned.unwrap_or_else(|| self.material.load_full());
         let mut ok = true;
-        if let Some((leaf, rest)) = m.identity.chain.split_first() {
-            ok &= ext::ssl_use_certificate(ssl, leaf).is_ok();
-            for c in rest {
-                ok &= ext::ssl_add_chain_cert(ssl, c).is_ok();
+        match &m.identity {
+            Some(identity) => {
+                if let Some((leaf, rest)) = identity.chain.split_first() {
+                    ok &= ext::ssl_use_certificate(ssl, leaf).is_ok();
+                    for c in rest {
+                        ok &= ext::ssl_add_chain_cert(ssl, c).is_ok();
+                    }
+                }
+                ok &= ext::ssl_use_private_key(ssl, &identity.key).is_ok();
+            }
+            None => {
+                // Only before the SPIFFE Workload API's first SVID: the
+                // handshake fails for lack of a certificate (`/readyz` says
+                // why); logged at debug, as each probe would repeat it.
+                tracing::debug!("no server certificate yet (SPIFFE Workload API)");
+                return;
             }
         }
-        ok &= ext::ssl_use_private_key(ssl, &m.identity.key).is_ok();
         ok &= ext::ssl_set_verify_cert_store(ssl, &m.trust.store).is_ok();
         if !ok {
             // The handshake then fails for lack of a certificate: loud and safe.

@@ -50,17 +50,41 @@ impl Crls {
         paths: &[PathBuf],
         trust: &ClientTrust,
     ) -> Result<Self, Vec<(usize, MaterialError)>> {
+        Self::load_with(paths, trust, false)
+    }
+
+    /// [`Self::load`]; with `defer_unknown_issuers`, a CRL whose issuer is
+    /// not (yet) an anchor is left out with a warning instead of refused:
+    /// its CA may be one the SPIFFE Workload API has not delivered yet.
+    /// Safe to leave out: a CRL is only ever from an anchor, and no client
+    /// chain verifies to an anchor that is not there.
+    pub fn load_with(
+        paths: &[PathBuf],
+        trust: &ClientTrust,
+        defer_unknown_issuers: bool,
+    ) -> Result<Self, Vec<(usize, MaterialError)>> {
         let mut lists = Vec::new();
         let mut problems = Vec::new();
         let mut h = Sha256::new();
         h.update(b"ztgate crls v1\0");
         for (i, path) in paths.iter().enumerate() {
             match load_one(path, trust) {
-                Ok((crl, der)) => {
+                Ok(Some((crl, der))) => {
                     h.update((der.len() as u64).to_be_bytes());
                     h.update(&der);
                     lists.push(crl);
                 }
+                Ok(None) if defer_unknown_issuers => tracing::warn!(
+                    crl = %path.display(),
+                    "CRL not applied: its issuer is not among the trust anchors (yet)"
+                ),
+                Ok(None) => problems.push((
+                    i,
+                    MaterialError::BadCertificate {
+                        path: path.display().to_string(),
+                        reason: UNKNOWN_ISSUER.into(),
+                    },
+                )),
                 Err(e) => problems.push((i, e)),
             }
         }
@@ -102,7 +126,11 @@ impl Crls {
     }
 }
 
-fn load_one(path: &Path, trust: &ClientTrust) -> Result<(Crl, Vec<u8>), MaterialError> {
+const UNKNOWN_ISSUER: &str =
+    "its issuer is not a CA of listener.tls.client_ca or mtls.trust_bundles";
+
+/// One CRL, verified; `None` when its issuer is not an anchor.
+fn load_one(path: &Path, trust: &ClientTrust) -> Result<Option<(Crl, Vec<u8>)>, MaterialError> {
     let bytes = read(path)?;
     let bad = |reason: String| MaterialError::BadCertificate {
         path: path.display().to_string(),
@@ -112,13 +140,13 @@ fn load_one(path: &Path, trust: &ClientTrust) -> Result<(Crl, Vec<u8>), Material
         .or_else(|_| X509Crl::from_der(&bytes))
         .map_err(|_| bad("not a PEM or DER certificate revocation list".into()))?;
     let issuer = crl.issuer_name().to_der().map_err(|e| bad(e.to_string()))?;
-    let anchor = trust
+    let Some(anchor) = trust
         .anchors()
         .map(|(_, c)| c)
         .find(|c| c.subject_name().to_der().ok().as_deref() == Some(issuer.as_slice()))
-        .ok_or_else(|| {
-            bad("its issuer is not a CA of listener.tls.client_ca or mtls.trust_bundles".into())
-        })?;
+    else {
+        return Ok(None);
+    };
     let key = anchor.public_key().map_err(|e| bad(e.to_string()))?;
     if !crl.verify(&key).unwrap_or(false) {
         return Err(bad(format!(
@@ -133,7 +161,7 @@ fn load_one(path: &Path, trust: &ClientTrust) -> Result<(Crl, Vec<u8>), Material
         ));
     }
     let der = crl.to_der().map_err(|e| bad(e.to_string()))?;
-    Ok((
+    Ok(Some((
         Crl {
             crl,
             issuer,
@@ -142,7 +170,7 @@ fn load_one(path: &Path, trust: &ClientTrust) -> Result<(Crl, Vec<u8>), Material
             path: path.to_owned(),
         },
         der,
-    ))
+    )))
 }
 
 #[cfg(test)]

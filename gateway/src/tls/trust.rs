@@ -151,7 +151,9 @@ impl ClientTrust {
         Self::assemble(client_ca, domains).map_err(|e| vec![(TrustSource::ClientCa, e)])
     }
 
-    fn assemble(
+    /// The trust made of `client_ca` and the bundles per trust domain,
+    /// already loaded (from files, or from the SPIFFE Workload API).
+    pub fn assemble(
         client_ca: Option<TrustBundle>,
         domains: BTreeMap<String, TrustBundle>,
     ) -> Result<Self, MaterialError> {

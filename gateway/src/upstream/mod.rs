@@ -37,6 +37,9 @@ pub struct PoolTls {
     pub sni: String,
     pub ca: Option<Arc<Box<[X509]>>>,
     pub client: Option<Arc<CertKey>>,
+    /// With `spiffe.use_for: [upstream]` and no `cert`/`key`: the gateway's
+    /// SVID from the Workload API, current at each new connection.
+    pub svid: Option<Arc<crate::spiffe::WorkloadSource>>,
     /// `notAfter` of the client certificate, for the expiry gauge.
     pub client_not_after: Option<std::time::SystemTime>,
 }
@@ -354,8 +357,14 @@ impl Pool {
         let mut peer = match &self.tls {
             None => HttpPeer::new(addr, false, String::new()),
             Some(t) => {
-                let mut p = match &t.client {
-                    Some(ck) => HttpPeer::new_mtls(addr, t.sni.clone(), ck.clone()),
+                let client = t.client.clone().or_else(|| {
+                    t.svid
+                        .as_ref()
+                        .and_then(|s| s.latest())
+                        .and_then(|c| c.upstream.clone())
+                });
+                let mut p = match client {
+                    Some(ck) => HttpPeer::new_mtls(addr, t.sni.clone(), ck),
                     None => HttpPeer::new(addr, true, t.sni.clone()),
                 };
                 p.options.ca = t.ca.clone();
@@ -432,6 +441,7 @@ fn pool_tls(
         sni: t.sni.clone(),
         ca,
         client,
+        svid: None,
         client_not_after,
     })
 }
