@@ -34,6 +34,15 @@ if [[ ! -x "$bin" ]]; then
 fi
 command -v openssl >/dev/null || { echo "lint-helm: the openssl CLI is required" >&2; exit 1; }
 
+# Debian splits venv (ensurepip) out of python3: install what is missing,
+# as scripts/setup.sh does for the build.
+if ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  echo "lint-helm: installing python3 python3-venv (apt)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-venv
+fi
+
 venv=.cache/lint-helm/venv
 # Pinned: the Helm engine (0.2.2 = Helm v4's SDK) and the schema bundle
 # (Kubernetes 1.37) the checks were written against.
