@@ -114,8 +114,8 @@ def lint_chart() -> None:
             problem(case, f"helm lint linted {report.get('total_charts_linted')} charts, not 1")
 
 
-def cross_check(case: str, objs: list[dict], namespace: str, expect: dict) -> dict | None:
-    """What no schema can check; returns the ztgate config when rendered."""
+def cross_check(case: str, objs: list[dict], namespace: str, expect: dict) -> str | None:
+    """What no schema can check; returns the ztgate.yaml text when rendered."""
     for o in objs:
         if o["metadata"].get("namespace") != namespace:
             problem(case, f"{o['kind']}/{o['metadata']['name']} is not in namespace {namespace}")
@@ -255,7 +255,10 @@ def cross_check(case: str, objs: list[dict], namespace: str, expect: dict) -> di
         return None
 
     cm = one(case, objs, "ConfigMap", cm_name)
-    text = cm.get("data", {}).get("ztgate.yaml", "")
+    if "ztgate.yaml" not in cm.get("data", {}):
+        problem(case, f"ConfigMap {cm_name} has no ztgate.yaml")
+        return None
+    text = cm["data"]["ztgate.yaml"]
     cfg = yaml.safe_load(text) or {}
     if annotations.get(CHECKSUM) != hashlib.sha256(text.removesuffix("\n").encode()).hexdigest():
         problem(case, "checksum/config is not the SHA-256 of the rendered ztgate.yaml")
@@ -317,7 +320,7 @@ def cross_check(case: str, objs: list[dict], namespace: str, expect: dict) -> di
             problem(case, f"spiffe.workload_api {workload} is not a socket in the CSI mount")
     elif workload:
         problem(case, "spiffe.workload_api set without spiffe.enabled")
-    return cfg
+    return text
 
 
 # --- deploy/*.yaml against the chart ----------------------------------------
@@ -508,10 +511,9 @@ def main() -> int:
         with open(out / f"{case}.yaml", "w") as f:
             yaml.safe_dump_all(core, f, sort_keys=False)
         before = len(problems)
-        cfg = cross_check(case, objs, namespace, expect)
-        if cfg is not None:
-            [cm] = by_kind(objs, "ConfigMap")
-            configs[case] = cm["data"]["ztgate.yaml"]
+        text = cross_check(case, objs, namespace, expect)
+        if text is not None:
+            configs[case] = text
         if expect.get("plain"):
             compare_plain(case, objs)
         kinds = ", ".join(sorted({o["kind"] for o in objs}))
