@@ -120,8 +120,25 @@ metric!(CRL_NEXT_UPDATE: IntGaugeVec = register_int_gauge_vec!(
 
 metric!(CLIENT_CERT_REFUSALS: IntCounterVec = register_int_counter_vec!(
     "ztgate_client_cert_refusals_total",
-    "Client certificates whose chain verified but that were refused, by reason: revoked (listener.tls.crl; with client_auth: optional treated as no certificate), and the trust-domain binding of mtls.trust_bundles: unknown_trust_domain, wrong_trust_bundle (a CA of another trust domain), no_spiffe_id (not under client_ca), bad_spiffe_id, several_trust_domains.",
+    "Client certificates whose chain verified but that were refused, by reason: revoked (listener.tls.crl or listener.tls.ocsp; with client_auth: optional treated as no certificate), ocsp_unavailable (listener.tls.ocsp mode hard without a good answer), and the trust-domain binding of mtls.trust_bundles: unknown_trust_domain, wrong_trust_bundle (a CA of another trust domain), no_spiffe_id (not under client_ca), bad_spiffe_id, several_trust_domains.",
     &["reason"]
+));
+
+metric!(OCSP_CHECKS: IntCounterVec = register_int_counter_vec!(
+    "ztgate_ocsp_checks_total",
+    "OCSP checks of client certificates (listener.tls.ocsp), by result (good, revoked, unknown; error: no answer could be had or it did not verify; no_responder: the certificate names none) and whether the answer came from the cache.",
+    &["result", "cached"]
+));
+
+metric!(STAPLE_REFRESH: IntCounterVec = register_int_counter_vec!(
+    "ztgate_ocsp_staple_refresh_total",
+    "Fetches of the server certificate's OCSP response for stapling (listener.tls.ocsp_stapling), by result (ok, error: the last good response is stapled until its nextUpdate).",
+    &["result"]
+));
+
+metric!(STAPLE_NEXT_UPDATE: IntGauge = register_int_gauge!(
+    "ztgate_ocsp_staple_next_update_timestamp_seconds",
+    "nextUpdate of the OCSP response stapled now (unix seconds); 0 when there is none to staple."
 ));
 
 /// The `ztgate_filter_duration_seconds` series of each built-in filter,
@@ -184,6 +201,15 @@ pub fn init() {
     for reason in crate::tls::trust::TrustRefusal::LABELS {
         CLIENT_CERT_REFUSALS.with_label_values(&[reason]);
     }
+    for result in crate::tls::ocsp::RESULTS {
+        for cached in ["true", "false"] {
+            OCSP_CHECKS.with_label_values(&[result, cached]);
+        }
+    }
+    for r in ["ok", "error"] {
+        STAPLE_REFRESH.with_label_values(&[r]);
+    }
+    LazyLock::force(&STAPLE_NEXT_UPDATE);
     for stage in crate::logging::HandshakeStage::ALL {
         HANDSHAKE_FAILURES.with_label_values(&[stage.label()]);
     }

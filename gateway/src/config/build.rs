@@ -160,6 +160,37 @@ fn take<T>(r: Result<T, Vec<ConfigProblem>>, problems: &mut Vec<ConfigProblem>) 
     }
 }
 
+/// `listener.tls.ocsp` and `ocsp_stapling`, onto the loaded material. The
+/// OCSP cache and each certificate's staple are claimed from `memory`, so a
+/// reload keeps them (see `crate::tls::ocsp`, `crate::tls::stapling`).
+fn revocation_checks(
+    t: &crate::config::raw::ListenerTls,
+    material: &mut ServerMaterial,
+    memory: &Arc<Memory>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    if let Some(o) = &t.ocsp {
+        for (key, d) in [("timeout", o.timeout), ("max_cache_age", o.max_cache_age)] {
+            if d.is_zero() {
+                problems.push(ConfigProblem::new(
+                    format!("listener.tls.ocsp.{key}"),
+                    "must be more than 0s",
+                ));
+            }
+        }
+        material.ocsp = crate::tls::ocsp::ClientOcsp::new(o, t.client_auth, memory).map(Arc::new);
+    }
+    if t.ocsp_stapling {
+        match crate::tls::stapling::Stapler::claim(&material.identity.chain, memory) {
+            Ok(s) => material.stapling = Some(s),
+            Err(e) => problems.push(ConfigProblem::new(
+                "listener.tls.ocsp_stapling",
+                format!("listener.tls.cert: {e}"),
+            )),
+        }
+    }
+}
+
 /// Build everything; on failure return every problem found. Long-lived
 /// state (keys, caches, counters) is claimed from `memory`, so a reload
 /// that passes the process's memory carries it over.
@@ -217,7 +248,8 @@ pub fn build(
         ));
     }
     let crls: Vec<PathBuf> = t.crl.iter().map(|p| ctx.resolve(p)).collect();
-    let material = match ServerMaterial::load(&cert, &key, ca.as_deref(), &trust_bundles, &crls) {
+    let mut material = match ServerMaterial::load(&cert, &key, ca.as_deref(), &trust_bundles, &crls)
+    {
         Ok(m) => Some(m),
         Err(errs) => {
             for (part, e) in errs {
@@ -226,6 +258,9 @@ pub fn build(
             None
         }
     };
+    if let Some(m) = material.as_mut() {
+        revocation_checks(t, m, memory, &mut problems);
+    }
 
     let mut trusted_proxies = Vec::new();
     for (i, p) in raw.listener.trusted_proxies.iter().enumerate() {

@@ -1,0 +1,312 @@
+//! OCSP for client certificates (`listener.tls.ocsp`) and the fetch that
+//! stapling shares (`super::stapling`).
+//!
+//! **How a handshake waits.** Pingora's TLS accept has one asynchronous
+//! hook after the client's certificate is known,
+//! `handshake_complete_callback`; OpenSSL's verify callback, where the CRLs
+//! and the trust-domain binding are checked, is synchronous and runs on a
+//! worker thread, which must never block on the network. So:
+//! 1. In the verify callback, only the cache is read ([`ClientOcsp::cached_refusal`]):
+//!    a cached `revoked` (or, in `hard` mode, `unknown`) fails the
+//!    handshake there with `client_auth: require`, as a CRL would.
+//! 2. Once the handshake is done, [`ClientOcsp::check`] answers from the
+//!    cache or asks the responder. That `.await`s the HTTP exchange on the
+//!    connection's own task, bounded by `timeout`: the worker thread serves
+//!    other connections meanwhile, and this connection reads no request
+//!    until the answer is in. A certificate refused then is treated as no
+//!    certificate with `client_auth: optional`; with `require` the
+//!    connection is closed before its first request (`RefusedConnection`,
+//!    checked by the listener), the client seeing its connection closed
+//!    rather than a handshake alert.
+//!
+//! Resumed sessions skip the verify callback but not step 2: a session
+//! resumed after its certificate was revoked is refused the same way (its
+//! issuer comes from the chains verified earlier, remembered by name).
+//!
+//! **The cache** belongs to the process, not to a config generation
+//! ([`ztgate_filter::Memory`]): answers are kept by (issuer name, serial)
+//! until the response's nextUpdate, capped at `max_cache_age` (a response
+//! without nextUpdate: [`NO_NEXT_UPDATE_TTL`]), so steady traffic costs no
+//! OCSP round trip. Failures are not cached: in `hard` mode each handshake
+//! of an uncached certificate tries the responder again.
+
+mod ffi;
+pub mod http;
+pub mod response;
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+use pingora::tls::x509::{X509Ref, X509};
+use sha2::{Digest, Sha256};
+use ztgate_filter::Memory;
+
+use crate::config::raw::{ClientAuth, Ocsp, OcspMode};
+pub use response::{Answer, CertStatus, OcspError, Prepared};
+
+/// How long an answer without nextUpdate is cached.
+pub const NO_NEXT_UPDATE_TTL: Duration = Duration::from_secs(300);
+
+/// The `reason` label of `ztgate_client_cert_refusals_total` when `hard`
+/// mode had no good answer.
+pub const UNAVAILABLE: &str = "ocsp_unavailable";
+
+/// Every `result` of `ztgate_ocsp_checks_total`.
+pub const RESULTS: [&str; 5] = ["good", "revoked", "unknown", "error", "no_responder"];
+
+/// Ask `cert`'s responder, bounded by `timeout`; the verified answer and
+/// the response's DER (for stapling).
+pub async fn fetch(
+    client: &reqwest::Client,
+    cert: &X509,
+    issuer: &X509,
+    nonce: bool,
+    timeout: Duration,
+    skew: Duration,
+) -> Result<(Answer, Vec<u8>), OcspError> {
+    let url = response::responder_url(cert).ok_or(OcspError::NoResponder)?;
+    let prepared = Prepared::new(cert, issuer, nonce)?;
+    let body = prepared.der()?;
+    let der = tokio::time::timeout(timeout, http::post(client, &url, body))
+        .await
+        .map_err(|_| OcspError::Timeout(timeout))??;
+    let answer = prepared.verify(&der, issuer, SystemTime::now(), skew)?;
+    Ok((answer, der))
+}
+
+/// What a check decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accept,
+    Refuse {
+        /// The `reason` label of `ztgate_client_cert_refusals_total`.
+        label: &'static str,
+        reason: String,
+    },
+}
+
+/// A cache key: SHA-256 of the issuer's name (DER), and the serial.
+type Key = ([u8; 32], Vec<u8>);
+
+fn key(cert: &X509Ref) -> Option<Key> {
+    let issuer = cert.issuer_name().to_der().ok()?;
+    let serial = cert.serial_number().to_bn().ok()?.to_vec();
+    Some((Sha256::digest(issuer).into(), serial))
+}
+
+#[derive(Clone, Copy)]
+struct Cached {
+    status: CertStatus,
+    until: SystemTime,
+}
+
+/// What outlives a generation: answers, the issuers seen in verified
+/// chains, the HTTP client.
+pub struct OcspMemory {
+    cache: Mutex<LruCache<Key, Cached>>,
+    /// Issuer name (DER) → certificate, for resumed sessions, which carry
+    /// only the leaf.
+    issuers: Mutex<LruCache<Vec<u8>, X509>>,
+    client: reqwest::Client,
+}
+
+impl OcspMemory {
+    fn new(capacity: NonZeroUsize) -> Self {
+        Self {
+            cache: Mutex::new(LruCache::new(capacity)),
+            issuers: Mutex::new(LruCache::new(
+                NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
+            )),
+            client: http::client(),
+        }
+    }
+
+    fn lookup(&self, key: &Key, now: SystemTime) -> Option<CertStatus> {
+        let mut cache = self.cache.lock();
+        match cache.get(key) {
+            Some(c) if c.until > now => Some(c.status),
+            Some(_) => {
+                cache.pop(key);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// `listener.tls.ocsp` in force (mode soft or hard).
+pub struct ClientOcsp {
+    pub mode: OcspMode,
+    client_auth: ClientAuth,
+    timeout: Duration,
+    max_cache_age: Duration,
+    skew: Duration,
+    nonce: bool,
+    memory: Arc<OcspMemory>,
+}
+
+impl ClientOcsp {
+    /// The checker for `settings`, or `None` when the mode is `off`. Its
+    /// cache is claimed from `memory` by capacity, so a reload keeps it.
+    pub fn new(settings: &Ocsp, client_auth: ClientAuth, memory: &Memory) -> Option<Self> {
+        if settings.mode == OcspMode::Off {
+            return None;
+        }
+        let capacity = settings.cache_size;
+        let state = memory.claim(&format!("client-ocsp:{capacity}"), || {
+            OcspMemory::new(capacity)
+        });
+        Some(Self {
+            mode: settings.mode,
+            client_auth,
+            timeout: settings.timeout,
+            max_cache_age: settings.max_cache_age,
+            skew: settings.clock_skew,
+            nonce: settings.nonce,
+            memory: state,
+        })
+    }
+
+    /// Keep `issuer` (from a verified chain) for later resumed sessions.
+    pub fn remember_issuer(&self, issuer: &X509Ref) {
+        if let Ok(name) = issuer.subject_name().to_der() {
+            let mut issuers = self.memory.issuers.lock();
+            if issuers.get(&name).is_none() {
+                issuers.put(name, issuer.to_owned());
+            }
+        }
+    }
+
+    /// From the cache alone (the verify callback): the refusal a cached
+    /// answer calls for, if any. Counted as a cached check only when it
+    /// refuses (otherwise [`Self::check`] counts it after the handshake).
+    pub fn cached_refusal(&self, leaf: &X509Ref) -> Option<Outcome> {
+        let status = self.memory.lookup(&key(leaf)?, SystemTime::now())?;
+        match self.decide(leaf, Ok(status)) {
+            Outcome::Accept => None,
+            refuse => {
+                count(status.label(), true);
+                Some(refuse)
+            }
+        }
+    }
+
+    /// The whole check, after the handshake: the cached answer, else the
+    /// responder's within `timeout` (see the module docs).
+    pub async fn check(&self, leaf: &X509, issuer: Option<X509>) -> Outcome {
+        let now = SystemTime::now();
+        let Some(k) = key(leaf) else {
+            return self.fail(
+                leaf,
+                OcspError::Request("unreadable issuer or serial".into()),
+            );
+        };
+        if let Some(status) = self.memory.lookup(&k, now) {
+            count(status.label(), true);
+            return self.decide(leaf, Ok(status));
+        }
+        let issuer = match issuer {
+            Some(i) => {
+                self.remember_issuer(&i);
+                Some(i)
+            }
+            None => leaf
+                .issuer_name()
+                .to_der()
+                .ok()
+                .and_then(|n| self.memory.issuers.lock().get(&n).cloned()),
+        };
+        let Some(issuer) = issuer else {
+            return self.fail(
+                leaf,
+                OcspError::Request("the issuer's certificate is not known".into()),
+            );
+        };
+        match fetch(
+            &self.memory.client,
+            leaf,
+            &issuer,
+            self.nonce,
+            self.timeout,
+            self.skew,
+        )
+        .await
+        {
+            Ok((answer, _)) => {
+                let fetched = SystemTime::now();
+                let until = answer
+                    .next_update
+                    .unwrap_or(fetched + NO_NEXT_UPDATE_TTL)
+                    .min(fetched + self.max_cache_age);
+                self.memory.cache.lock().put(
+                    k,
+                    Cached {
+                        status: answer.status,
+                        until,
+                    },
+                );
+                count(answer.status.label(), false);
+                self.decide(leaf, Ok(answer.status))
+            }
+            Err(e) => self.fail(leaf, e),
+        }
+    }
+
+    fn fail(&self, leaf: &X509Ref, e: OcspError) -> Outcome {
+        let label = if e == OcspError::NoResponder {
+            "no_responder"
+        } else {
+            "error"
+        };
+        count(label, false);
+        if self.mode == OcspMode::Soft {
+            tracing::warn!(
+                certificate = %super::material::display_name(leaf),
+                error = %e,
+                "OCSP check failed; accepted (listener.tls.ocsp.mode: soft)"
+            );
+        }
+        self.decide(leaf, Err(e))
+    }
+
+    fn decide(&self, leaf: &X509Ref, status: Result<CertStatus, OcspError>) -> Outcome {
+        let cn = || super::material::display_name(leaf);
+        match (status, self.mode) {
+            (Ok(CertStatus::Good), _) => Outcome::Accept,
+            (Ok(CertStatus::Revoked), _) => Outcome::Refuse {
+                label: super::trust::REVOKED,
+                reason: format!("certificate `{}` is revoked (OCSP)", cn()),
+            },
+            (Ok(CertStatus::Unknown), OcspMode::Hard) => Outcome::Refuse {
+                label: UNAVAILABLE,
+                reason: format!(
+                    "the OCSP responder does not know certificate `{}` (mode: hard)",
+                    cn()
+                ),
+            },
+            (Err(e), OcspMode::Hard) => Outcome::Refuse {
+                label: UNAVAILABLE,
+                reason: format!(
+                    "no OCSP answer for certificate `{}` (mode: hard): {e}",
+                    cn()
+                ),
+            },
+            _ => Outcome::Accept,
+        }
+    }
+
+    /// Whether a refusal fails the connection (`client_auth: require`)
+    /// rather than counting the certificate as none (`optional`).
+    pub fn refusal_closes(&self) -> bool {
+        self.client_auth == ClientAuth::Require
+    }
+}
+
+fn count(result: &str, cached: bool) {
+    crate::metrics::OCSP_CHECKS
+        .with_label_values(&[result, if cached { "true" } else { "false" }])
+        .inc();
+}
