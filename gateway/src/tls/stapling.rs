@@ -74,7 +74,7 @@ impl Stapler {
             [leaf, issuer, ..] => (leaf.clone(), issuer.clone()),
             _ => return Err(StaplingError::NoIssuer),
         };
-        if leaf.issued(&issuer) != pingora::tls::x509::X509VerifyResult::OK {
+        if issuer.issued(&leaf) != pingora::tls::x509::X509VerifyResult::OK {
             return Err(StaplingError::NoIssuer);
         }
         if ocsp::response::responder_url(&leaf).is_none() {
