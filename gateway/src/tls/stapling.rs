@@ -202,3 +202,66 @@ pub fn staple(
         None => Ok(false),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ztgate_testkit::pki::{Ca, LeafSpec};
+
+    fn x509(pem: &str) -> X509 {
+        X509::from_pem(pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_staple_is_served_until_its_next_update_and_belongs_to_its_certificate() {
+        let ca = Ca::new("acme.test").unwrap();
+        let with_aia = |name: &str| {
+            ca.issue(&LeafSpec {
+                common_name: name.into(),
+                ocsp_url: Some("http://127.0.0.1:9/".into()),
+                ..LeafSpec::default()
+            })
+            .unwrap()
+        };
+        let (a, b) = (with_aia("a"), with_aia("b"));
+        let memory = Memory::new();
+        let chain = |i: &ztgate_testkit::pki::Issued| vec![x509(&i.cert_pem), x509(&ca.cert_pem())];
+        let s = Stapler::claim(&chain(&a), &memory).unwrap();
+        // The same certificate in a later generation: the same stapler.
+        assert!(Arc::ptr_eq(
+            &s,
+            &Stapler::claim(&chain(&a), &memory).unwrap()
+        ));
+        // A rotated certificate: another one, with no staple yet.
+        let other = Stapler::claim(&chain(&b), &memory).unwrap();
+        assert!(!Arc::ptr_eq(&s, &other));
+
+        let now = SystemTime::now();
+        s.current.store(Some(Arc::new(Staple {
+            der: vec![1, 2, 3],
+            fetched: now,
+            expires: now + Duration::from_secs(600),
+        })));
+        assert!(s.current(now).is_some());
+        assert!(other.current(now).is_none());
+        assert!(s.current(now + Duration::from_secs(601)).is_none());
+        let held = s.current(now).unwrap();
+        assert_eq!(held.refresh_at(), now + Duration::from_secs(300));
+
+        // What stapling needs: the issuer after the leaf, a responder.
+        assert_eq!(
+            Stapler::claim(&[x509(&a.cert_pem)], &memory).err(),
+            Some(StaplingError::NoIssuer)
+        );
+        let stranger = Ca::new("other.test").unwrap();
+        assert_eq!(
+            Stapler::claim(&[x509(&a.cert_pem), x509(&stranger.cert_pem())], &memory).err(),
+            Some(StaplingError::NoIssuer)
+        );
+        let plain = ca.server().unwrap();
+        assert_eq!(
+            Stapler::claim(&[x509(&plain.cert_pem), x509(&ca.cert_pem())], &memory).err(),
+            Some(StaplingError::NoResponder)
+        );
+    }
+}

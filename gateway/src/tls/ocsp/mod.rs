@@ -27,13 +27,16 @@
 //! ([`ztgate_filter::Memory`]): answers are kept by (issuer name, serial)
 //! until the response's nextUpdate, capped at `max_cache_age` (a response
 //! without nextUpdate: [`NO_NEXT_UPDATE_TTL`]), so steady traffic costs no
-//! OCSP round trip. Failures are not cached: in `hard` mode each handshake
-//! of an uncached certificate tries the responder again.
+//! OCSP round trip. Concurrent handshakes of one uncached certificate
+//! share one request (a burst of new connections after a restart asks
+//! once). Failures are not cached: in `hard` mode each new connection of
+//! an uncached certificate tries the responder again.
 
 mod ffi;
 pub mod http;
 pub mod response;
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -110,8 +113,15 @@ pub struct OcspMemory {
     /// Issuer name (DER) → certificate, for resumed sessions, which carry
     /// only the leaf.
     issuers: Mutex<LruCache<Vec<u8>, X509>>,
+    /// The fetch in progress per certificate, which concurrent checks of
+    /// it await instead of asking again.
+    inflight: Mutex<HashMap<Key, Arc<InFlight>>>,
     client: reqwest::Client,
 }
+
+/// One fetch's result, shared by every check waiting on it. If the check
+/// running it is dropped (its client went away), the next waiter runs it.
+type InFlight = tokio::sync::OnceCell<Result<Answer, OcspError>>;
 
 impl OcspMemory {
     fn new(capacity: NonZeroUsize) -> Self {
@@ -120,6 +130,7 @@ impl OcspMemory {
             issuers: Mutex::new(LruCache::new(
                 NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
             )),
+            inflight: Mutex::new(HashMap::new()),
             client: http::client(),
         }
     }
@@ -225,17 +236,36 @@ impl ClientOcsp {
                 OcspError::Request("the issuer's certificate is not known".into()),
             );
         };
-        match fetch(
-            &self.memory.client,
-            leaf,
-            &issuer,
-            self.nonce,
-            self.timeout,
-            self.skew,
-        )
-        .await
+        let flight = self
+            .memory
+            .inflight
+            .lock()
+            .entry(k.clone())
+            .or_default()
+            .clone();
+        let result = flight
+            .get_or_init(|| async {
+                fetch(
+                    &self.memory.client,
+                    leaf,
+                    &issuer,
+                    self.nonce,
+                    self.timeout,
+                    self.skew,
+                )
+                .await
+                .map(|(answer, _)| answer)
+            })
+            .await
+            .clone();
         {
-            Ok((answer, _)) => {
+            let mut inflight = self.memory.inflight.lock();
+            if inflight.get(&k).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                inflight.remove(&k);
+            }
+        }
+        match result {
+            Ok(answer) => {
                 let fetched = SystemTime::now();
                 let until = answer
                     .next_update
@@ -309,4 +339,126 @@ fn count(result: &str, cached: bool) {
     crate::metrics::OCSP_CHECKS
         .with_label_values(&[result, if cached { "true" } else { "false" }])
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ztgate_testkit::ocsp::{Responder, Signer};
+    use ztgate_testkit::pki::{Ca, Issued, LeafSpec};
+
+    fn settings(mode: OcspMode) -> Ocsp {
+        Ocsp {
+            mode,
+            timeout: Duration::from_secs(2),
+            cache_size: NonZeroUsize::new(100).unwrap(),
+            max_cache_age: Duration::from_secs(3600),
+            clock_skew: Duration::from_secs(300),
+            nonce: true,
+        }
+    }
+
+    fn leaf(ca: &Ca, name: &str, r: &Responder) -> (Issued, X509) {
+        let i = ca
+            .issue(&LeafSpec {
+                common_name: name.into(),
+                ocsp_url: Some(r.url()),
+                ..LeafSpec::default()
+            })
+            .unwrap();
+        let x = X509::from_der(&i.der).unwrap();
+        (i, x)
+    }
+
+    fn refused(o: &Outcome) -> Option<&'static str> {
+        match o {
+            Outcome::Accept => None,
+            Outcome::Refuse { label, .. } => Some(label),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_share_one_fetch_and_the_cache_outlives_a_generation() {
+        let dir = std::env::temp_dir().join(format!("ztgate-ocsp-client-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = Ca::new("acme.test").unwrap();
+        let r = Responder::start(&dir, &ca, Signer::Delegated)
+            .await
+            .unwrap();
+        let issuer = X509::from_pem(ca.cert_pem().as_bytes()).unwrap();
+        let memory = Memory::new();
+        let hard = Arc::new(
+            ClientOcsp::new(&settings(OcspMode::Hard), ClientAuth::Require, &memory).unwrap(),
+        );
+        let (good_i, good) = leaf(&ca, "good", &r);
+        let (revoked_i, revoked) = leaf(&ca, "revoked", &r);
+        let (_, unknown) = leaf(&ca, "unknown", &r);
+        r.good(&good_i).unwrap();
+        r.revoke(&revoked_i).unwrap();
+
+        // A burst of cold checks of one certificate: one request.
+        let checks = (0..8).map(|_| {
+            let (hard, good, issuer) = (hard.clone(), good.clone(), issuer.clone());
+            tokio::spawn(async move { hard.check(&good, Some(issuer)).await })
+        });
+        for c in checks {
+            assert_eq!(c.await.unwrap(), Outcome::Accept);
+        }
+        assert_eq!(r.requests(), 1);
+        // A resumed session (no chain): the issuer seen before is used.
+        assert_eq!(
+            refused(&hard.check(&revoked, None).await),
+            Some(super::super::trust::REVOKED)
+        );
+        assert_eq!(r.requests(), 2);
+        assert_eq!(
+            refused(&hard.cached_refusal(&revoked).unwrap()),
+            Some(super::super::trust::REVOKED)
+        );
+        assert!(hard.cached_refusal(&good).is_none());
+        assert_eq!(
+            refused(&hard.check(&unknown, Some(issuer.clone())).await),
+            Some(UNAVAILABLE)
+        );
+        let asked = r.requests();
+        assert_eq!(asked, 3, "good, revoked and unknown once each");
+
+        // The next generation, same settings: same cache, no new request.
+        let next =
+            ClientOcsp::new(&settings(OcspMode::Soft), ClientAuth::Require, &memory).unwrap();
+        assert_eq!(
+            next.check(&good, Some(issuer.clone())).await,
+            Outcome::Accept
+        );
+        // soft: unknown is let in, revoked is not.
+        assert_eq!(
+            next.check(&unknown, Some(issuer.clone())).await,
+            Outcome::Accept
+        );
+        assert!(refused(&next.check(&revoked, None).await).is_some());
+        assert_eq!(r.requests(), asked);
+
+        // The responder down: a new certificate is refused by hard only.
+        r.stop();
+        let (_, fresh) = leaf(&ca, "fresh", &r);
+        assert_eq!(
+            refused(&hard.check(&fresh, Some(issuer.clone())).await),
+            Some(UNAVAILABLE)
+        );
+        assert_eq!(
+            next.check(&fresh, Some(issuer.clone())).await,
+            Outcome::Accept
+        );
+        // No responder in the certificate; an issuer never seen.
+        let plain = X509::from_der(&ca.svid("spiffe://acme.test/x").unwrap().der).unwrap();
+        assert_eq!(
+            refused(&hard.check(&plain, Some(issuer.clone())).await),
+            Some(UNAVAILABLE)
+        );
+        let stranger = Ca::new("stranger.test").unwrap();
+        let (_, orphan) = leaf(&stranger, "orphan", &r);
+        assert_eq!(refused(&hard.check(&orphan, None).await), Some(UNAVAILABLE));
+        assert_eq!(next.check(&orphan, None).await, Outcome::Accept);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
