@@ -223,6 +223,8 @@ async fn optional_client_auth_treats_a_refused_certificate_as_none() {
     let auth = "optional\n    ocsp: { mode: hard, timeout: 1s }";
     let mut setup = Setup::new("ocsp-optional");
     setup.client_auth = auth;
+    // `mtls` last: the refusal is the handshake's, whatever the order.
+    setup.policy = "pipeline: [route, sanitize, mtls]\nmtls:\n  trust_domains: [acme.test]\n  allowed_ids: [\"spiffe://acme.test/ns/shop/**\"]\n";
     let env = setup.start().await;
     let responder = Responder::start(&env.dir.join("responder"), &env.ca, Signer::Delegated)
         .await

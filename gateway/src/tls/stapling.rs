@@ -112,7 +112,9 @@ impl Stapler {
         .await?;
         if answer.status != CertStatus::Good {
             // A revoked or unknown server certificate: stapling that would
-            // only make clients refuse us; say so loudly instead.
+            // only make clients refuse us, and the last good response is
+            // no longer true: staple nothing, and say so loudly.
+            self.current.store(None);
             return Err(OcspError::NotGood(answer.status.label()));
         }
         let fetched = SystemTime::now();

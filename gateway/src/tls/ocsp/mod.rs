@@ -117,7 +117,14 @@ pub struct OcspMemory {
     /// it await instead of asking again.
     inflight: Mutex<HashMap<Key, Arc<InFlight>>>,
     client: reqwest::Client,
+    /// When `soft` mode last logged a failed check (unix seconds): a
+    /// responder outage is logged every [`WARN_EVERY`], not per
+    /// connection (the metric counts each).
+    last_warned: std::sync::atomic::AtomicU64,
 }
+
+/// How often `soft` mode logs that checks fail.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// One fetch's result, shared by every check waiting on it. If the check
 /// running it is dropped (its client went away), the next waiter runs it.
@@ -132,7 +139,21 @@ impl OcspMemory {
             )),
             inflight: Mutex::new(HashMap::new()),
             client: http::client(),
+            last_warned: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    fn may_warn(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_warned.load(Ordering::Relaxed);
+        now >= last + WARN_EVERY.as_secs()
+            && self
+                .last_warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     fn lookup(&self, key: &Key, now: SystemTime) -> Option<CertStatus> {
@@ -292,11 +313,11 @@ impl ClientOcsp {
             "error"
         };
         count(label, false);
-        if self.mode == OcspMode::Soft {
+        if self.mode == OcspMode::Soft && self.memory.may_warn() {
             tracing::warn!(
                 certificate = %super::material::display_name(leaf),
                 error = %e,
-                "OCSP check failed; accepted (listener.tls.ocsp.mode: soft)"
+                "OCSP check failed; accepted (listener.tls.ocsp.mode: soft; further failures within 10s are only counted)"
             );
         }
         self.decide(leaf, Err(e))
@@ -335,10 +356,24 @@ impl ClientOcsp {
     }
 }
 
+/// The series of `ztgate_ocsp_checks_total`, resolved once: a cached
+/// answer is counted on every handshake, where `with_label_values` would
+/// hash the labels and take the vec's lock.
+static CHECKS: std::sync::LazyLock<Vec<(&'static str, [prometheus::IntCounter; 2])>> =
+    std::sync::LazyLock::new(|| {
+        RESULTS
+            .iter()
+            .map(|r| {
+                let of = |cached: &str| crate::metrics::OCSP_CHECKS.with_label_values(&[r, cached]);
+                (*r, [of("false"), of("true")])
+            })
+            .collect()
+    });
+
 fn count(result: &str, cached: bool) {
-    crate::metrics::OCSP_CHECKS
-        .with_label_values(&[result, if cached { "true" } else { "false" }])
-        .inc();
+    if let Some((_, by_cached)) = CHECKS.iter().find(|(r, _)| *r == result) {
+        by_cached[usize::from(cached)].inc();
+    }
 }
 
 #[cfg(test)]
