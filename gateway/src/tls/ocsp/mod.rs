@@ -371,8 +371,8 @@ static CHECKS: std::sync::LazyLock<Vec<(&'static str, [prometheus::IntCounter; 2
     });
 
 fn count(result: &str, cached: bool) {
-    if let Some((_, by_cached)) = CHECKS.iter().find(|(r, _)| *r == result) {
-        by_cached[usize::from(cached)].inc();
+    if let Some((_, [fetched, from_cache])) = CHECKS.iter().find(|(r, _)| *r == result) {
+        if cached { from_cache } else { fetched }.inc();
     }
 }
 
