@@ -258,6 +258,101 @@ async fn optional_client_auth_treats_a_refused_certificate_as_none() {
     call(good).await.unwrap();
 }
 
+/// One `openssl s_client` connection as `who` (TLS 1.3), offering the
+/// session in `sess_in`, keeping its session in `sess_out`, then one
+/// HTTP/1.1 request (any answer means the connection was served). Returns
+/// (resumed, served, output). Blocking.
+fn s_client_session(
+    port: u16,
+    dir: &Path,
+    who: &Issued,
+    sess_in: Option<&Path>,
+    sess_out: Option<&Path>,
+) -> (bool, bool, String) {
+    use std::io::{Read, Write};
+    let (cert, key) = who.write(dir, "session-client").unwrap();
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "localhost", "-ign_eof", "-tls1_3", "-CAfile"])
+        .arg(dir.join("ca.pem"))
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key);
+    if let Some(f) = sess_in {
+        cmd.arg("-sess_in").arg(f);
+    }
+    if let Some(f) = sess_out {
+        cmd.arg("-sess_out").arg(f);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The gateway may have closed the connection already.
+    let _ = stdin.write_all(
+        b"GET /orders.v1.Orders/Get HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    drop(stdin);
+    let mut out = String::new();
+    // s_client exits when the gateway closes (after its answer, or at once).
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    let _ = child.wait();
+    let resumed = out.lines().any(|l| l.starts_with("Reused, "));
+    let served = out.lines().any(|l| l.starts_with("HTTP/1.1 "));
+    (resumed, served, out)
+}
+
+/// A TLS session resumed after its certificate was revoked is refused: a
+/// resumption skips certificate verification, not the OCSP check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_of_a_revoked_certificate_is_refused() {
+    let auth = "require\n    ocsp: { mode: hard, max_cache_age: 1s }";
+    let mut setup = Setup::new("ocsp-resumption");
+    setup.client_auth = auth;
+    let env = setup.start().await;
+    let responder = Responder::start(&env.dir.join("responder"), &env.ca, Signer::Delegated)
+        .await
+        .unwrap();
+    let who = svid(&env.ca, "resumer", &responder);
+    responder.good(&who).unwrap();
+    let (port, dir, client) = (env.gw.listen.port(), env.dir.clone(), who.clone());
+    let sess = dir.join("resumer.sess");
+    let run = move |sess_in: Option<PathBuf>, sess_out: Option<PathBuf>| {
+        let (dir, who) = (dir.clone(), client.clone());
+        tokio::task::spawn_blocking(move || {
+            s_client_session(port, &dir, &who, sess_in.as_deref(), sess_out.as_deref())
+        })
+    };
+    // A full handshake that keeps its session (the TLS 1.3 ticket comes
+    // after the handshake: retried until s_client wrote it).
+    let kept = support::eventually(Duration::from_secs(10), async || {
+        let _ = std::fs::remove_file(&sess);
+        let (resumed, served, out) = run(None, Some(sess.clone())).await.unwrap();
+        assert!(served && !resumed, "{out}");
+        sess.exists()
+    })
+    .await;
+    assert!(kept, "s_client kept no session");
+    let (resumed, served, out) = run(Some(sess.clone()), None).await.unwrap();
+    assert!(resumed && served, "a good certificate resumes: {out}");
+
+    responder.revoke(&who).unwrap();
+    let refused_on_resumption = support::eventually(Duration::from_secs(15), async || {
+        let (resumed, served, _) = run(Some(sess.clone()), None).await.unwrap();
+        resumed && !served
+    })
+    .await;
+    assert!(
+        refused_on_resumption,
+        "a revoked certificate's session still serves: {}",
+        run(Some(sess.clone()), None).await.unwrap().2
+    );
+}
+
 /// `check` names the key of a bad OCSP setting.
 #[tokio::test]
 async fn check_reports_bad_ocsp_settings() {

@@ -18,6 +18,11 @@
 //! bundle, a session from before falls back to a full handshake, verified
 //! against the bundle in force now; a reload that changes only the server
 //! certificate leaves resumption alone.
+//!
+//! OCSP (`ocsp`) is not part of that context: revocation status changes
+//! without a reload, so every handshake, resumed or not, is checked after
+//! it completes, from a cache the verify callback also reads. The status
+//! callback staples the server certificate's OCSP response (`stapling`).
 
 pub mod material;
 pub mod ocsp;
@@ -358,12 +363,13 @@ fn verify_peer(preverified: bool, ctx: &mut X509StoreContextRef, client_auth: Cl
                         if let Some(issuer) = chain.get(1) {
                             ocsp.remember_issuer(issuer);
                         }
+                        // With `optional` the check after the handshake
+                        // decides (and counts) alone.
+                        if client_auth != ClientAuth::Require {
+                            return Ok(());
+                        }
                         match ocsp.cached_refusal(leaf) {
-                            Some(Outcome::Refuse { label, reason })
-                                if client_auth == ClientAuth::Require =>
-                            {
-                                Err((label, reason))
-                            }
+                            Some(Outcome::Refuse { label, reason }) => Err((label, reason)),
                             _ => Ok(()),
                         }
                     })
