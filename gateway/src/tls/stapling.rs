@@ -266,4 +266,47 @@ mod tests {
             Some(StaplingError::NoResponder)
         );
     }
+
+    /// The responder down when a refresh is due: the refresh fails (and is
+    /// counted), the last good response is still stapled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_refresh_keeps_the_last_good_response() {
+        let ca = Ca::new("acme.test").unwrap();
+        let closed = ztgate_testkit::harness::free_port().unwrap();
+        let leaf = ca
+            .issue(&LeafSpec {
+                common_name: "localhost".into(),
+                ocsp_url: Some(format!("http://127.0.0.1:{closed}/")),
+                ..LeafSpec::default()
+            })
+            .unwrap();
+        let memory = Memory::new();
+        let s = Stapler::claim(&[x509(&leaf.cert_pem), x509(&ca.cert_pem())], &memory).unwrap();
+        let now = SystemTime::now();
+        let expires = now + Duration::from_secs(600);
+        // Halfway through its validity: due now.
+        s.current.store(Some(Arc::new(Staple {
+            der: vec![1, 2, 3],
+            fetched: now - Duration::from_secs(600),
+            expires,
+        })));
+        let errors = || {
+            crate::metrics::STAPLE_REFRESH
+                .with_label_values(&["error"])
+                .get()
+        };
+        let before = errors();
+        let task = tokio::spawn(s.clone().run());
+        let failed =
+            ztgate_testkit::wait::eventually(Duration::from_secs(10), async || errors() > before)
+                .await;
+        task.abort();
+        assert!(failed, "no failed refresh was counted");
+        let held = s
+            .current(SystemTime::now())
+            .expect("the last good response");
+        assert_eq!(held.der, vec![1, 2, 3]);
+        let secs = expires.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(crate::metrics::STAPLE_NEXT_UPDATE.get(), secs as i64);
+    }
 }
