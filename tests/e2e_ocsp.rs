@@ -518,9 +518,25 @@ async fn the_server_certificate_is_stapled() {
     // The responder's -ndays 1.
     assert!(next_update > now + 3600.0, "{next_update} vs {now}");
 
-    // The responder down: the last good response is still stapled.
+    // The responder down: the last good response is still stapled, also
+    // after a SIGHUP (the staple belongs to the certificate, not to the
+    // config generation).
     responder.stop();
     assert!(staple_for(&server)(), "the last good staple was not served");
+    let reloads = support::metric_of(&gw, "ztgate_config_reloads_total", &[("result", "ok")]);
+    support::signal(gw.pid(), "-HUP");
+    assert!(
+        support::metric_reaching(
+            &gw,
+            "ztgate_config_reloads_total",
+            &[("result", "ok")],
+            reloads + 1.0
+        )
+        .await
+            > reloads,
+        "SIGHUP did not reload"
+    );
+    assert!(staple_for(&server)(), "the staple was lost on reload");
 
     // Rotation: the new certificate gets a staple of its own.
     responder.resume().await.unwrap();
