@@ -367,7 +367,7 @@ async fn check_reports_bad_ocsp_settings() {
     cert: server.pem
     key: server-key.pem
     client_ca: ca.pem
-    ocsp: { mode: hard, timeout: 0s }
+    ocsp: { mode: hard, timeout: 0s, max_cache_age: 1h }
     ocsp_stapling: true
 pipeline: [sanitize, mtls, route]
 routes:
@@ -392,10 +392,15 @@ upstreams:
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("listener.tls.ocsp.timeout"), "{text}");
+    assert!(
+        text.contains("listener.tls.ocsp.timeout: must be more than 0s"),
+        "{text}"
+    );
     assert!(text.contains("listener.tls.ocsp_stapling"), "{text}");
     assert!(text.contains("needs the issuer"), "{text}");
-    // With the issuer after it, the missing AIA is what is wrong.
+    // With the issuer after it, the missing AIA is what is wrong; a
+    // timeout longer than a handshake may wait.
+    std::fs::write(&config, yaml.replace("timeout: 0s", "timeout: 31s")).unwrap();
     let server = ca.server().unwrap();
     std::fs::write(
         dir.join("server.pem"),
@@ -412,6 +417,10 @@ upstreams:
     let text =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("names no OCSP responder"), "{text}");
+    assert!(
+        text.contains("listener.tls.ocsp.timeout: must be at most 30s"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -160,6 +160,9 @@ fn take<T>(r: Result<T, Vec<ConfigProblem>>, problems: &mut Vec<ConfigProblem>) 
     }
 }
 
+/// The longest `listener.tls.ocsp.timeout`.
+const OCSP_MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `listener.tls.ocsp` and `ocsp_stapling`, onto the loaded material. The
 /// OCSP cache and each certificate's staple are claimed from `memory`, so a
 /// reload keeps them (see `crate::tls::ocsp`, `crate::tls::stapling`).
@@ -177,6 +180,17 @@ fn revocation_checks(
                     "must be more than 0s",
                 ));
             }
+        }
+        // A cold-cache handshake waits this long, inside Pingora's 60 s
+        // limit for a whole handshake.
+        if o.timeout > OCSP_MAX_TIMEOUT {
+            problems.push(ConfigProblem::new(
+                "listener.tls.ocsp.timeout",
+                format!(
+                    "must be at most {}s: a handshake waits this long for the responder",
+                    OCSP_MAX_TIMEOUT.as_secs()
+                ),
+            ));
         }
         material.ocsp = crate::tls::ocsp::ClientOcsp::new(o, t.client_auth, memory).map(Arc::new);
     }
