@@ -126,7 +126,7 @@ metric!(CLIENT_CERT_REFUSALS: IntCounterVec = register_int_counter_vec!(
 
 metric!(OCSP_CHECKS: IntCounterVec = register_int_counter_vec!(
     "ztgate_ocsp_checks_total",
-    "OCSP checks of client certificates (listener.tls.ocsp), by result (good, revoked, unknown; error: no answer could be had or it did not verify; no_responder: the certificate names none) and whether the answer came from the cache.",
+    "OCSP checks of client certificates (listener.tls.ocsp), by result (good, revoked, unknown; error: no answer could be had or it did not verify; no_responder: the certificate names none) and whether the answer came from the cache (cached=false: the responder was asked, for a handshake or to refresh an answer in the last quarter of its life).",
     &["result", "cached"]
 ));
 

@@ -27,7 +27,9 @@
 //! ([`ztgate_filter::Memory`]): answers are kept by (issuer name, serial)
 //! until the response's nextUpdate, capped at `max_cache_age` (a response
 //! without nextUpdate: [`NO_NEXT_UPDATE_TTL`]), so steady traffic costs no
-//! OCSP round trip. Concurrent handshakes of one uncached certificate
+//! OCSP round trip; a hit in the last quarter of an answer's life also
+//! asks again in the background, so an expiring answer is replaced before
+//! a handshake has to wait for it. Concurrent handshakes of one uncached certificate
 //! share one request (a burst of new connections after a restart asks
 //! once). Failures are not cached: in `hard` mode each new connection of
 //! an uncached certificate tries the responder again.
@@ -103,7 +105,17 @@ fn key(cert: &X509Ref) -> Option<Key> {
 #[derive(Clone, Copy)]
 struct Cached {
     status: CertStatus,
+    fetched: SystemTime,
     until: SystemTime,
+}
+
+impl Cached {
+    /// In the last quarter of its life: time to ask again, in the
+    /// background, while this answer still serves.
+    fn refresh_due(&self, now: SystemTime) -> bool {
+        let life = self.until.duration_since(self.fetched).unwrap_or_default();
+        now >= self.fetched + life / 4 * 3
+    }
 }
 
 /// What outlives a generation: answers, the issuers seen in verified
@@ -156,10 +168,10 @@ impl OcspMemory {
                 .is_ok()
     }
 
-    fn lookup(&self, key: &Key, now: SystemTime) -> Option<CertStatus> {
+    fn lookup(&self, key: &Key, now: SystemTime) -> Option<Cached> {
         let mut cache = self.cache.lock();
         match cache.get(key) {
-            Some(c) if c.until > now => Some(c.status),
+            Some(c) if c.until > now => Some(*c),
             Some(_) => {
                 cache.pop(key);
                 None
@@ -169,14 +181,99 @@ impl OcspMemory {
     }
 }
 
-/// `listener.tls.ocsp` in force (mode soft or hard).
-pub struct ClientOcsp {
-    pub mode: OcspMode,
-    client_auth: ClientAuth,
+/// Asking the responder and caching what it says: shared by a check that
+/// waits for it and a refresh that runs in the background.
+#[derive(Clone)]
+struct Fetcher {
+    memory: Arc<OcspMemory>,
     timeout: Duration,
     max_cache_age: Duration,
     skew: Duration,
     nonce: bool,
+}
+
+impl Fetcher {
+    /// Ask `leaf`'s responder (joining a fetch already in flight for it)
+    /// and cache a verified answer until its nextUpdate, at most
+    /// `max_cache_age`.
+    async fn fetch_and_cache(
+        &self,
+        k: &Key,
+        leaf: &X509,
+        issuer: &X509,
+    ) -> Result<Answer, OcspError> {
+        let flight = self
+            .memory
+            .inflight
+            .lock()
+            .entry(k.clone())
+            .or_default()
+            .clone();
+        let result = flight
+            .get_or_init(|| async {
+                fetch(
+                    &self.memory.client,
+                    leaf,
+                    issuer,
+                    self.nonce,
+                    self.timeout,
+                    self.skew,
+                )
+                .await
+                .map(|(answer, _)| answer)
+            })
+            .await
+            .clone();
+        {
+            let mut inflight = self.memory.inflight.lock();
+            if inflight.get(k).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                inflight.remove(k);
+            }
+        }
+        if let Ok(answer) = &result {
+            let fetched = SystemTime::now();
+            let until = answer
+                .next_update
+                .unwrap_or(fetched + NO_NEXT_UPDATE_TTL)
+                .min(fetched + self.max_cache_age);
+            self.memory.cache.lock().put(
+                k.clone(),
+                Cached {
+                    status: answer.status,
+                    fetched,
+                    until,
+                },
+            );
+        }
+        result
+    }
+
+    /// Refresh a cached answer in the background (unless a fetch for it is
+    /// already running): steady traffic never waits for the responder,
+    /// even when an answer expires. A failure leaves the cached answer to
+    /// serve until it expires.
+    fn refresh_in_background(&self, k: Key, leaf: X509, issuer: X509) {
+        if self.memory.inflight.lock().contains_key(&k) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            match me.fetch_and_cache(&k, &leaf, &issuer).await {
+                Ok(answer) => count(answer.status.label(), false),
+                Err(e) => {
+                    count("error", false);
+                    tracing::debug!(error = %e, "OCSP refresh ahead of expiry failed");
+                }
+            }
+        });
+    }
+}
+
+/// `listener.tls.ocsp` in force (mode soft or hard).
+pub struct ClientOcsp {
+    pub mode: OcspMode,
+    client_auth: ClientAuth,
+    fetcher: Fetcher,
     memory: Arc<OcspMemory>,
 }
 
@@ -194,10 +291,13 @@ impl ClientOcsp {
         Some(Self {
             mode: settings.mode,
             client_auth,
-            timeout: settings.timeout,
-            max_cache_age: settings.max_cache_age,
-            skew: settings.clock_skew,
-            nonce: settings.nonce,
+            fetcher: Fetcher {
+                memory: state.clone(),
+                timeout: settings.timeout,
+                max_cache_age: settings.max_cache_age,
+                skew: settings.clock_skew,
+                nonce: settings.nonce,
+            },
             memory: state,
         })
     }
@@ -216,7 +316,7 @@ impl ClientOcsp {
     /// answer calls for, if any. Counted as a cached check only when it
     /// refuses (otherwise [`Self::check`] counts it after the handshake).
     pub fn cached_refusal(&self, leaf: &X509Ref) -> Option<Outcome> {
-        let status = self.memory.lookup(&key(leaf)?, SystemTime::now())?;
+        let status = self.memory.lookup(&key(leaf)?, SystemTime::now())?.status;
         match self.decide(leaf, Ok(status)) {
             Outcome::Accept => None,
             refuse => {
@@ -229,17 +329,17 @@ impl ClientOcsp {
     /// The whole check, after the handshake: the cached answer, else the
     /// responder's within `timeout` (see the module docs).
     pub async fn check(&self, leaf: &X509, issuer: Option<X509>) -> Outcome {
-        let now = SystemTime::now();
+        self.check_at(leaf, issuer, SystemTime::now()).await
+    }
+
+    /// [`Self::check`] as if it were `now` (for the cache's clock).
+    async fn check_at(&self, leaf: &X509, issuer: Option<X509>, now: SystemTime) -> Outcome {
         let Some(k) = key(leaf) else {
             return self.fail(
                 leaf,
                 OcspError::Request("unreadable issuer or serial".into()),
             );
         };
-        if let Some(status) = self.memory.lookup(&k, now) {
-            count(status.label(), true);
-            return self.decide(leaf, Ok(status));
-        }
         let issuer = match issuer {
             Some(i) => {
                 self.remember_issuer(&i);
@@ -251,54 +351,21 @@ impl ClientOcsp {
                 .ok()
                 .and_then(|n| self.memory.issuers.lock().get(&n).cloned()),
         };
+        if let Some(cached) = self.memory.lookup(&k, now) {
+            count(cached.status.label(), true);
+            if let Some(issuer) = issuer.filter(|_| cached.refresh_due(now)) {
+                self.fetcher.refresh_in_background(k, leaf.clone(), issuer);
+            }
+            return self.decide(leaf, Ok(cached.status));
+        }
         let Some(issuer) = issuer else {
             return self.fail(
                 leaf,
                 OcspError::Request("the issuer's certificate is not known".into()),
             );
         };
-        let flight = self
-            .memory
-            .inflight
-            .lock()
-            .entry(k.clone())
-            .or_default()
-            .clone();
-        let result = flight
-            .get_or_init(|| async {
-                fetch(
-                    &self.memory.client,
-                    leaf,
-                    &issuer,
-                    self.nonce,
-                    self.timeout,
-                    self.skew,
-                )
-                .await
-                .map(|(answer, _)| answer)
-            })
-            .await
-            .clone();
-        {
-            let mut inflight = self.memory.inflight.lock();
-            if inflight.get(&k).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                inflight.remove(&k);
-            }
-        }
-        match result {
+        match self.fetcher.fetch_and_cache(&k, leaf, &issuer).await {
             Ok(answer) => {
-                let fetched = SystemTime::now();
-                let until = answer
-                    .next_update
-                    .unwrap_or(fetched + NO_NEXT_UPDATE_TTL)
-                    .min(fetched + self.max_cache_age);
-                self.memory.cache.lock().put(
-                    k,
-                    Cached {
-                        status: answer.status,
-                        until,
-                    },
-                );
                 count(answer.status.label(), false);
                 self.decide(leaf, Ok(answer.status))
             }
@@ -494,6 +561,52 @@ mod tests {
         let (_, orphan) = leaf(&stranger, "orphan", &r);
         assert_eq!(refused(&hard.check(&orphan, None).await), Some(UNAVAILABLE));
         assert_eq!(next.check(&orphan, None).await, Outcome::Accept);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A hit late in an answer's life answers from the cache and asks the
+    /// responder again in the background; the fresh answer replaces it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expiring_answer_is_refreshed_in_the_background() {
+        let dir = std::env::temp_dir().join(format!("ztgate-ocsp-refresh-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = Ca::new("acme.test").unwrap();
+        let r = Responder::start(&dir, &ca, Signer::Delegated)
+            .await
+            .unwrap();
+        let issuer = X509::from_pem(ca.cert_pem().as_bytes()).unwrap();
+        let mut s = settings(OcspMode::Hard);
+        s.max_cache_age = Duration::from_secs(400);
+        let ocsp = ClientOcsp::new(&s, ClientAuth::Require, &Memory::new()).unwrap();
+        let (good_i, good) = leaf(&ca, "good", &r);
+        r.good(&good_i).unwrap();
+        let t0 = SystemTime::now();
+        assert_eq!(
+            ocsp.check_at(&good, Some(issuer.clone()), t0).await,
+            Outcome::Accept
+        );
+        assert_eq!(r.requests(), 1);
+        // Halfway: the cache answers, nothing else.
+        let half = t0 + Duration::from_secs(200);
+        assert_eq!(ocsp.check_at(&good, None, half).await, Outcome::Accept);
+        assert_eq!(r.requests(), 1);
+        // In the last quarter: answered from the cache at once, and the
+        // responder is asked in the background. The certificate is revoked
+        // meanwhile: the refreshed answer says so.
+        r.revoke(&good_i).unwrap();
+        let late = t0 + Duration::from_secs(350);
+        assert_eq!(ocsp.check_at(&good, None, late).await, Outcome::Accept);
+        let refreshed = ztgate_testkit::wait::eventually(Duration::from_secs(10), async || {
+            r.requests() == 2
+                && refused(&ocsp.check_at(&good, None, t0).await)
+                    == Some(super::super::trust::REVOKED)
+        })
+        .await;
+        assert!(
+            refreshed,
+            "no background refresh: {} requests",
+            r.requests()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
