@@ -43,6 +43,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Serve<A> {
         // through `cleanup` below).
         _shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        if crate::tls::refused_after_handshake(&stream) {
+            // Its client certificate was refused once the handshake was
+            // done (OCSP; see `tls::ocsp`): closed before any request.
+            return None;
+        }
         let _connection = self.drain.connection();
         let stream: Stream = Box::new(FirstRequest::new(stream, self.request_header_timeout));
         let close = self.drain.close_watch();

@@ -120,7 +120,7 @@ metric!(CRL_NEXT_UPDATE: IntGaugeVec = register_int_gauge_vec!(
 
 metric!(CLIENT_CERT_REFUSALS: IntCounterVec = register_int_counter_vec!(
     "ztgate_client_cert_refusals_total",
-    "Client certificates whose chain verified but that were refused, by reason: revoked (listener.tls.crl; with client_auth: optional treated as no certificate), and the trust-domain binding of mtls.trust_bundles: unknown_trust_domain, wrong_trust_bundle (a CA of another trust domain), no_spiffe_id (not under client_ca), bad_spiffe_id, several_trust_domains.",
+    "Client certificates whose chain verified but that were refused, by reason: revoked (listener.tls.crl or listener.tls.ocsp; with client_auth: optional treated as no certificate), ocsp_unavailable (listener.tls.ocsp mode hard without a good answer), and the trust-domain binding of mtls.trust_bundles: unknown_trust_domain, wrong_trust_bundle (a CA of another trust domain), no_spiffe_id (not under client_ca), bad_spiffe_id, several_trust_domains.",
     &["reason"]
 ));
 
@@ -137,6 +137,23 @@ metric!(WORKLOAD_API_ERRORS: IntCounterVec = register_int_counter_vec!(
 metric!(WORKLOAD_API_CONNECTED: IntGauge = register_int_gauge!(
     "ztgate_workload_api_connected",
     "1 while the stream from the SPIFFE Workload API is open, else 0."
+));
+
+metric!(OCSP_CHECKS: IntCounterVec = register_int_counter_vec!(
+    "ztgate_ocsp_checks_total",
+    "OCSP checks of client certificates (listener.tls.ocsp), by result (good, revoked, unknown; error: no answer could be had or it did not verify; no_responder: the certificate names none) and whether the answer came from the cache (cached=false: the responder was asked, for a handshake or to refresh an answer in the last quarter of its life).",
+    &["result", "cached"]
+));
+
+metric!(STAPLE_REFRESH: IntCounterVec = register_int_counter_vec!(
+    "ztgate_ocsp_staple_refresh_total",
+    "Fetches of the server certificate's OCSP response for stapling (listener.tls.ocsp_stapling), by result (ok, error: the last good response is stapled until its nextUpdate).",
+    &["result"]
+));
+
+metric!(STAPLE_NEXT_UPDATE: IntGauge = register_int_gauge!(
+    "ztgate_ocsp_staple_next_update_timestamp_seconds",
+    "nextUpdate of the OCSP response stapled now (unix seconds); 0 when there is none to staple."
 ));
 
 /// The `ztgate_filter_duration_seconds` series of each built-in filter,
@@ -206,6 +223,15 @@ pub fn init() {
         WORKLOAD_API_ERRORS.with_label_values(&[reason]);
     }
     LazyLock::force(&WORKLOAD_API_CONNECTED);
+    for result in crate::tls::ocsp::RESULTS {
+        for cached in ["true", "false"] {
+            OCSP_CHECKS.with_label_values(&[result, cached]);
+        }
+    }
+    for r in ["ok", "error"] {
+        STAPLE_REFRESH.with_label_values(&[r]);
+    }
+    LazyLock::force(&STAPLE_NEXT_UPDATE);
     for stage in crate::logging::HandshakeStage::ALL {
         HANDSHAKE_FAILURES.with_label_values(&[stage.label()]);
     }

@@ -61,12 +61,17 @@ impl Reloader {
             // Dial the shared store now rather than on the first request.
             store.connect_in_background();
         }
-        let fresh: Vec<_> = rt
+        let mut fresh: Vec<_> = rt
             .chain
             .background()
             .into_iter()
             .map(tokio::spawn)
             .collect();
+        // The server certificate's OCSP staple (a kept staple is not
+        // fetched again before its refresh time).
+        if let Some(s) = &rt.material.stapling {
+            fresh.push(tokio::spawn(s.clone().run()));
+        }
         let old = match self.background.lock() {
             Ok(mut slot) => std::mem::replace(&mut *slot, fresh),
             Err(_) => {

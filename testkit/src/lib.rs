@@ -11,6 +11,7 @@ pub mod client;
 pub mod dpop;
 pub mod harness;
 pub mod idp;
+pub mod ocsp;
 pub mod pki;
 pub mod redis;
 pub mod wait;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
-    SanType, SerialNumber,
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationListParams,
+    CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -48,6 +48,40 @@ pub struct LeafSpec {
     pub expired: bool,
     /// Mark the leaf as a CA (not a valid SVID).
     pub is_ca: bool,
+    /// An OCSP responder URL in the authority information access extension.
+    pub ocsp_url: Option<String>,
+    /// An OCSP responder's own certificate: only the OCSP-signing extended
+    /// key usage (RFC 6960 §4.2.2.2, a delegated responder).
+    pub ocsp_signing: bool,
+}
+
+/// The authority information access extension (RFC 5280 §4.2.2.1) naming
+/// one OCSP responder, DER-encoded by hand (rcgen has no builder for it).
+pub fn aia_ocsp(url: &str) -> CustomExtension {
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let n = body.len();
+        if n < 0x80 {
+            out.push(n as u8);
+        } else {
+            let len: Vec<u8> = n
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
+            out.push(0x80 | len.len() as u8);
+            out.extend(len);
+        }
+        out.extend_from_slice(body);
+        out
+    }
+    // id-ad-ocsp, 1.3.6.1.5.5.7.48.1
+    let method = tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01]);
+    // GeneralName uniformResourceIdentifier: [6] IMPLICIT IA5String
+    let location = tlv(0x86, url.as_bytes());
+    let description = tlv(0x30, &[method, location].concat());
+    // id-pe-authorityInfoAccess, 1.3.6.1.5.5.7.1.1
+    CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], tlv(0x30, &description))
 }
 
 impl Ca {
@@ -70,6 +104,12 @@ impl Ca {
         self.cert.pem()
     }
 
+    /// The CA's private key (PEM), for tools that sign as the CA (an OCSP
+    /// responder answering for itself).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
     /// Write the CA certificate as `NAME.pem`.
     pub fn write(&self, dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
         let p = dir.join(format!("{name}.pem"));
@@ -90,10 +130,17 @@ impl Ca {
             p.subject_alt_names
                 .push(SanType::URI(u.clone().try_into()?));
         }
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        p.extended_key_usages = if spec.ocsp_signing {
+            vec![ExtendedKeyUsagePurpose::OcspSigning]
+        } else {
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ]
+        };
+        if let Some(url) = &spec.ocsp_url {
+            p.custom_extensions.push(aia_ocsp(url));
+        }
         p.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,

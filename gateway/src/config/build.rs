@@ -163,6 +163,58 @@ fn take<T>(r: Result<T, Vec<ConfigProblem>>, problems: &mut Vec<ConfigProblem>) 
     }
 }
 
+/// The longest `listener.tls.ocsp.timeout`.
+const OCSP_MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `listener.tls.ocsp` and `ocsp_stapling`, onto the loaded material. The
+/// OCSP cache and each certificate's staple are claimed from `memory`, so a
+/// reload keeps them (see `crate::tls::ocsp`, `crate::tls::stapling`).
+fn revocation_checks(
+    t: &crate::config::raw::ListenerTls,
+    material: &mut FileMaterial,
+    memory: &Arc<Memory>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    if let Some(o) = &t.ocsp {
+        for (key, d) in [("timeout", o.timeout), ("max_cache_age", o.max_cache_age)] {
+            if d.is_zero() {
+                problems.push(ConfigProblem::new(
+                    format!("listener.tls.ocsp.{key}"),
+                    "must be more than 0s",
+                ));
+            }
+        }
+        // A cold-cache handshake waits this long, inside Pingora's 60 s
+        // limit for a whole handshake.
+        if o.timeout > OCSP_MAX_TIMEOUT {
+            problems.push(ConfigProblem::new(
+                "listener.tls.ocsp.timeout",
+                format!(
+                    "must be at most {}s: a handshake waits this long for the responder",
+                    OCSP_MAX_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        material.ocsp = crate::tls::ocsp::ClientOcsp::new(o, t.client_auth, memory).map(Arc::new);
+    }
+    if t.ocsp_stapling {
+        let Some(identity) = &material.identity else {
+            problems.push(ConfigProblem::new(
+                "listener.tls.ocsp_stapling",
+                "needs listener.tls.cert: the Workload API's SVIDs name no OCSP responder to staple from",
+            ));
+            return;
+        };
+        match crate::tls::stapling::Stapler::claim(&identity.chain, memory) {
+            Ok(s) => material.stapling = Some(s),
+            Err(e) => problems.push(ConfigProblem::new(
+                "listener.tls.ocsp_stapling",
+                format!("listener.tls.cert: {e}"),
+            )),
+        }
+    }
+}
+
 /// Build everything; on failure return every problem found. Long-lived
 /// state (keys, caches, counters) is claimed from `memory`, so a reload
 /// that passes the process's memory carries it over.
@@ -237,7 +289,11 @@ pub fn build(
         // CRLs from a CA the Workload API serves are checked when its
         // bundle arrives.
         !trust_from_api,
-    );
+    )
+    .map(|mut files| {
+        revocation_checks(t, &mut files, memory, &mut problems);
+        files
+    });
     let material = files
         .and_then(|files| match spiffe.clone() {
             None => ServerMaterial::compose(&files, &WorkloadParts::default()).map(|m| (m, None)),

@@ -131,10 +131,74 @@ pub struct ListenerTls {
     /// or `mtls.trust_bundles`; watched like certificates.
     #[serde(default)]
     pub crl: Vec<String>,
+    /// OCSP checking of client certificates (off unless configured).
+    #[serde(default)]
+    pub ocsp: Option<Ocsp>,
+    /// Staple an OCSP response for `cert` (fetched from its AIA responder).
+    #[serde(default)]
+    pub ocsp_stapling: bool,
     #[serde(default)]
     pub client_auth: ClientAuth,
     #[serde(default)]
     pub min_version: TlsVersion,
+}
+
+/// `listener.tls.ocsp`: ask the responder named in each client
+/// certificate's authority information access whether it is revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ocsp {
+    #[serde(default)]
+    pub mode: OcspMode,
+    /// How long a handshake waits for the responder on a cold cache.
+    #[serde(default = "default_ocsp_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How many certificates' answers are cached (least recently used
+    /// go first).
+    #[serde(default = "default_ocsp_cache_size")]
+    pub cache_size: NonZeroUsize,
+    /// An answer is cached until its nextUpdate, but never longer than
+    /// this.
+    #[serde(default = "default_ocsp_max_cache_age", with = "humantime_serde")]
+    pub max_cache_age: Duration,
+    /// Clock difference allowed when checking thisUpdate/nextUpdate.
+    #[serde(default = "default_ocsp_clock_skew", with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Send a nonce and require the response to echo it when it has one
+    /// (off by default: responders that pre-sign answers ignore nonces).
+    #[serde(default)]
+    pub nonce: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OcspMode {
+    #[default]
+    Off,
+    /// Refuse only a certificate the responder says is revoked.
+    Soft,
+    /// Refuse unless the responder says good.
+    Hard,
+}
+
+/// Why 2 s: a cold-cache handshake waits at most this long, and a healthy
+/// responder answers in milliseconds.
+fn default_ocsp_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_ocsp_cache_size() -> NonZeroUsize {
+    NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// Why 1 h: responders usually promise hours to days; an hour bounds how
+/// long a revocation can go unseen when they promise more.
+fn default_ocsp_max_cache_age() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_ocsp_clock_skew() -> Duration {
+    Duration::from_secs(300)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

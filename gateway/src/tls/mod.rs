@@ -18,9 +18,16 @@
 //! bundle, a session from before falls back to a full handshake, verified
 //! against the bundle in force now; a reload that changes only the server
 //! certificate leaves resumption alone.
+//!
+//! OCSP (`ocsp`) is not part of that context: revocation status changes
+//! without a reload, so every handshake, resumed or not, is checked after
+//! it completes, from a cache the verify callback also reads. The status
+//! callback staples the server certificate's OCSP response (`stapling`).
 
 pub mod material;
+pub mod ocsp;
 pub mod revocation;
+pub mod stapling;
 pub mod trust;
 
 use std::any::Any;
@@ -36,12 +43,14 @@ use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::ext;
 use pingora::tls::ssl::{ClientHelloResponse, NameType, Ssl, SslRef, SslVerifyMode, SslVersion};
-use pingora::tls::x509::{X509StoreContext, X509StoreContextRef, X509VerifyResult};
+use pingora::tls::x509::{X509StoreContext, X509StoreContextRef, X509VerifyResult, X509};
 use ztgate_filter::{PeerCertificate, TlsFacts};
 
 use crate::config::raw::{ClientAuth, TlsVersion};
 use material::{CertAndKey, MaterialError, Part, TrustBundle, TrustDigest};
+use ocsp::{ClientOcsp, Outcome};
 use revocation::Crls;
+use stapling::Stapler;
 use trust::ClientTrust;
 
 /// What a handshake needs; swapped whole on reload, and on each update
@@ -56,6 +65,12 @@ pub struct ServerMaterial {
     pub trust: ClientTrust,
     /// `listener.tls.crl`.
     pub crls: Crls,
+    /// `listener.tls.ocsp` (absent when `off`). Not part of the trust id:
+    /// revocation status changes without a reload, so every handshake,
+    /// resumed ones included, is checked (see `ocsp`).
+    pub ocsp: Option<Arc<ClientOcsp>>,
+    /// `listener.tls.ocsp_stapling`: the staple of `identity`'s certificate.
+    pub stapling: Option<Arc<Stapler>>,
     /// See [`Self::trust_id`].
     trust_id: TrustDigest,
 }
@@ -73,6 +88,11 @@ pub struct FileMaterial {
     /// `listener.tls.crl`, read and verified against the trust in force at
     /// each composition (a Workload API bundle may be the CRL's issuer).
     pub crl_paths: Vec<PathBuf>,
+    /// `listener.tls.ocsp`, set by the config build after loading.
+    pub ocsp: Option<Arc<ClientOcsp>>,
+    /// `listener.tls.ocsp_stapling`: the stapler of `identity`, set by the
+    /// config build after loading.
+    pub stapling: Option<Arc<Stapler>>,
 }
 
 /// What the SPIFFE Workload API adds to a composition.
@@ -138,6 +158,8 @@ impl FileMaterial {
                 client_ca: trust.client_ca,
                 domains: trust.domains,
                 crl_paths: crls.to_vec(),
+                ocsp: None,
+                stapling: None,
             }),
             (a, b, c) => {
                 let mut errs = a.err().unwrap_or_default();
@@ -206,6 +228,15 @@ impl ServerMaterial {
             identity,
             trust,
             crls,
+            ocsp: files.ocsp.clone(),
+            // The staple is of the file certificate: an SVID from the
+            // Workload API names no OCSP responder (`check` refuses the
+            // combination).
+            stapling: workload
+                .identity
+                .is_none()
+                .then(|| files.stapling.clone())
+                .flatten(),
             trust_id: h.finalize().into(),
         })
     }
@@ -319,12 +350,61 @@ impl TlsAccept for Handshake {
         &self,
         ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        Some(Arc::new(describe_connection(ssl)))
+        let refused = match ocsp_check(ssl) {
+            Some((ocsp, leaf, issuer)) => match ocsp.check(&leaf, issuer).await {
+                Outcome::Accept => None,
+                Outcome::Refuse { label, reason } => {
+                    crate::metrics::CLIENT_CERT_REFUSALS
+                        .with_label_values(&[label])
+                        .inc();
+                    if ocsp.refusal_closes() {
+                        tracing::warn!(%reason, "client certificate refused; connection closed");
+                        return Some(Arc::new(RefusedConnection));
+                    }
+                    tracing::warn!(%reason, "client certificate refused: treated as none (client_auth: optional)");
+                    Some(reason)
+                }
+            },
+            None => None,
+        };
+        Some(Arc::new(describe_connection(ssl, refused.is_some())))
     }
 }
 
-/// What the TLS layer knows about a finished handshake.
-fn describe_connection(ssl: &TlsRef) -> TlsFacts {
+/// The mark a connection whose client certificate was refused after the
+/// handshake (OCSP on a cold cache, `client_auth: require`) carries in
+/// place of its [`TlsFacts`]: the listener closes it before reading a
+/// request ([`refused_after_handshake`]). Were that ever missed, the
+/// connection would still have no verified peer.
+pub struct RefusedConnection;
+
+/// Whether `stream`'s handshake ended with its certificate refused.
+pub fn refused_after_handshake(stream: &pingora::protocols::Stream) -> bool {
+    stream
+        .get_ssl_digest()
+        .is_some_and(|d| d.extension.get::<RefusedConnection>().is_some())
+}
+
+/// What an OCSP check of this connection needs, if it needs one: the
+/// checker, the leaf, and its issuer from the verified chain (`None` for a
+/// resumed session). Taken before any `.await`, as owned values.
+fn ocsp_check(ssl: &SslRef) -> Option<(Arc<ClientOcsp>, X509, Option<X509>)> {
+    let material = (*PINNED).and_then(|idx| ssl.ex_data(idx).cloned())?;
+    let ocsp = material.ocsp.clone()?;
+    let leaf = ssl.peer_certificate()?;
+    // A certificate a CRL revoked is already none (`describe_connection`).
+    if material.crls.revoking(&leaf).is_some() {
+        return None;
+    }
+    let issuer = ssl
+        .verified_chain()
+        .and_then(|chain| chain.get(1).map(|c| c.to_owned()));
+    Some((ocsp, leaf, issuer))
+}
+
+/// What the TLS layer knows about a finished handshake; `refused`: its
+/// certificate was refused after the handshake and counts as none.
+fn describe_connection(ssl: &TlsRef, refused: bool) -> TlsFacts {
     let revoked = revoked_peer(ssl);
     if let Some(cn) = &revoked {
         crate::metrics::CLIENT_CERT_REFUSALS
@@ -332,8 +412,7 @@ fn describe_connection(ssl: &TlsRef) -> TlsFacts {
             .inc();
         tracing::warn!(certificate = %cn, "revoked client certificate: treated as none (client_auth: optional)");
     }
-    let peer = revoked
-        .is_none()
+    let peer = (revoked.is_none() && !refused)
         .then(|| ssl.peer_certificate())
         .flatten()
         .and_then(|c| c.to_der().ok())
@@ -387,6 +466,25 @@ fn verify_peer(preverified: bool, ctx: &mut X509StoreContextRef, client_auth: Cl
                             format!("certificate `{cn}` of the chain is revoked by a CRL"),
                         )),
                         _ => Ok(()),
+                    })
+                    // OCSP, from the cache only: this callback must not
+                    // wait on the network (see `ocsp`).
+                    .and_then(|()| {
+                        let Some(ocsp) = &material.ocsp else {
+                            return Ok(());
+                        };
+                        if let Some(issuer) = chain.get(1) {
+                            ocsp.remember_issuer(issuer);
+                        }
+                        // With `optional` the check after the handshake
+                        // decides (and counts) alone.
+                        if client_auth != ClientAuth::Require {
+                            return Ok(());
+                        }
+                        match ocsp.cached_refusal(leaf) {
+                            Some(Outcome::Refuse { label, reason }) => Err((label, reason)),
+                            _ => Ok(()),
+                        }
                     })
             }
             _ => return false,
@@ -454,6 +552,12 @@ pub fn listener_settings(
         return Error::e_explain(InternalError, "no ex_data index for the TLS material");
     }
     tls.set_client_hello_callback(move |ssl, _alert| bind_session_to_trust(ssl, &material));
+    // OCSP stapling: the pinned material's staple, when it has one.
+    tls.set_status_callback(|ssl| {
+        let material = (*PINNED).and_then(|idx| ssl.ex_data(idx).cloned());
+        stapling::staple(ssl, material.as_ref().and_then(|m| m.stapling.as_deref()))
+    })
+    .or_err(InternalError, "OCSP status callback")?;
     // One TLS 1.3 ticket instead of OpenSSL's default two: each ticket
     // copies the session, client certificate included, through DER
     // encode/decode (measured: 8% less CPU per full handshake with one), and a

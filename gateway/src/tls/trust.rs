@@ -80,14 +80,16 @@ pub enum TrustRefusal {
 
 impl TrustRefusal {
     /// Every `reason` label of `ztgate_client_cert_refusals_total`: the
-    /// trust-domain binding's, then `revoked` (a CRL).
-    pub const LABELS: [&'static str; 6] = [
+    /// trust-domain binding's, then `revoked` (a CRL or OCSP) and
+    /// `ocsp_unavailable` (OCSP `hard` mode without a good answer).
+    pub const LABELS: [&'static str; 7] = [
         "no_spiffe_id",
         "bad_spiffe_id",
         "several_trust_domains",
         "unknown_trust_domain",
         "wrong_trust_bundle",
         REVOKED,
+        super::ocsp::UNAVAILABLE,
     ];
 
     /// The `reason` label of `ztgate_client_cert_refusals_total`.
