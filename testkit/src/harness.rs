@@ -66,7 +66,12 @@ impl GatewayProcess {
         admin: SocketAddr,
     ) -> anyhow::Result<Self> {
         let config = dir.join("ztgate.yaml");
-        std::fs::write(&config, config_yaml)?;
+        // Written aside and renamed into place: a process already reading
+        // this file (the kept demo's backends read the same config) sees
+        // the old whole file or the new one, never a half-written one.
+        let staged = dir.join(".ztgate.yaml.new");
+        std::fs::write(&staged, config_yaml)?;
+        std::fs::rename(&staged, &config)?;
         let log = dir.join("ztgate.log");
         let logf = std::fs::File::create(&log)?;
         let child = Command::new(bin)
