@@ -188,8 +188,9 @@ with open(f"{out}/report.md", "w") as f:
     f.write(f"- {len(rows[variants[0]][2])} alternating rounds per variant; each connection a full TLS 1.3 mTLS handshake + one unary call; ztgate release, 1 worker thread, pinned\n")
     f.write(f"- OCSP responder requests over the whole run: {requests} (cache warm after the first handshake of each ztgate start)\n")
     for v in variants[1:]:
-        checked = [l.strip() for p in sorted(glob.glob(f"{out}/work/metrics-{v}-*.txt")) for l in open(p)
-                   if not l.rstrip().endswith(" 0")]
+        checked = list(dict.fromkeys(
+            l.strip() for p in sorted(glob.glob(f"{out}/work/metrics-{v}-*.txt")) for l in open(p)
+            if not l.rstrip().endswith(" 0")))
         f.write(f"- `{v}`: what the gateway reported at the end of each run: {'; '.join(f'`{c}`' for c in checked) or 'nothing'}\n")
     f.write("\n")
     f.write("| variant | handshakes/s (median) | × none | proxy CPU µs/handshake (median) | × none | errors | runs (rate; CPU µs) |\n|---|---:|---:|---:|---:|---:|---|\n")
