@@ -26,6 +26,7 @@ mod reload;
 mod request_meta;
 mod state;
 mod tls;
+mod trace;
 mod upstream;
 
 use clap::Parser;

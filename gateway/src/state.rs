@@ -28,6 +28,9 @@ pub struct Shared {
     /// Requests and connections in flight, and whether SIGTERM started a
     /// drain (then `/readyz` answers 503).
     pub drain: Arc<Drain>,
+    /// OpenTelemetry spans: the exporter of the `tracing:` settings in
+    /// force, which outlives generations that leave the section alone.
+    pub tracing: crate::trace::Tracing,
 }
 
 impl Shared {
@@ -48,6 +51,7 @@ impl Shared {
             memory,
             listening: AtomicBool::new(false),
             drain: Drain::new(),
+            tracing: crate::trace::Tracing::default(),
         })
     }
 

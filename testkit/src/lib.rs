@@ -10,6 +10,7 @@ pub mod client;
 pub mod dpop;
 pub mod harness;
 pub mod idp;
+pub mod otlp;
 pub mod pki;
 pub mod redis;
 pub mod wait;

@@ -118,6 +118,9 @@ pub struct Runtime {
     /// The `policy` filter (also in the chain), for `explain` to show its
     /// input document and answer.
     pub policy: Option<Arc<ztgate_policy::PolicyFilter>>,
+    /// `tracing:` checked (off when `None`); put in force by the process's
+    /// `crate::trace::Tracing` at start-up and on each reload.
+    pub tracing: Option<crate::trace::Settings>,
 }
 
 impl Runtime {
@@ -286,6 +289,10 @@ pub fn build(
     }
     let mut policy = None;
     let chain = build_chain(raw, &ctx, &mut problems, &mut policy);
+    let tracing = raw
+        .tracing
+        .as_ref()
+        .and_then(|t| take(crate::trace::config::check(t, "tracing"), &mut problems));
 
     if !problems.is_empty() {
         return Err(problems);
@@ -354,6 +361,7 @@ pub fn build(
         assertion,
         state_store: state.map(|(_, store)| store),
         policy,
+        tracing,
     };
     Ok((st, rt))
 }

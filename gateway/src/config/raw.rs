@@ -45,6 +45,9 @@ pub struct Config {
     /// Where security memory shared by replicas lives (`memory` when absent).
     #[serde(default)]
     pub state: Option<ztgate_state::StateSection>,
+    /// OpenTelemetry spans over OTLP (off when absent; see `crate::trace`).
+    #[serde(default)]
+    pub tracing: Option<crate::trace::TracingSection>,
     pub upstreams: BTreeMap<String, Upstream>,
 }
 
