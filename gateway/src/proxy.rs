@@ -249,11 +249,10 @@ impl ProxyHttp for Gateway {
         // (it could carry a credential, `?access_token=…`).
         ctx.path = view.path.to_owned();
         // Started before anything can refuse the request: denials get spans too.
-        ctx.trace = self.shared.tracing.start(
-            &req.headers,
-            view.path,
-            trace::started_at(ctx.started.elapsed()),
-        );
+        ctx.trace = self
+            .shared
+            .tracing
+            .start(&req.headers, trace::started_at(ctx.started.elapsed()));
         // An oversized header list is refused before any filter (or the
         // route table) reads it, as RESOURCE_EXHAUSTED: the h2 codec's own
         // limit is set above this one so that such a list gets here rather

@@ -2,7 +2,10 @@
 //! each kind of client context and sampling ratio. (Export is tested end
 //! to end in `tests/e2e_tracing.rs` against a real OTLP receiver.)
 
+use super::hop::{ip_text, rpc_parts, well_formed};
 use super::*;
+use opentelemetry::trace::Span as _;
+use std::net::IpAddr;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
@@ -43,21 +46,16 @@ fn fields(tp: &str) -> (String, String, String) {
 }
 
 fn hop(t: &Tracing, h: &http::HeaderMap) -> Hop {
-    t.start(h, "/orders.v1.Orders/Get", SystemTime::now())
-        .unwrap()
+    t.start(h, SystemTime::now()).unwrap()
 }
 
 #[test]
 fn off_means_no_span() {
     let t = Tracing::default();
-    assert!(t
-        .start(&headers(&[]), "/a.B/C", SystemTime::now())
-        .is_none());
+    assert!(t.start(&headers(&[]), SystemTime::now()).is_none());
     let on = tracing(1.0);
     on.apply(None).unwrap();
-    assert!(on
-        .start(&headers(&[]), "/a.B/C", SystemTime::now())
-        .is_none());
+    assert!(on.start(&headers(&[]), SystemTime::now()).is_none());
 }
 
 /// A sampled client context is continued: same trace, the gateway span as
@@ -76,6 +74,11 @@ fn a_sampled_client_context_is_continued() {
         assert_eq!(trace, TRACE);
         assert_ne!(span, PARENT);
         assert_eq!(span, hop.span.span_context().span_id().to_string());
+        let sc = hop.span.span_context();
+        assert_eq!(
+            hop.traceparent(),
+            format!("00-{}-{}-01", sc.trace_id(), sc.span_id())
+        );
         assert_eq!(flags, "01");
         assert_eq!(hop.tracestate().as_deref(), Some("vendor=abc,other=1"));
     }
@@ -165,6 +168,23 @@ fn traceparent_shapes() {
     assert!(!well_formed(&ok.replace('-', "_")));
     assert!(!well_formed(&ok.to_uppercase()));
     assert!(!well_formed("00-\u{e9}"));
+}
+
+#[test]
+fn addresses_as_text() {
+    for ip in [
+        "0.0.0.0",
+        "127.0.0.1",
+        "10.20.3.255",
+        "192.168.100.9",
+        "::1",
+        "2001:db8::7",
+    ] {
+        let parsed: IpAddr = ip.parse().unwrap();
+        assert_eq!(ip_text(parsed), ip);
+    }
+    // A v4-mapped peer of a dual-stack listener reads as its IPv4 address.
+    assert_eq!(ip_text("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.3");
 }
 
 #[test]
