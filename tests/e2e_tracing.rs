@@ -31,7 +31,7 @@ fn policy(tracing: &str) -> &'static str {
 
 fn tracing_section(endpoint: &str, extra: &str) -> String {
     format!(
-        "tracing:\n  otlp:\n    endpoint: \"{endpoint}\"\n    timeout: 500ms\n    headers: {{ x-api-key: e2e-key }}\n  service_name: ztgate-e2e\n{extra}"
+        "tracing:\n  otlp:\n    endpoint: \"{endpoint}\"\n    timeout: 2s\n    headers: {{ x-api-key: e2e-key }}\n  service_name: ztgate-e2e\n{extra}"
     )
 }
 
@@ -296,9 +296,9 @@ async fn timed_call(env: &Env, ch: &tonic::transport::Channel) -> Duration {
 /// answers): calls succeed as fast as ever, and the lost spans are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_or_silent_collector_never_slows_a_call() {
-    // Each call is bounded far below the exporter's timeout (500 ms) and
-    // batch delay (1 s): a call that waited on the collector would fail it.
-    const BOUND: Duration = Duration::from_millis(400);
+    // Each call is bounded below the exporter's timeout (2 s): a call that
+    // waited on the collector would fail it, with room for a loaded machine.
+    const BOUND: Duration = Duration::from_secs(1);
 
     let rx = OtlpReceiver::start_grpc().await.unwrap();
     let env = start(
@@ -362,10 +362,8 @@ async fn spans_over_otlp_http() {
     let rx = OtlpReceiver::start_http().await.unwrap();
     let env = start(
         "trace-http",
-        &tracing_section(&rx.endpoint(), "  sample_ratio: 1.0\n").replace(
-            "    timeout: 500ms\n",
-            "    timeout: 500ms\n    protocol: http\n",
-        ),
+        &tracing_section(&rx.endpoint(), "  sample_ratio: 1.0\n")
+            .replace("    timeout: 2s\n", "    timeout: 2s\n    protocol: http\n"),
     )
     .await;
     let md = get(&env, &[]).await;

@@ -132,6 +132,13 @@ impl Reloader {
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Tracing first, before anything can make `/readyz` green: a call
+        // served once the gateway is ready is traced.
+        let initial = self.shared.runtime.load_full();
+        if let Err(e) = self.shared.tracing.apply(initial.tracing.as_ref()) {
+            tracing::error!(error = %e, "cannot start OpenTelemetry export; tracing off");
+        }
+        drop(initial);
         // Services start concurrently: /readyz turns green only once the
         // gRPC listener really accepts connections.
         let listen = self.shared.settings.listen;
