@@ -191,9 +191,24 @@ impl OtlpReceiver {
         Self::start_grpc_on("127.0.0.1:0".parse()?).await
     }
 
+    /// An OTLP/gRPC receiver over TLS with `cert_pem`/`key_pem`, on a free
+    /// loopback port (its endpoint is then `https://localhost:PORT`).
+    pub async fn start_grpc_tls(cert_pem: &str, key_pem: &str) -> anyhow::Result<Self> {
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        Self::serve_grpc("127.0.0.1:0".parse()?, Some(tls)).await
+    }
+
     /// An OTLP/gRPC receiver on `addr` (to come back on the port a stopped
     /// one had).
     pub async fn start_grpc_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::serve_grpc(addr, None).await
+    }
+
+    async fn serve_grpc(
+        addr: SocketAddr,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let store = Store::default();
@@ -203,8 +218,12 @@ impl OtlpReceiver {
         let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let (tx, rx) = oneshot::channel::<()>();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
         let task = tokio::spawn(async move {
-            let res = tonic::transport::Server::builder()
+            let res = builder
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;

@@ -159,9 +159,21 @@ fn exporter(s: &Settings) -> Result<opentelemetry_otlp::SpanExporter, ExportErro
                 .build()
         }
         Protocol::Http => {
-            let client = reqwest::Client::builder()
+            let mut client = reqwest::Client::builder()
                 .connect_timeout(s.timeout)
-                .timeout(s.timeout)
+                .timeout(s.timeout);
+            if s.endpoint.starts_with("https://") {
+                // The same trust as the gRPC exporter's: the system's roots
+                // (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured), not the
+                // Mozilla set compiled into reqwest's rustls build.
+                client = client.tls_built_in_root_certs(false);
+                for der in rustls_native_certs::load_native_certs().certs {
+                    if let Ok(cert) = reqwest::Certificate::from_der(&der) {
+                        client = client.add_root_certificate(cert);
+                    }
+                }
+            }
+            let client = client
                 .build()
                 .map_err(|e| ExportError::Build(e.to_string()))?;
             let headers = s
