@@ -251,6 +251,18 @@ async fn new_traces_and_reloads() {
     assert_eq!(span.parent_span_id(), "", "a root span");
     assert_eq!(span.span_id(), parent);
 
+    // A malformed traceparent (a 31-digit trace id) counts as none: the
+    // call succeeds, a new trace starts, the client's tracestate stays out.
+    let bad = "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01";
+    let md = get(&env, &[("traceparent", bad), ("tracestate", "vendor=abc")]).await;
+    let (trace, parent, flags) = fields(md.get("traceparent").unwrap());
+    assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e473");
+    assert_eq!(flags, "01");
+    assert!(!md.contains_key("tracestate"), "{md:?}");
+    let span = span_of_trace(&first, &trace).await;
+    assert_eq!(span.parent_span_id(), "", "a root span");
+    assert_eq!(span.span_id(), parent);
+
     // A reload that changes something else.
     let text = std::fs::read_to_string(&env.gw.config).unwrap();
     std::fs::write(

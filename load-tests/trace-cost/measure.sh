@@ -27,13 +27,13 @@ trap 'rm -rf "$tmp"' EXIT
   echo "| mode | instructions/call | × sampled-1% |"
   echo "|---|---:|---:|"
   declare -A ir
-  for m in off sampled-1% sampled-100% client-sampled; do
+  for m in off sampled-1% sampled-100% client-sampled client-unsampled; do
     f="$tmp/cg.${m//%/}"
     valgrind --tool=callgrind --toggle-collect='*measured_call*' \
       --callgrind-out-file="$f" "$bin" 20000 1 "$m" >/dev/null 2>&1
     ir[$m]=$(( $(awk '/^totals:/ {print $2}' "$f") / 20000 ))
   done
-  for m in off sampled-1% sampled-100% client-sampled; do
+  for m in off sampled-1% sampled-100% client-sampled client-unsampled; do
     echo "| $m | ${ir[$m]} | $(awk -v a="${ir[$m]}" -v b="${ir[sampled-1%]}" 'BEGIN { printf "%.2f", a / b }') |"
   done
   echo

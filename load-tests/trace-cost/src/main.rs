@@ -1,5 +1,6 @@
 //! What tracing adds to one call on the gateway's request path, off and on
-//! (sampled 1 % and 100 %) side by side in one run.
+//! (sampled 1 % and 100 %, and with a client context sampled or not) side
+//! by side in one run.
 //!
 //! The measured call is the gateway's own code (`gateway/src/trace/hop.rs`,
 //! included below): read the client's W3C context from the headers, start
@@ -216,6 +217,13 @@ fn cases(queue: usize, encode: bool) -> Vec<Case> {
             .unwrap(),
     );
     client.insert("tracestate", "vendor=abc".parse().unwrap());
+    let mut unsampled = http::HeaderMap::new();
+    unsampled.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+            .parse()
+            .unwrap(),
+    );
     vec![
         Case {
             name: "off",
@@ -236,6 +244,11 @@ fn cases(queue: usize, encode: bool) -> Vec<Case> {
             name: "client-sampled",
             tracer: Some(tracer(0.01, queue, encode)),
             headers: client,
+        },
+        Case {
+            name: "client-unsampled",
+            tracer: Some(tracer(0.01, queue, encode)),
+            headers: unsampled,
         },
     ]
 }
