@@ -2,7 +2,7 @@
 //! each kind of client context and sampling ratio. (Export is tested end
 //! to end in `tests/e2e_tracing.rs` against a real OTLP receiver.)
 
-use super::hop::{ip_text, rpc_parts, well_formed};
+use super::hop::{client_context, ip_text, rpc_parts, well_formed};
 use super::*;
 use opentelemetry::trace::Span as _;
 use std::net::IpAddr;
@@ -185,6 +185,88 @@ fn addresses_as_text() {
     }
     // A v4-mapped peer of a dual-stack listener reads as its IPv4 address.
     assert_eq!(ip_text("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.3");
+}
+
+/// The SDK's propagator reading the same headers: the reference our own
+/// parser must agree with.
+fn sdk_context(h: &http::HeaderMap) -> opentelemetry::trace::SpanContext {
+    use opentelemetry::propagation::{Extractor, TextMapPropagator};
+    use opentelemetry::trace::TraceContextExt;
+    struct H<'a>(&'a http::HeaderMap);
+    impl Extractor for H<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(http::HeaderName::as_str).collect()
+        }
+    }
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&H(h));
+    cx.span().span_context().clone()
+}
+
+/// Our `traceparent`/`tracestate` reading gives what the SDK's W3C
+/// propagator gives, on valid and invalid input alike — except two shapes
+/// the SDK lets through and the spec does not (`well_formed`).
+#[test]
+fn the_context_parser_agrees_with_the_sdk() {
+    use opentelemetry::trace::TraceContextExt;
+    let tp = |v: &str, f: &str| format!("{v}-{TRACE}-{PARENT}-{f}");
+    let mut cases: Vec<(String, Option<&str>)> = Vec::new();
+    for (v, f) in [
+        ("00", "00"),
+        ("00", "01"),
+        ("00", "02"),
+        ("00", "03"),
+        ("00", "05"),
+        ("00", "ff"),
+        ("01", "09"),
+        ("fe", "01"),
+        ("ff", "01"),
+    ] {
+        for state in [
+            None,
+            Some("vendor=abc,other=1"),
+            Some("bad state"),
+            Some(""),
+        ] {
+            cases.push((tp(v, f), state));
+        }
+    }
+    for raw in [
+        format!("01-{TRACE}-{PARENT}-01-later"),
+        format!(" 00-{TRACE}-{PARENT}-01 "),
+        format!("00-{}-{PARENT}-01", "0".repeat(32)),
+        format!("00-{TRACE}-{}-01", "0".repeat(16)),
+        format!("00-{}-{PARENT}-01", TRACE.to_uppercase()),
+        format!("00-{TRACE}-{PARENT}-0g"),
+        "00".to_owned(),
+        String::new(),
+    ] {
+        cases.push((raw, Some("vendor=abc")));
+    }
+    for (traceparent, state) in &cases {
+        let mut pairs = vec![("traceparent", traceparent.as_str())];
+        if let Some(s) = state {
+            pairs.push(("tracestate", s));
+        }
+        let h = headers(&pairs);
+        let ours = client_context(&h).span().span_context().clone();
+        assert_eq!(ours, sdk_context(&h), "{traceparent:?} {state:?}");
+    }
+    // Where we are stricter, as W3C Trace Context §3.2 is: a 31-digit trace
+    // id, and a version-00 header with a trailing `-`.
+    for bad in [
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+    ] {
+        let h = headers(&[("traceparent", bad)]);
+        assert!(sdk_context(&h).is_valid(), "{bad}");
+        assert!(
+            !client_context(&h).span().span_context().is_valid(),
+            "{bad}"
+        );
+    }
 }
 
 #[test]
