@@ -45,7 +45,8 @@ FROM chef AS builder
 # Dependencies only: this layer is rebuilt when Cargo.toml/Cargo.lock change,
 # not when a source file does. `--no-default-features` leaves out the `demo`
 # feature: the image's binary links no test kit (throw-away PKI, sample gRPC
-# backends, OIDC provider), tonic or rcgen, and `ztgate demo` in it says so.
+# backends, OIDC provider) or rcgen, and `ztgate demo` in it says so (tonic
+# is linked: the OTLP/gRPC span exporter uses it).
 # Both commands take the same flags, or `cook` would build other dependencies.
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --no-default-features -p ztgate --bin ztgate --recipe-path recipe.json

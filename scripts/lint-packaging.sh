@@ -19,7 +19,9 @@
 #    (same link dependencies as the release binary).
 # 7. The production build's dependency tree (`cargo tree
 #    --no-default-features`, what the Dockerfile builds) holds no test kit,
-#    tonic, rcgen or protoc-driven build: the `demo` feature keeps them out.
+#    tonic-health, rcgen or protoc-driven build: the `demo` feature keeps
+#    them out. (tonic itself is production code since the OTLP/gRPC span
+#    exporter, `tracing.otlp`, uses it.)
 #
 # Steps 5 and 6 need a built ztgate (ZTGATE_BIN, default target/debug/ztgate);
 # they are skipped, with a note, when there is none.
@@ -295,7 +297,7 @@ step "production dependency tree (no demo)"
 # Resolution only (no build): normal and build dependencies of the binary the
 # Dockerfile builds. Cargo.lock is the source of truth, hence --locked.
 tree="$(cargo tree --locked -p ztgate --no-default-features -e normal,build --prefix none)"
-demo_only="$(grep -E '^(ztgate-testkit|tonic|tonic-build|tonic-health|rcgen|prost-build) ' <<<"$tree" | sort -u || true)"
+demo_only="$(grep -E '^(ztgate-testkit|tonic-build|tonic-health|rcgen|prost-build) ' <<<"$tree" | sort -u || true)"
 if [[ -n "$demo_only" ]]; then
   echo "the production build links what only the demo needs:" >&2
   echo "$demo_only" >&2

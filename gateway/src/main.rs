@@ -27,6 +27,7 @@ mod request_meta;
 mod spiffe;
 mod state;
 mod tls;
+mod trace;
 mod upstream;
 
 use clap::Parser;

@@ -156,6 +156,24 @@ metric!(STAPLE_NEXT_UPDATE: IntGauge = register_int_gauge!(
     "nextUpdate of the OCSP response stapled now (unix seconds); 0 when there is none to staple."
 ));
 
+metric!(TRACE_SPANS_EXPORTED: IntCounter = register_int_counter!(
+    "ztgate_trace_spans_exported_total",
+    "Spans the OTLP collector accepted (tracing.otlp)."
+));
+metric!(TRACE_SPANS_DROPPED: IntCounterVec = register_int_counter_vec!(
+    "ztgate_trace_spans_dropped_total",
+    "Sampled spans not exported, by reason: queue_full (tracing.queue_size reached: the collector is slow or down), export_failed (the collector refused or did not answer within tracing.otlp.timeout), shutdown (ended after their exporter stopped).",
+    &["reason"]
+));
+/// The series of [`TRACE_SPANS_DROPPED`], resolved once: counted from the
+/// request path (a full queue) without the vec's lock.
+pub static TRACE_SPANS_DROPPED_QUEUE_FULL: LazyLock<IntCounter> =
+    LazyLock::new(|| TRACE_SPANS_DROPPED.with_label_values(&["queue_full"]));
+pub static TRACE_SPANS_DROPPED_EXPORT_FAILED: LazyLock<IntCounter> =
+    LazyLock::new(|| TRACE_SPANS_DROPPED.with_label_values(&["export_failed"]));
+pub static TRACE_SPANS_DROPPED_SHUTDOWN: LazyLock<IntCounter> =
+    LazyLock::new(|| TRACE_SPANS_DROPPED.with_label_values(&["shutdown"]));
+
 /// The `ztgate_filter_duration_seconds` series of each built-in filter,
 /// resolved once: observed for every filter of every request, where
 /// `with_label_values` would hash the label and take the vec's lock.
@@ -232,6 +250,10 @@ pub fn init() {
         STAPLE_REFRESH.with_label_values(&[r]);
     }
     LazyLock::force(&STAPLE_NEXT_UPDATE);
+    LazyLock::force(&TRACE_SPANS_EXPORTED);
+    LazyLock::force(&TRACE_SPANS_DROPPED_QUEUE_FULL);
+    LazyLock::force(&TRACE_SPANS_DROPPED_EXPORT_FAILED);
+    LazyLock::force(&TRACE_SPANS_DROPPED_SHUTDOWN);
     for stage in crate::logging::HandshakeStage::ALL {
         HANDSHAKE_FAILURES.with_label_values(&[stage.label()]);
     }

@@ -1,16 +1,18 @@
 //! The Pingora `ProxyHttp` implementation: wiring only, no policy.
 //!
 //! ```text
-//! request_filter ── drop reserved identity headers ── header list ≤ limit? ──(no)── deny headers_too_large
+//! request_filter ── drop reserved identity headers ── start the gateway span (`tracing:`) ──
+//!                   └─ header list ≤ limit? ──(no)── deny headers_too_large
 //!                   └─ canonical path? ──(no)── deny path_not_canonical
 //!                   └─ RequestView::build ── Chain::run ──┬─ deny → write denial (trailers-only / JSON)
 //!                                                         └─ allow → remember route + pool
 //! upstream_peer ─── pool.select() → HttpPeer (h2c / h2+TLS, deadline as read timeout)
-//! upstream_request_filter ── strip `sanitize` extras, add verified identity headers
+//! upstream_request_filter ── strip `sanitize` extras, add verified identity headers,
+//!                            `traceparent` (parent: the gateway span) when traced
 //! response_filter / trailer filters ── note grpc-status for metrics
 //! fail_to_proxy ── connect failure / timeout / reset → UNAVAILABLE / DEADLINE_EXCEEDED:
 //!                  trailers-only before response headers, `grpc-status` trailers after
-//! logging ── metrics (+ audit); `decision` from the reason's fault (Outcome::of)
+//! logging ── metrics (+ audit, + the span's attributes and end); `decision` from the reason's fault (Outcome::of)
 //! ```
 
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use crate::denial_response;
 use crate::request_meta;
 use crate::state::Shared;
 use crate::upstream::{Lease, Pool};
-use crate::{audit, metrics};
+use crate::{audit, metrics, trace};
 
 /// The proxy service.
 pub struct Gateway {
@@ -68,6 +70,8 @@ pub struct RequestCtx {
     tried: Vec<std::net::SocketAddr>,
     /// The last connect attempt failed.
     connect_failed: bool,
+    /// The gateway span, when `tracing:` is configured.
+    trace: Option<trace::Hop>,
 }
 
 static NO_TLS: std::sync::LazyLock<TlsFacts> = std::sync::LazyLock::new(TlsFacts::default);
@@ -207,6 +211,7 @@ impl ProxyHttp for Gateway {
             tried: Vec::new(),
             connect_failed: false,
             assertion: None,
+            trace: None,
         }
     }
 
@@ -243,6 +248,11 @@ impl ProxyHttp for Gateway {
         // The path only: a query is refused below and is never recorded
         // (it could carry a credential, `?access_token=…`).
         ctx.path = view.path.to_owned();
+        // Started before anything can refuse the request: denials get spans too.
+        ctx.trace = self
+            .shared
+            .tracing
+            .start(&req.headers, trace::started_at(ctx.started.elapsed()));
         // An oversized header list is refused before any filter (or the
         // route table) reads it, as RESOURCE_EXHAUSTED: the h2 codec's own
         // limit is set above this one so that such a list gets here rather
@@ -270,6 +280,9 @@ impl ProxyHttp for Gateway {
             .and_then(request_meta::parse_grpc_timeout);
         let out = rt.chain.run(&view, &mut ctx.facts).await;
         Self::record_outcome(ctx, &out);
+        if let Some(hop) = ctx.trace.as_mut() {
+            hop.verdicts(&out.verdicts);
+        }
         if let Some(d) = out.denial {
             return self.deny(session, ctx, d).await;
         }
@@ -328,6 +341,17 @@ impl ProxyHttp for Gateway {
             upstream.insert_header(name.clone(), value.clone())?;
         }
         upstream.insert_header("x-request-id", ctx.facts.request_id.as_str())?;
+        // Traced: the upstream's parent is the gateway span (without
+        // `tracing:`, the client's headers pass through as sent).
+        if let Some(hop) = &ctx.trace {
+            upstream.insert_header("traceparent", hop.traceparent())?;
+            match hop.tracestate() {
+                Some(state) => upstream.insert_header("tracestate", state)?,
+                None => {
+                    upstream.remove_header("tracestate");
+                }
+            }
+        }
         if let Some(a) = &ctx.assertion {
             if let Some(tok) = a.assertion(&ctx.facts, SystemTime::now()) {
                 upstream.insert_header(identity_headers::ASSERTION, tok.as_ref())?;
@@ -496,6 +520,27 @@ impl ProxyHttp for Gateway {
             metrics::UPSTREAM_DURATION
                 .with_label_values(&[upstream])
                 .observe(t.elapsed().as_secs_f64());
+        }
+        if let Some(hop) = ctx.trace.take() {
+            let grpc_status = match refused {
+                Some(r) => Some(r.grpc_code().as_u8()),
+                None => ctx.grpc_status.and_then(|s| u8::try_from(s).ok()),
+            };
+            hop.finish(
+                trace::End {
+                    path: &ctx.path,
+                    route,
+                    upstream,
+                    backend: ctx.tried.last().copied(),
+                    decision,
+                    reason,
+                    grpc_status,
+                    failed: outcome == Outcome::Error,
+                    request_id: &ctx.facts.request_id,
+                    client_ip: ctx.client_ip,
+                },
+                SystemTime::now(),
+            );
         }
         if let Some(a) = self.shared.audit.as_ref() {
             a.record(audit::Line {

@@ -57,6 +57,12 @@ impl Reloader {
     /// issuer without keys answers `jwks_unavailable` and holds `/readyz`
     /// until its refresh gets them. The same rule at start-up and reload.
     fn start_background(&self, rt: &Runtime) {
+        // The span exporter: its thread is started here, in the serving
+        // process (after Pingora daemonizes), and kept while `tracing:` is
+        // unchanged. A failure leaves tracing as it was (off at start-up).
+        if let Err(e) = self.shared.tracing.apply(rt.tracing.as_ref()) {
+            tracing::error!(error = %e, "cannot start OpenTelemetry export; tracing unchanged");
+        }
         if let Some(store) = &rt.state_store {
             // Dial the shared store now rather than on the first request.
             store.connect_in_background();
@@ -132,6 +138,13 @@ impl Reloader {
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Tracing first, before anything can make `/readyz` green: a call
+        // served once the gateway is ready is traced.
+        let initial = self.shared.runtime.load_full();
+        if let Err(e) = self.shared.tracing.apply(initial.tracing.as_ref()) {
+            tracing::error!(error = %e, "cannot start OpenTelemetry export; tracing off");
+        }
+        drop(initial);
         // Services start concurrently: /readyz turns green only once the
         // gRPC listener really accepts connections.
         let listen = self.shared.settings.listen;

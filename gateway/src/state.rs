@@ -32,6 +32,9 @@ pub struct Shared {
     /// material is then composed again with the new generation's files
     /// (`crate::spiffe::apply`).
     pub swapped: tokio::sync::Notify,
+    /// OpenTelemetry spans: the exporter of the `tracing:` settings in
+    /// force, which outlives generations that leave the section alone.
+    pub tracing: crate::trace::Tracing,
 }
 
 impl Shared {
@@ -53,6 +56,7 @@ impl Shared {
             listening: AtomicBool::new(false),
             drain: Drain::new(),
             swapped: tokio::sync::Notify::new(),
+            tracing: crate::trace::Tracing::default(),
         })
     }
 

@@ -12,6 +12,7 @@ pub mod dpop;
 pub mod harness;
 pub mod idp;
 pub mod ocsp;
+pub mod otlp;
 pub mod pki;
 pub mod redis;
 pub mod wait;

@@ -121,6 +121,9 @@ pub struct Runtime {
     /// `spiffe.workload_api`: its source and the file material its updates
     /// are combined with; `material` above is the composition at build.
     pub workload: Option<Arc<crate::spiffe::Binding>>,
+    /// `tracing:` checked (off when `None`); put in force by the process's
+    /// `crate::trace::Tracing` at start-up and on each reload.
+    pub tracing: Option<crate::trace::Settings>,
 }
 
 impl Runtime {
@@ -380,6 +383,10 @@ pub fn build(
     }
     let mut policy = None;
     let chain = build_chain(raw, &ctx, &mut problems, &mut policy);
+    let tracing = raw
+        .tracing
+        .as_ref()
+        .and_then(|t| take(crate::trace::config::check(t, "tracing"), &mut problems));
 
     if !problems.is_empty() {
         return Err(problems);
@@ -450,6 +457,7 @@ pub fn build(
         state_store: state.map(|(_, store)| store),
         policy,
         workload,
+        tracing,
     };
     Ok((st, rt))
 }

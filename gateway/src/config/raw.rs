@@ -49,6 +49,9 @@ pub struct Config {
     /// of client trust (see `crate::spiffe`).
     #[serde(default)]
     pub spiffe: Option<Spiffe>,
+    /// OpenTelemetry spans over OTLP (off when absent; see `crate::trace`).
+    #[serde(default)]
+    pub tracing: Option<crate::trace::TracingSection>,
     pub upstreams: BTreeMap<String, Upstream>,
 }
 
