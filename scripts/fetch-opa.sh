@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch a real Open Policy Agent engine for the policy conformance test
-# (plugins/policy/tests/opa_conformance.rs): PyPI's
+# (plugins/policy/src/tests/opa_conformance.rs): PyPI's
 # `opa-golib-python-bindings` — OPA's Go engine built as a C shared library
 # with a small ctypes wrapper. The wheel declares Python >= 3.14, but its
 # wrapper runs on the 3.11 Debian 12 ships, so it is downloaded for 3.14 and

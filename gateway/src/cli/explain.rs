@@ -170,6 +170,7 @@ async fn run(req: &Request, rt: &Runtime, state: &str) -> Result<bool, String> {
         eprintln!("note: {problem}");
     }
     let tls = TlsFacts {
+        memo: Default::default(),
         peer: match &req.cert {
             Some(p) => Some(Arc::new(peer_from_pem(p)?)),
             None => None,

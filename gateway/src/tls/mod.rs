@@ -424,6 +424,7 @@ fn describe_connection(ssl: &TlsRef, refused: bool) -> TlsFacts {
             }
         });
     TlsFacts {
+        memo: Default::default(),
         peer,
         ja4: crate::ja4::client_hello_ja4(ssl),
         sni: ssl.servername(NameType::HOST_NAME).map(str::to_owned),

@@ -207,7 +207,14 @@ pub struct Fingerprinter {
     /// key schedule is not redone each time.
     current: Hmac<Sha256>,
     previous: Vec<Hmac<Sha256>>,
+    /// Unique per fingerprinter made in this process: what a remembered
+    /// fingerprint is keyed by besides its signals, so one derived under
+    /// another secret (before a reload) is never served.
+    id: u64,
 }
+
+/// The next [`Fingerprinter::id`].
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for Fingerprinter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,9 +250,15 @@ impl Fingerprinter {
             Some(current) if errors.is_empty() => Ok(Self {
                 current,
                 previous: prev,
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             }),
             _ => Err(errors),
         }
+    }
+
+    /// Which fingerprinter this is (see the field).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The fingerprint under the current secret.

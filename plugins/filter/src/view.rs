@@ -18,6 +18,8 @@ use crate::PeerCertificate;
 /// What the TLS layer learned about the connection, once per connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFacts {
+    /// What filters derived from this connection, for its next requests.
+    pub memo: ConnMemo,
     /// The verified client certificate, if the client sent one.
     pub peer: Option<Arc<PeerCertificate>>,
     /// JA4 of the ClientHello, computed once per connection by the TLS layer
@@ -27,6 +29,58 @@ pub struct TlsFacts {
     pub sni: Option<String>,
     /// Negotiated ALPN protocol.
     pub alpn: Option<String>,
+}
+
+/// Values a filter derived from a connection's facts, remembered for the
+/// connection's next requests: every stream of an HTTP/2 connection shares
+/// its [`TlsFacts`], and what depends only on them (and on request values
+/// that rarely change on one connection) need not be derived per request.
+///
+/// Not a fact: a memo compares equal to any other and clones empty. Each
+/// entry is kept with the exact key it was derived from and served only for
+/// that key, so a changed input (or a reload that changed a secret) derives
+/// anew.
+#[derive(Default)]
+pub struct ConnMemo {
+    /// The device fingerprint: (everything it was computed from, it).
+    fingerprint: std::sync::Mutex<Option<(Box<[u8]>, Arc<str>)>>,
+}
+
+impl ConnMemo {
+    /// The fingerprint remembered for exactly `key`.
+    pub fn fingerprint(&self, key: &[u8]) -> Option<Arc<str>> {
+        let memo = self.fingerprint.lock().ok()?;
+        memo.as_ref()
+            .filter(|(k, _)| **k == *key)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Remember `value` as the fingerprint of `key` (replacing any other).
+    pub fn remember_fingerprint(&self, key: &[u8], value: Arc<str>) {
+        if let Ok(mut memo) = self.fingerprint.lock() {
+            *memo = Some((key.into(), value));
+        }
+    }
+}
+
+impl Clone for ConnMemo {
+    fn clone(&self) -> Self {
+        ConnMemo::default()
+    }
+}
+
+impl PartialEq for ConnMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ConnMemo {}
+
+impl std::fmt::Debug for ConnMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnMemo").finish_non_exhaustive()
+    }
 }
 
 /// A request as it arrived, before anything is derived from it: what the

@@ -439,7 +439,7 @@ fn single_definitions(policy: &CompiledPolicy) -> Result<(), String> {
 /// does not go on to the `else` when such a body fails, and answers the
 /// rule's default (or undefined) where OPA and the interpreter take the
 /// `else` — with `default decision := true`, an allow where OPA denies.
-/// Found by the comparison with OPA (`opa_conformance.rs`). The check reads
+/// Found by the comparison with OPA (`tests/opa_conformance.rs`). The check reads
 /// each body's source and errs towards the interpreter: any `some`, `[_]`
 /// or index by a bare name counts as iteration. A body that calls a helper
 /// rule which iterates is fine (the helper is its own rule).

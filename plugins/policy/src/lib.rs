@@ -32,6 +32,4 @@ pub use build::{build, RouteRule};
 pub use filter::{Explained, PolicyFilter};
 
 #[cfg(test)]
-mod opa_conformance;
-#[cfg(test)]
 mod tests;

@@ -13,6 +13,8 @@ use ztgate_filter::{
 
 use crate::config::Policy;
 
+mod opa_conformance;
+
 const FRONTEND: &str = "spiffe://acme.test/ns/shop/sa/frontend";
 
 /// A 20-rule policy of the kind the issue describes: who may refund, with

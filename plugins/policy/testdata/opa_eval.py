@@ -6,7 +6,7 @@ Reads one JSON document on stdin:
 and writes one JSON array on stdout, one entry per case:
   {"value": V} | {"undefined": true} | {"error": "code: message"}
 
-Used by src/opa_conformance.rs; OPA comes from scripts/fetch-opa.sh.
+Used by src/tests/opa_conformance.rs; OPA comes from scripts/fetch-opa.sh.
 """
 
 import json

@@ -17,8 +17,8 @@ use http::HeaderMap;
 use serde_json::{json, Value as Json};
 use ztgate_filter::{Facts, SelectedRoute, TlsFacts};
 
+use super::{headers, refunds, view, Caller, Dir, REFUNDS, REFUNDS_DATA};
 use crate::engine::{Compiled, EvalError, Limits};
-use crate::tests::{headers, refunds, view, Caller, Dir, REFUNDS, REFUNDS_DATA};
 
 /// A policy exercising the builtins and language features request
 /// policies use: sets, comprehensions, `every`, `some … in`, string and
