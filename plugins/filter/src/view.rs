@@ -43,8 +43,11 @@ pub struct TlsFacts {
 #[derive(Default)]
 pub struct ConnMemo {
     /// The device fingerprint: (everything it was computed from, it).
-    fingerprint: std::sync::Mutex<Option<(Box<[u8]>, Arc<str>)>>,
+    fingerprint: std::sync::Mutex<Option<Remembered>>,
 }
+
+/// A derived value and the exact key it was derived from.
+type Remembered = (Box<[u8]>, Arc<str>);
 
 impl ConnMemo {
     /// The fingerprint remembered for exactly `key`.
