@@ -508,6 +508,7 @@ log "report"
 if [ "$CALLGRIND" != 0 ]; then
     # The dump callgrind writes at exit (the proxy is killed, it stays empty).
     find "$OUT/callgrind" -name '*.out' -empty -delete
+    gzip -f "$OUT"/callgrind/*.out.[0-9]* 2>/dev/null || true
     "$LOADGEN" callgrind-report --dir "$OUT"
     echo "report: $OUT/callgrind.md"
     exit 0

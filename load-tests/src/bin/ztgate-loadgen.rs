@@ -645,7 +645,7 @@ fn callgrind_report(dir: &Path) -> anyhow::Result<()> {
         .map(|(_, r)| r)
         .collect();
     // A results folder that was moved (or committed) keeps its dumps beside
-    // the JSON: read them there.
+    // the JSON, possibly gzip'd (run.sh compresses them): read them there.
     for m in results
         .iter_mut()
         .flat_map(|r| r.outcome.rounds.iter_mut())
@@ -653,8 +653,10 @@ fn callgrind_report(dir: &Path) -> anyhow::Result<()> {
     {
         if let Some(name) = Path::new(&m.dump).file_name() {
             let here = dir.join("callgrind").join(name);
-            if here.exists() {
-                m.dump = here.display().to_string();
+            let mut gz = here.clone().into_os_string();
+            gz.push(".gz");
+            if let Some(found) = [here, PathBuf::from(gz)].into_iter().find(|p| p.exists()) {
+                m.dump = found.display().to_string();
             }
         }
     }

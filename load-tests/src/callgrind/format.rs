@@ -97,12 +97,22 @@ impl Names {
     }
 }
 
-/// Read the dump at `path`.
+/// Read the dump at `path` (gzip'd when its name ends in `.gz`).
 pub fn read(path: &std::path::Path) -> Result<Profile, FormatError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FormatError::Read {
+    let err = |source| FormatError::Read {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let text = if path.extension().is_some_and(|e| e == "gz") {
+        use std::io::Read as _;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(path).map_err(err)?)
+            .read_to_string(&mut text)
+            .map_err(err)?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(err)?
+    };
     parse(&text)
 }
 
@@ -314,6 +324,19 @@ totals: 1000
             ]
         );
         assert_eq!(total_ir(DUMP).unwrap_or_default(), 1000);
+    }
+
+    #[test]
+    fn a_gzipped_dump_reads_the_same() {
+        use std::io::Write as _;
+        let dir = std::env::temp_dir().join(format!("ztgate-cg-gz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let path = dir.join("x.out.1.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(DUMP.as_bytes()).unwrap_or_default();
+        std::fs::write(&path, gz.finish().unwrap_or_default()).unwrap_or_default();
+        assert_eq!(read(&path).ok(), parse(DUMP).ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
