@@ -24,7 +24,7 @@ pub enum FormatError {
     NoIr,
 }
 
-/// One function's self cost.
+/// One function's self cost (a function is its object, file and name).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FnCost {
     /// The ELF object (executable or shared library), as callgrind names it.
@@ -149,9 +149,12 @@ pub fn parse(text: &str) -> Result<Profile, FormatError> {
     let mut summary: Option<u64> = None;
     let mut cmd = String::new();
     let (mut ob, mut fl) = (String::new(), String::new());
-    // (object, function) -> (file, self Ir)
-    let mut costs: HashMap<(String, String), (String, u64)> = HashMap::new();
-    let mut current: Option<(String, String)> = None;
+    // (object, file, function) -> self Ir. The file is part of a function's
+    // identity, as in callgrind: two static functions of one name in one
+    // object (OpenSSL's and ring's `__ecp_nistz256_mul_montq`, both from the
+    // same CRYPTOGAMS source) are two functions.
+    let mut costs: HashMap<(String, String, String), u64> = HashMap::new();
+    let mut current: Option<(String, String, String)> = None;
     let mut after_calls = false;
 
     for (n, raw) in text.lines().enumerate() {
@@ -180,7 +183,7 @@ pub fn parse(text: &str) -> Result<Profile, FormatError> {
                 line: lineno,
                 what: "cost line before any fn=".into(),
             })?;
-            costs.entry(key).or_insert_with(|| (fl.clone(), 0)).1 += ir;
+            *costs.entry(key).or_default() += ir;
             continue;
         }
         let Some((key, value)) = line
@@ -212,7 +215,7 @@ pub fn parse(text: &str) -> Result<Profile, FormatError> {
             }
             "fn" => {
                 let f = names.resolve(Space::Function, value, lineno)?;
-                current = Some((ob.clone(), f));
+                current = Some((ob.clone(), fl.clone(), f));
             }
             "cfn" => {
                 names.resolve(Space::Function, value, lineno)?;
@@ -226,7 +229,7 @@ pub fn parse(text: &str) -> Result<Profile, FormatError> {
     let total_ir = totals.or(summary).ok_or(FormatError::NoIr)?;
     let mut functions: Vec<FnCost> = costs
         .into_iter()
-        .map(|((object, name), (file, ir))| FnCost {
+        .map(|((object, file, name), ir)| FnCost {
             object,
             file,
             name,
@@ -295,7 +298,13 @@ fn=(2)
 ob=(1)
 fl=(4) /src/pingora.rs
 fn=(3) pingora_core::protocols::Stream::read
-5 500
+5 400
+fl=(5) /src/ring/p256.S
+fn=(4) __ecp_nistz256_mul_montq
+1 60
+fl=(6) /src/openssl/p256.S
+fn=(4)
+1 40
 
 totals: 1000
 ";
@@ -314,15 +323,20 @@ totals: 1000
         assert_eq!(
             names,
             vec![
-                ("/x/ztgate", "pingora_core::protocols::Stream::read", 500),
+                ("/x/ztgate", "pingora_core::protocols::Stream::read", 400),
                 (
                     "/lib/x86_64-linux-gnu/libc.so.6",
                     "__memcpy_avx_unaligned_erms",
                     300
                 ),
                 ("/x/ztgate", "h2::hpack::encoder::Encoder::encode", 200),
+                ("/x/ztgate", "__ecp_nistz256_mul_montq", 60),
+                ("/x/ztgate", "__ecp_nistz256_mul_montq", 40),
             ]
         );
+        // One name, two files: two functions, each with its own file.
+        assert_eq!(p.functions[3].file, "/src/ring/p256.S");
+        assert_eq!(p.functions[4].file, "/src/openssl/p256.S");
         assert_eq!(total_ir(DUMP).unwrap_or_default(), 1000);
     }
 
