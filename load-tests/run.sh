@@ -104,6 +104,11 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+for n in "$CALLGRIND" "$CALLGRIND_WARMUP" "$CALLGRIND_ROUNDS"; do
+    [[ "$n" =~ ^[0-9]+$ ]] || { echo "--callgrind, --callgrind-warmup and --callgrind-rounds take a number, not '$n'" >&2; exit 2; }
+done
+[ "$CALLGRIND" = 0 ] || [ "$CALLGRIND_ROUNDS" -ge 1 ] || { echo "--callgrind-rounds must be at least 1" >&2; exit 2; }
+
 want() { [[ ",$TARGETS," == *",$1,"* ]]; }
 log() { printf '\n== %s\n' "$*" >&2; }
 
