@@ -129,13 +129,23 @@ async fn a_failed_call_makes_the_result_invalid() {
     assert!(why.contains("round 1: 20 of 20 calls failed"), "{why}");
 }
 
-/// Ends the valgrind'd backend by PID when the test ends, pass or fail.
+/// Ends the valgrind'd backend by PID when the test ends, pass or fail,
+/// and removes the FIFOs vgdb left for it (a killed valgrind keeps them).
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let tag = format!("-{}-by-", self.0.id());
+        let tmp =
+            std::env::var_os("TMPDIR").map_or_else(|| "/tmp".into(), std::path::PathBuf::from);
+        for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("vgdb-pipe-") && name.contains(&tag) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 
