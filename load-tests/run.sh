@@ -15,6 +15,12 @@
 #   haproxy-jwt   HAProxy 2.6 mTLS + jwt_verify RS256 + scope ACL routing
 #   nginx         nginx mTLS + grpc_pass
 # The proxy is pinned to --proxy-cores, generator and backend to --load-cores.
+#
+# --callgrind N replaces the timed runs with a deterministic measure: each
+# proxy runs under valgrind's callgrind with instrumentation off, the
+# generator makes warm-up calls, then switches instrumentation on for exactly
+# N calls (per round) and off again (`ztgate-loadgen count`); the report,
+# callgrind.md, gives instructions per call and where they go.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,6 +44,9 @@ SCALE=1
 SCALE_CONNECTIONS=10000
 OUT=""
 MINT_COUNT=""
+CALLGRIND=0
+CALLGRIND_WARMUP=1000
+CALLGRIND_ROUNDS=2
 
 usage() {
     cat <<USAGE
@@ -57,7 +66,13 @@ usage: $0 [options]
   --scale-connections N   idle connections to hold (default $SCALE_CONNECTIONS)
   --mint-count N          tokens minted for the cache-miss runs
   --quick                 short smoke run (1s warm-up, 3s windows, 1000 idle connections)
-  --out DIR               results folder (default load-tests/results/<date>)
+  --out DIR               results folder (default load-tests/results/<date>,
+                          with --callgrind load-tests/results/<date>-callgrind)
+  --callgrind N           instructions per call instead of the timed runs: every proxy
+                          target under callgrind, instrumentation on for exactly N calls
+                          (connections x streams, closed loop) after the warm-up calls
+  --callgrind-warmup W    uninstrumented calls first (default $CALLGRIND_WARMUP)
+  --callgrind-rounds R    measured rounds per target, one dump each (default $CALLGRIND_ROUNDS)
 USAGE
 }
 
@@ -80,19 +95,35 @@ while [ $# -gt 0 ]; do
         --mint-count) MINT_COUNT=$2; shift ;;
         --quick) WARMUP=1s; DURATION=3s; UNLOADED_DURATION=2s; SCALE_CONNECTIONS=1000 ;;
         --out) OUT=$2; shift ;;
+        --callgrind) CALLGRIND=$2; shift ;;
+        --callgrind-warmup) CALLGRIND_WARMUP=$2; shift ;;
+        --callgrind-rounds) CALLGRIND_ROUNDS=$2; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
 
+for n in "$CALLGRIND" "$CALLGRIND_WARMUP" "$CALLGRIND_ROUNDS"; do
+    [[ "$n" =~ ^[0-9]+$ ]] || { echo "--callgrind, --callgrind-warmup and --callgrind-rounds take a number, not '$n'" >&2; exit 2; }
+done
+[ "$CALLGRIND" = 0 ] || [ "$CALLGRIND_ROUNDS" -ge 1 ] || { echo "--callgrind-rounds must be at least 1" >&2; exit 2; }
+
 want() { [[ ",$TARGETS," == *",$1,"* ]]; }
 log() { printf '\n== %s\n' "$*" >&2; }
 
-OUT=${OUT:-$HERE/results/$(date +%F)}
+if [ "$CALLGRIND" != 0 ]; then
+    # No proxy to count in the generator's ceiling and the direct path;
+    # the connection-scale modes are about memory and handshakes, not calls.
+    SCALE=0
+    OUT=${OUT:-$HERE/results/$(date +%F)-callgrind}
+else
+    OUT=${OUT:-$HERE/results/$(date +%F)}
+fi
 WORK=$OUT/work
-rm -rf "$OUT/runs" "$OUT/scale" "$WORK"
+rm -rf "$OUT/runs" "$OUT/scale" "$OUT/callgrind" "$WORK"
 mkdir -p "$OUT/runs" "$OUT/scale" "$WORK/nginx-tmp"
+[ "$CALLGRIND" = 0 ] || mkdir -p "$OUT/callgrind"
 : >"$OUT/skipped.md"
 skip() { echo "- **$1**: $2" | tee -a "$OUT/skipped.md" >&2; }
 
@@ -125,6 +156,10 @@ install_pkg() {
 if want haproxy-mtls || want haproxy-jwt; then install_pkg haproxy haproxy || skip haproxy "apt-get install haproxy failed"; fi
 if want nginx; then install_pkg nginx nginx-light || skip nginx "apt-get install nginx-light failed"; fi
 if want ztgate-state-redis; then install_pkg redis-server redis-server || skip ztgate-state-redis "apt-get install redis-server failed"; fi
+if [ "$CALLGRIND" != 0 ]; then
+    install_pkg valgrind valgrind || { echo "--callgrind needs valgrind (apt-get install valgrind failed)" >&2; exit 1; }
+    command -v callgrind_control >/dev/null || { echo "--callgrind needs callgrind_control (valgrind)" >&2; exit 1; }
+fi
 
 # ---- PKI, keys, tokens ----------------------------------------------------------
 ISS=https://idp.bench.test
@@ -175,14 +210,36 @@ cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || 
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Under callgrind a proxy takes tens of seconds to start (valgrind reads
+# the executable's debug info and translates the start-up code).
+WAIT_TRIES=$([ "$CALLGRIND" = 0 ] && echo 100 || echo 3000)
 wait_port() { # port
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 "$WAIT_TRIES"); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.1
     done
     return 1
 }
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+stop() {
+    if [ "$CALLGRIND" != 0 ]; then
+        # Its dumps are written; a graceful shutdown under valgrind only costs
+        # time. vgdb's FIFOs of a killed valgrind stay behind: remove them.
+        kill -KILL "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true
+        rm -f "${TMPDIR:-/tmp}"/vgdb-pipe-*-"$1"-by-* 2>/dev/null || true
+        return 0
+    fi
+    kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true
+}
+
+# The proxy's command prefix: nothing, or callgrind with instrumentation
+# off until the generator switches it on (`ztgate-loadgen count`).
+VG=()
+under_callgrind() { # name
+    VG=()
+    [ "$CALLGRIND" = 0 ] && return 0
+    VG=(valgrind --tool=callgrind --instr-atstart=no
+        "--callgrind-out-file=$OUT/callgrind/$1.out" "--log-file=$WORK/$1.valgrind.log")
+}
 
 # Foreground only: a function run with `&` would be a subshell, and $! would
 # name the subshell instead of the process to watch and stop.
@@ -191,11 +248,38 @@ on_load() { taskset -c "$LOAD_CORES" "$@"; }
 GEN=(--threads "$GEN_THREADS")
 WORKLOAD=(--method "$METHOD" --payload "$PAYLOAD" --warmup "$WARMUP" --duration "$DURATION")
 TLS=(--ca "$WORK/ca.pem" --cert "$WORK/client.pem" --key "$WORK/client-key.pem" --server-name localhost)
+# A counted run needs one fresh token per call (warm-up included); the
+# pool never wraps, so every call of a cache-miss target verifies.
+[ "$CALLGRIND" = 0 ] || MINT_COUNT=${MINT_COUNT:-$((CALLGRIND_WARMUP + CALLGRIND * CALLGRIND_ROUNDS))}
 MINT_COUNT=${MINT_COUNT:-40000}
 
+# count NAME ADDR PID EXTRA... : the callgrind mode's measure of one proxy
+count() {
+    local name=$1 addr=$2 pid=$3; shift 3
+    # Redis's INFO sampling belongs to the timed runs: drop its option.
+    local extra=()
+    while [ $# -gt 0 ]; do
+        if [ "$1" = --redis-stats ]; then shift 2; continue; fi
+        extra+=("$1"); shift
+    done
+    set -- "${extra[@]}"
+    log "$name: $CALLGRIND_WARMUP warm-up calls, then $CALLGRIND_ROUNDS x $CALLGRIND calls under callgrind ($CONNECTIONS x $STREAMS)"
+    on_load "$LOADGEN" count --addr "$addr" --target "$name" "${GEN[@]}" --method "$METHOD" \
+        --payload "$PAYLOAD" --connections "$CONNECTIONS" --streams "$STREAMS" \
+        --warmup-calls "$CALLGRIND_WARMUP" --calls "$CALLGRIND" --rounds "$CALLGRIND_ROUNDS" \
+        --callgrind-pid "$pid" --callgrind-out "$OUT/callgrind/$name.out" \
+        "$@" --out "$OUT/callgrind/$name.json" ||
+        skip "$name" "counted run failed or invalid (see callgrind/$name.json)"
+}
+
 # measure NAME ADDR PIDS EXTRA... : loaded run, then unloaded run
+# (--callgrind: the counted run instead)
 measure() {
     local name=$1 addr=$2 pids=$3; shift 3
+    if [ "$CALLGRIND" != 0 ]; then
+        count "$name" "$addr" "$pids" "$@"
+        return 0
+    fi
     local watch=()
     for p in $pids; do watch+=(--watch-pid "$p"); done
     log "$name: loaded ($CONNECTIONS x $STREAMS)"
@@ -249,11 +333,16 @@ scale() {
         fi
     fi
     want ztgate-state-redis && command -v redis-server >/dev/null && echo "- $(redis-server --version | cut -d' ' -f1-3), on cpus \`$LOAD_CORES\`"
-    echo "- $(date -u +%FT%TZ); \`load-tests/run.sh --connections $CONNECTIONS --streams $STREAMS --payload $PAYLOAD --method $METHOD --duration $DURATION --targets $TARGETS$([ "$SCALE" = 1 ] || echo ' --no-scale')\`"
+    if [ "$CALLGRIND" != 0 ]; then
+        echo "- $(valgrind --version); proxies under \`valgrind --tool=callgrind --instr-atstart=no\`"
+        echo "- $(date -u +%FT%TZ); \`load-tests/run.sh --callgrind $CALLGRIND --callgrind-warmup $CALLGRIND_WARMUP --callgrind-rounds $CALLGRIND_ROUNDS --connections $CONNECTIONS --streams $STREAMS --payload $PAYLOAD --method $METHOD --proxy-threads $PROXY_THREADS --targets $TARGETS\`"
+    else
+        echo "- $(date -u +%FT%TZ); \`load-tests/run.sh --connections $CONNECTIONS --streams $STREAMS --payload $PAYLOAD --method $METHOD --duration $DURATION --targets $TARGETS$([ "$SCALE" = 1 ] || echo ' --no-scale')\`"
+    fi
 } >"$OUT/machine.md"
 
 # ---- generator ceiling --------------------------------------------------------------
-if want selftest; then
+if want selftest && [ "$CALLGRIND" = 0 ]; then
     log "self-test: generator ceiling against the raw h2 backend on the proxy cores"
     taskset -c "$PROXY_CORES" "$BENCHD" --mode raw --listen 127.0.0.1:50150 --threads "$PROXY_THREADS" &
     RAW=$!; PIDS+=("$RAW")
@@ -277,7 +366,7 @@ taskset -c "$LOAD_CORES" "$BENCHD" --listen "127.0.0.1:$BACKEND_PORT" --threads 
 BACKEND=$!; PIDS+=("$BACKEND")
 wait_port "$BACKEND_PORT" || { echo "backend did not start" >&2; exit 1; }
 
-if want direct; then measure direct "127.0.0.1:$BACKEND_PORT" ""; fi
+if want direct && [ "$CALLGRIND" = 0 ]; then measure direct "127.0.0.1:$BACKEND_PORT" ""; fi
 
 # ---- ztgate -------------------------------------------------------------------------------
 # Optional environment: DPOP (the issuer's dpop mode, default off),
@@ -301,7 +390,8 @@ ztgate_target() { # name template port admin token-args...
         skip "$name" "\`ztgate check\` refused the generated config: $(head -3 "$WORK/$name-check.log" | tr '\n' ' ')"
         return 0
     fi
-    taskset -c "$PROXY_CORES" "$ZTGATE" run -c "$cfg" >"$WORK/$name.log" 2>&1 &
+    under_callgrind "$name"
+    taskset -c "$PROXY_CORES" "${VG[@]}" "$ZTGATE" run -c "$cfg" >"$WORK/$name.log" 2>&1 &
     local pid=$!; PIDS+=("$pid")
     if ! wait_port "$port"; then
         skip "$name" "ztgate did not listen on $port (see work/$name.log)"
@@ -357,20 +447,26 @@ haproxy_target() { # name variant(jwt|mtls) token-args...
     # HAProxy refuses to start when maxconn needs more fds than ulimit-n
     # (about 2 per connection), and ulimit -Hn may not be raisable here.
     local maxconn=$(( ($(ulimit -n) - 200) / 2 )); [ "$maxconn" -gt 10500 ] && maxconn=10500
-    sed -i -e "s#@ULIMIT@#$(ulimit -n)#g" -e "s#@MAXCONN@#$maxconn#g" "$cfg.tmp"
+    local ulimit_n
+    ulimit_n=$(ulimit -n)
+    # valgrind keeps the top file descriptors for itself and refuses to
+    # raise the limit: no idle connections to hold in this mode anyway.
+    if [ "$CALLGRIND" != 0 ]; then ulimit_n=1024; maxconn=400; fi
+    sed -i -e "s#@ULIMIT@#$ulimit_n#g" -e "s#@MAXCONN@#$maxconn#g" "$cfg.tmp"
     if [ "$variant" = jwt ]; then
         sed -e '/#MTLS$/d' -e 's/[[:space:]]*#JWT$//' "$cfg.tmp" >"$cfg"
     else
         sed -e '/#JWT$/d' -e 's/[[:space:]]*#MTLS$//' "$cfg.tmp" >"$cfg"
     fi
     haproxy -c -f "$cfg" >"$WORK/$name-check.log" 2>&1 || { skip "$name" "haproxy -c failed: $(tail -3 "$WORK/$name-check.log" | tr '\n' ' ')"; return 0; }
-    taskset -c "$PROXY_CORES" haproxy -db -f "$cfg" >"$WORK/$name.log" 2>&1 &
+    under_callgrind "$name"
+    taskset -c "$PROXY_CORES" "${VG[@]}" haproxy -db -f "$cfg" >"$WORK/$name.log" 2>&1 &
     local pid=$!; PIDS+=("$pid")
     wait_port 8441 || { skip "$name" "haproxy did not start"; return 0; }
     measure "$name" 127.0.0.1:8441 "$pid" "${TLS[@]}" "$@"
     if [ "$variant" = mtls ]; then
         local keep=$SCALE_CONNECTIONS
-        if [ "$keep" -gt $((maxconn - 50)) ]; then
+        if [ "$SCALE" = 1 ] && [ "$keep" -gt $((maxconn - 50)) ]; then
             keep=$((maxconn - 50))
             echo "- **haproxy (hold)**: held $keep instead of $SCALE_CONNECTIONS connections: ulimit -n $(ulimit -n) caps HAProxy's maxconn at $maxconn" >>"$OUT/skipped.md"
         fi
@@ -386,11 +482,19 @@ fi
 # ---- nginx --------------------------------------------------------------------------------------
 if want nginx && command -v nginx >/dev/null; then
     render "$HERE/conf/nginx.conf.in" "$WORK/nginx.conf" 8442
+    # Under callgrind nginx runs as one process (no master, the one process
+    # serves), so the traced process is the one that proxies.
+    [ "$CALLGRIND" = 0 ] || sed -i -e 's/^daemon off;/daemon off;\nmaster_process off;/' "$WORK/nginx.conf"
     if nginx -t -c "$WORK/nginx.conf" -p "$WORK/" >"$WORK/nginx-check.log" 2>&1; then
-        taskset -c "$PROXY_CORES" nginx -c "$WORK/nginx.conf" -p "$WORK/" &
+        under_callgrind nginx
+        taskset -c "$PROXY_CORES" "${VG[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK/" &
         NGINX=$!; PIDS+=("$NGINX")
         if wait_port 8442; then
-            NGINX_PIDS="$NGINX $(pgrep -P "$NGINX" | xargs)"
+            if [ "$CALLGRIND" = 0 ]; then
+                NGINX_PIDS="$NGINX $(pgrep -P "$NGINX" | xargs)"
+            else
+                NGINX_PIDS=$NGINX
+            fi
             measure nginx 127.0.0.1:8442 "$NGINX_PIDS" "${TLS[@]}"
             scale nginx 127.0.0.1:8442 "$NGINX_PIDS"
         else
@@ -406,5 +510,13 @@ stop "$BACKEND"
 
 # ---- report ---------------------------------------------------------------------------------------
 log "report"
+if [ "$CALLGRIND" != 0 ]; then
+    # The dump callgrind writes at exit (the proxy is killed, it stays empty).
+    find "$OUT/callgrind" -name '*.out' -empty -delete
+    gzip -f "$OUT"/callgrind/*.out.[0-9]* 2>/dev/null || true
+    "$LOADGEN" callgrind-report --dir "$OUT"
+    echo "report: $OUT/callgrind.md"
+    exit 0
+fi
 "$LOADGEN" report --dir "$OUT" --direct direct --haproxy haproxy-jwt
 echo "report: $OUT/report.md"

@@ -124,11 +124,22 @@ pub async fn serve_tonic(
 
 /// Serve the raw h2c backend on `listener` until the task is dropped.
 pub async fn serve_raw(listener: TcpListener, name: String) -> std::io::Result<()> {
+    serve_raw_counted(listener, name, None).await
+}
+
+/// [`serve_raw`], adding one to `requests` for every request it accepts
+/// (tests of the counted runs check the exact number of calls with it).
+pub async fn serve_raw_counted(
+    listener: TcpListener,
+    name: String,
+    requests: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+) -> std::io::Result<()> {
     let name: std::sync::Arc<str> = name.into();
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
         let name = name.clone();
+        let requests = requests.clone();
         tokio::spawn(async move {
             let mut b = h2::server::Builder::new();
             b.initial_window_size(1 << 20)
@@ -138,6 +149,9 @@ pub async fn serve_raw(listener: TcpListener, name: String) -> std::io::Result<(
                 return;
             };
             while let Some(Ok((req, respond))) = conn.accept().await {
+                if let Some(n) = &requests {
+                    n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 let name = name.clone();
                 tokio::spawn(async move {
                     let _ = answer(req, respond, &name).await;

@@ -101,7 +101,7 @@ pub enum EngineError {
 
 /// How one call failed.
 #[derive(Debug)]
-enum CallError {
+pub(crate) enum CallError {
     Grpc(u32),
     Http(u16),
     Transport,
@@ -112,7 +112,7 @@ enum CallError {
 }
 
 impl CallError {
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             CallError::Grpc(c) => grpc::code_name(*c).to_owned(),
             CallError::Http(s) => format!("HTTP_{s}"),
@@ -131,7 +131,7 @@ impl From<h2::Error> for CallError {
 }
 
 /// The parts of a request that are the same on every call.
-struct Template {
+pub(crate) struct Template {
     uri: Uri,
     /// `https://authority/path` as a JSON string literal: a DPoP proof's `htu`.
     htu_json: String,
@@ -141,7 +141,7 @@ struct Template {
 }
 
 impl Template {
-    fn new(ep: &Endpoint, w: &Workload) -> Result<Self, EngineError> {
+    pub(crate) fn new(ep: &Endpoint, w: &Workload) -> Result<Self, EngineError> {
         let uri: Uri = format!("{}://{}{}", ep.scheme(), ep.authority, w.method.path())
             .parse()
             .map_err(|e: http::uri::InvalidUri| EngineError::Request(e.to_string()))?;
@@ -184,7 +184,7 @@ impl Template {
 
 static DPOP: HeaderName = HeaderName::from_static("dpop");
 
-async fn call(
+pub(crate) async fn call(
     send: &mut SendRequest<Bytes>,
     t: &Template,
     tokens: &TokenSource,

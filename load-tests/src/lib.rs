@@ -6,10 +6,13 @@
 //! The generator speaks `orders.v1.Orders` from `ztgate-testkit`, over TLS
 //! with a client certificate or over h2c, in closed loop (fixed
 //! concurrency) or open loop (fixed rate, latency from the intended send
-//! time so coordinated omission is corrected).
+//! time so coordinated omission is corrected), and counted runs of exactly
+//! N calls for the callgrind mode (instructions per call, see [`callgrind`]).
 
 pub mod backend;
+pub mod callgrind;
 pub mod conn;
+pub mod count;
 pub mod dpop;
 pub mod engine;
 pub mod grpc;

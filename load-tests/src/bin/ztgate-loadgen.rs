@@ -3,7 +3,9 @@
 //! Subcommands: `run` (one target, one workload), `self-test` (against an
 //! in-process raw backend: the generator's own ceiling), `mint` and `jwks`
 //! (tokens and the matching key set), `hold` and `handshake` (connection
-//! scale), `report` (assemble `report.md`, `summary.json` and the plot).
+//! scale), `report` (assemble `report.md`, `summary.json` and the plot),
+//! `count` (exactly N calls, optionally with callgrind's instrumentation
+//! switched on for just them) and `callgrind-report` (`callgrind.md`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use http::{HeaderName, HeaderValue};
+use ztgate_loadtest::callgrind::{self, Control};
 use ztgate_loadtest::conn::{Endpoint, TlsOptions};
+use ztgate_loadtest::count::{self, CountResult, Hooks, NoHooks, Plan};
 use ztgate_loadtest::dpop::{DpopAuth, DpopKey};
 use ztgate_loadtest::engine::{self, Watch, Workload};
 use ztgate_loadtest::grpc::Method;
@@ -72,6 +76,17 @@ enum Cmd {
     Handshake(HandshakeArgs),
     /// Assemble report.md, summary.json and latency.png from a results dir.
     Report(ReportArgs),
+    /// Exactly --warmup-calls calls, then --rounds rounds of exactly --calls
+    /// calls; with --callgrind-pid, callgrind's instrumentation of that
+    /// process is on for exactly the rounds' calls and dumped after each.
+    Count(CountArgs),
+    /// Assemble callgrind.md and callgrind.json from a results dir's
+    /// callgrind/*.json (written by `count`).
+    CallgrindReport {
+        /// Results folder (its callgrind/ holds the count results).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 /// Where to send the load.
@@ -337,6 +352,58 @@ struct HandshakeArgs {
 }
 
 #[derive(Args)]
+struct CountArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    token: TokenArgs,
+    #[arg(long, value_enum, default_value = "get")]
+    method: Method,
+    /// Request payload bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Watch: replies per call.
+    #[arg(long, default_value_t = 10)]
+    stream_count: u32,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Concurrent streams per connection (closed loop).
+    #[arg(long, default_value_t = 16)]
+    streams: usize,
+    /// Calls per measured round.
+    #[arg(long)]
+    calls: u64,
+    /// Calls before the first round (not measured).
+    #[arg(long, default_value_t = 1000)]
+    warmup_calls: u64,
+    /// Measured rounds (each its own dump): how far they agree shows how
+    /// deterministic the measure is.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Client-side deadline per call (a proxy under callgrind is ~50× slower).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "120s")]
+    call_timeout: Duration,
+    /// Extra request header `name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// The valgrind'd proxy (started with `--tool=callgrind
+    /// --instr-atstart=no`): `callgrind_control -z` and `-i on` before each
+    /// round, `-i off` and `-d` after it.
+    #[arg(long)]
+    callgrind_pid: Option<u32>,
+    /// The proxy's `--callgrind-out-file` (no `%p`): each round's dump,
+    /// `<file>.<N>`, is read for its total.
+    #[arg(long, requires = "callgrind_pid")]
+    callgrind_out: Option<PathBuf>,
+    #[arg(long, default_value = "callgrind_control")]
+    callgrind_control: PathBuf,
+    /// Write the result JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct ReportArgs {
     /// Results folder: runs/*.json, scale/*.json, machine.md, skipped.md.
     #[arg(long)]
@@ -491,6 +558,117 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<()> {
     if r.outcome.calls_ok == 0 {
         bail!("no call succeeded (errors: {:?})", r.outcome.errors);
     }
+    Ok(())
+}
+
+fn count_cmd(a: CountArgs) -> anyhow::Result<()> {
+    let ep = a.target.endpoint()?;
+    let w = Workload {
+        method: a.method,
+        payload: a.payload,
+        stream_count: a.stream_count,
+        fail_code: 0,
+        connections: a.connections.max(1),
+        streams: a.streams.max(1),
+        pacing: Pacing::Closed,
+        warmup: Duration::ZERO,
+        duration: Duration::ZERO,
+        call_timeout: a.call_timeout,
+        headers: headers(&a.headers)?,
+    };
+    let (source, token_desc, _) = tokens(&a.token)?;
+    let plan = Plan {
+        warmup_calls: a.warmup_calls,
+        calls: a.calls,
+        rounds: a.rounds.max(1),
+    };
+    let mut control;
+    let mut none = NoHooks;
+    let hooks: &mut dyn Hooks = match a.callgrind_pid {
+        Some(pid) => {
+            control = Control {
+                program: a.callgrind_control.clone(),
+                pid,
+                out: a.callgrind_out.clone(),
+                calls: a.calls,
+            };
+            &mut control
+        }
+        None => &mut none,
+    };
+    let rt = runtime(a.target.threads)?;
+    let outcome = rt.block_on(count::run(ep, &w, source.clone(), plan, hooks))?;
+    let reuses = match &source {
+        TokenSource::Pool(p) => p.taken().saturating_sub(p.len()) as u64,
+        _ => 0,
+    };
+    let invalid = outcome.invalid_reason();
+    let r = CountResult {
+        target: a.target.target.clone(),
+        token: token_desc,
+        method: w.method.path().to_owned(),
+        payload: w.payload,
+        connections: w.connections,
+        streams: w.streams,
+        warmup_calls: a.warmup_calls,
+        calls: a.calls,
+        callgrind_pid: a.callgrind_pid,
+        token_reuses: reuses,
+        invalid: invalid.clone(),
+        outcome,
+    };
+    for (i, round) in r.outcome.rounds.iter().enumerate() {
+        eprintln!(
+            "{} round {}: {} of {} calls ok in {:.1} s{}",
+            r.target,
+            i + 1,
+            round.phase.ok,
+            round.phase.calls,
+            round.phase.wall_s,
+            round
+                .measured
+                .as_ref()
+                .map(|m| format!(", {} Ir, {:.0} Ir/call", m.total_ir, m.ir_per_call))
+                .unwrap_or_default()
+        );
+    }
+    write_json(a.out.as_deref(), &r)?;
+    if let Some(why) = invalid {
+        bail!("{}: the result is invalid: {why}", r.target);
+    }
+    Ok(())
+}
+
+fn callgrind_report(dir: &Path) -> anyhow::Result<()> {
+    let mut results: Vec<CountResult> = report::read_all(&dir.join("callgrind"))?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    // A results folder that was moved (or committed) keeps its dumps beside
+    // the JSON, possibly gzip'd (run.sh compresses them): read them there.
+    for m in results
+        .iter_mut()
+        .flat_map(|r| r.outcome.rounds.iter_mut())
+        .filter_map(|x| x.measured.as_mut())
+    {
+        if let Some(name) = Path::new(&m.dump).file_name() {
+            let here = dir.join("callgrind").join(name);
+            let mut gz = here.clone().into_os_string();
+            gz.push(".gz");
+            if let Some(found) = [here, PathBuf::from(gz)].into_iter().find(|p| p.exists()) {
+                m.dump = found.display().to_string();
+            }
+        }
+    }
+    if results.is_empty() {
+        bail!("no count results under {}", dir.join("callgrind").display());
+    }
+    let summary = callgrind::report::summarize(&results);
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    let md = callgrind::report::markdown(&summary, &read("machine.md"), &read("skipped.md"));
+    std::fs::write(dir.join("callgrind.md"), md)?;
+    write_json(Some(&dir.join("callgrind.json")), &summary)?;
+    println!("{}", dir.join("callgrind.md").display());
     Ok(())
 }
 
@@ -671,5 +849,7 @@ fn main() -> anyhow::Result<()> {
             )
         }
         Cmd::Report(a) => report_cmd(a),
+        Cmd::Count(a) => count_cmd(a),
+        Cmd::CallgrindReport { dir } => callgrind_report(&dir),
     }
 }
