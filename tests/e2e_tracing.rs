@@ -421,3 +421,29 @@ fn check_names_bad_tracing_keys() {
         "{text}"
     );
 }
+
+/// SIGTERM right after a call: the process exits before the exporter's
+/// 1 s batch delay, and the call's span is still sent (flushed at exit,
+/// within the grace period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_of_the_last_calls_are_sent_at_exit() {
+    let rx = OtlpReceiver::start_grpc().await.unwrap();
+    let env = start(
+        "trace-exit",
+        &tracing_section(&rx.endpoint(), "  sample_ratio: 1.0\n"),
+    )
+    .await;
+    let md = get(&env, &[]).await;
+    let (trace, _, _) = fields(md.get("traceparent").unwrap());
+    let pid = env.gw.pid();
+    signal(pid, "-TERM");
+    let gone = eventually(Duration::from_secs(10), async || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    })
+    .await;
+    assert!(gone, "still running after SIGTERM:\n{}", env.gw.log_text());
+    span_of_trace(&rx, &trace).await;
+}

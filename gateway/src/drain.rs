@@ -223,6 +223,9 @@ pub struct OnSignal {
     /// After the drain, how long Pingora may take to stop its runtimes
     /// before the process exits anyway (`server.shutdown_timeout`).
     pub exit_after: Duration,
+    /// Run after the drain, with the time left in the grace period: sends
+    /// what must not be lost at exit (the last requests' trace spans).
+    pub before_exit: Box<dyn Fn(Duration) + Send + Sync>,
     pub idle: Arc<dyn StopIdle>,
 }
 
@@ -247,6 +250,9 @@ async fn next(s: &mut Option<Signal>) {
     }
 }
 
+/// Longest [`OnSignal::before_exit`] may take.
+const BEFORE_EXIT_MAX: Duration = Duration::from_secs(2);
+
 #[async_trait]
 impl ShutdownSignalWatch for OnSignal {
     async fn recv(&self) -> ShutdownSignal {
@@ -258,10 +264,19 @@ impl ShutdownSignalWatch for OnSignal {
             _ = next(&mut int) => return ShutdownSignal::FastShutdown,
             _ = next(&mut term) => {}
         }
+        let grace_end = Instant::now() + self.grace;
         tokio::select! {
             () = self.drain() => {}
             _ = next(&mut int) => tracing::warn!("SIGINT during the drain: stopping now"),
         }
+        // Within the grace period (what SIGTERM promises), and never more
+        // than a couple of seconds for a slow collector.
+        let left = grace_end
+            .saturating_duration_since(Instant::now())
+            .min(BEFORE_EXIT_MAX);
+        // Blocks this thread (Pingora's main loop, which has nothing else
+        // to do now) for at most `left`.
+        (self.before_exit)(left);
         // Pingora stops each runtime by joining its threads; a thread held
         // in a blocking call (seen on a CPU-starved box: the health
         // checker's runtime kept the process alive seconds past the grace

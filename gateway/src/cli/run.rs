@@ -176,6 +176,10 @@ pub fn run(path: &Path, daemon: bool, upgrade: bool) -> ExitCode {
             grace: st.grace_period,
             exit_after: st.shutdown_timeout.max(std::time::Duration::from_secs(1)),
             idle: counted,
+            before_exit: {
+                let shared = shared.clone();
+                Box::new(move |within| shared.tracing.finish(within))
+            },
         }),
     });
     ExitCode::SUCCESS

@@ -15,7 +15,7 @@
 //! `ztgate_trace_spans_dropped_total{reason}` (`queue_full`,
 //! `export_failed`, `shutdown`).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::Context;
@@ -56,8 +56,46 @@ pub enum ExportError {
 #[derive(Debug)]
 pub(super) struct QueueProcessor {
     queue: mpsc::Sender<SpanData>,
+    control: Arc<Control>,
+}
+
+/// Stopping the export thread, shared by the processor (which the tracer
+/// provider owns) and the pipeline (which finishes it at exit).
+#[derive(Debug)]
+pub(super) struct Control {
     /// Tells the export thread to send what is queued and stop.
     stop: Mutex<Option<oneshot::Sender<()>>>,
+    /// The export thread, to wait for at exit.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Control {
+    fn stop(&self) {
+        if let Ok(mut stop) = self.stop.lock() {
+            if let Some(tx) = stop.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Stop the export thread and wait, at most `within`, for it to send
+    /// what is queued: the spans of the last requests before the process
+    /// exits. Whether it finished in time.
+    pub(super) fn finish(&self, within: Duration) -> bool {
+        self.stop();
+        let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + within;
+        while !thread.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = thread.join();
+        true
+    }
 }
 
 impl QueueProcessor {
@@ -77,15 +115,23 @@ impl QueueProcessor {
             exporter(&settings)?
         };
         exporter.set_resource(&resource);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ztgate-otlp".into())
             .spawn(move || {
                 rt.block_on(run(exporter, rx, stopped, &settings));
             })?;
         Ok(Self {
             queue,
-            stop: Mutex::new(Some(stop)),
+            control: Arc::new(Control {
+                stop: Mutex::new(Some(stop)),
+                thread: Mutex::new(Some(thread)),
+            }),
         })
+    }
+
+    /// Stopping its export thread, for the pipeline.
+    pub(super) fn control(&self) -> Arc<Control> {
+        self.control.clone()
     }
 }
 
@@ -116,11 +162,7 @@ impl SpanProcessor for QueueProcessor {
     /// wait for it (this runs when the last request holding the old
     /// pipeline lets go, on a request thread).
     fn shutdown(&self) -> OTelSdkResult {
-        if let Ok(mut stop) = self.stop.lock() {
-            if let Some(tx) = stop.take() {
-                let _ = tx.send(());
-            }
-        }
+        self.control.stop();
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ mod hop;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use opentelemetry::trace::TracerProvider as _;
@@ -53,6 +53,8 @@ struct Pipeline {
     /// Kept so that the provider lives (and exports) while this pipeline is
     /// in force; requests in flight hold it through their spans.
     _provider: SdkTracerProvider,
+    /// Its export thread, finished at exit.
+    export: Arc<export::Control>,
 }
 
 impl Tracing {
@@ -80,6 +82,21 @@ impl Tracing {
         Ok(())
     }
 
+    /// At exit, after the drain: send the spans still queued (those of the
+    /// last requests), waiting at most `within` (a dead collector must not
+    /// hold the exit; what is left then is counted as dropped `shutdown`).
+    pub fn finish(&self, within: Duration) {
+        self.on.store(false, Ordering::Release);
+        if let Some(p) = self.current.swap(None) {
+            if !p.export.finish(within) {
+                tracing::warn!(
+                    after = ?within,
+                    "exit: the OTLP exporter had not sent the last spans in time"
+                );
+            }
+        }
+    }
+
     /// Start the gateway span of a request whose headers are `headers`,
     /// received at `start`; `None` when tracing is off.
     pub fn start(&self, headers: &http::HeaderMap, start: SystemTime) -> Option<Hop> {
@@ -98,6 +115,7 @@ impl Pipeline {
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
         let processor = export::QueueProcessor::start(settings, resource.clone())?;
+        let export = processor.control();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
@@ -110,6 +128,7 @@ impl Pipeline {
             settings: settings.clone(),
             tracer,
             _provider: provider,
+            export,
         })
     }
 }
