@@ -70,8 +70,11 @@ pub struct RequestCtx {
     tried: Vec<std::net::SocketAddr>,
     /// The last connect attempt failed.
     connect_failed: bool,
-    /// The gateway span, when `tracing:` is configured.
-    trace: Option<trace::Hop>,
+    /// The gateway span, when `tracing:` is configured. Boxed: a span is
+    /// 384 bytes, and Pingora moves the per-request context with its
+    /// futures (callgrind: +1.6k instructions of memcpy a call unboxed,
+    /// tracing on or off).
+    trace: Option<Box<trace::Hop>>,
 }
 
 static NO_TLS: std::sync::LazyLock<TlsFacts> = std::sync::LazyLock::new(TlsFacts::default);
@@ -252,7 +255,8 @@ impl ProxyHttp for Gateway {
         ctx.trace = self
             .shared
             .tracing
-            .start(&req.headers, trace::started_at(ctx.started.elapsed()));
+            .start(&req.headers, trace::started_at(ctx.started.elapsed()))
+            .map(Box::new);
         // An oversized header list is refused before any filter (or the
         // route table) reads it, as RESOURCE_EXHAUSTED: the h2 codec's own
         // limit is set above this one so that such a list gets here rather
