@@ -42,8 +42,27 @@ pub struct Gateway {
     pub shared: Arc<Shared>,
 }
 
-/// Per-request state.
-pub struct RequestCtx {
+/// Per-request state, boxed: Pingora keeps the context in its per-request
+/// futures and moves them several times a request; 8 bytes move instead of
+/// ~750 (callgrind: memcpy grew ≈ 4 instructions per byte added to the
+/// context), for one allocation a request.
+pub struct RequestCtx(Box<RequestState>);
+
+impl std::ops::Deref for RequestCtx {
+    type Target = RequestState;
+    fn deref(&self) -> &RequestState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RequestCtx {
+    fn deref_mut(&mut self) -> &mut RequestState {
+        &mut self.0
+    }
+}
+
+/// What [`RequestCtx`] holds.
+pub struct RequestState {
     started: Instant,
     facts: Facts,
     grpc: bool,
@@ -175,13 +194,13 @@ impl Gateway {
         session.digest()?.ssl_digest.clone()
     }
 
-    async fn deny(&self, session: &mut Session, ctx: &mut RequestCtx, d: Denial) -> Result<bool> {
+    async fn deny(&self, session: &mut Session, ctx: &mut RequestState, d: Denial) -> Result<bool> {
         denial_response::write_denial(session, &d, &ctx.facts.request_id, ctx.grpc).await?;
         ctx.denial = Some(d);
         Ok(true)
     }
 
-    fn record_outcome(ctx: &mut RequestCtx, out: &ChainOutcome) {
+    fn record_outcome(ctx: &mut RequestState, out: &ChainOutcome) {
         for v in &out.verdicts {
             metrics::observe_filter(v.filter, v.elapsed.as_secs_f64());
             if let Decision::ShadowDeny(d) = &v.decision {
@@ -196,7 +215,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx {
+        RequestCtx(Box::new(RequestState {
             started: Instant::now(),
             facts: Facts::default(),
             grpc: false,
@@ -215,10 +234,12 @@ impl ProxyHttp for Gateway {
             connect_failed: false,
             assertion: None,
             trace: None,
-        }
+        }))
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // The state itself, so that its fields borrow apart.
+        let ctx: &mut RequestState = ctx;
         let rt = self.shared.runtime.load_full();
         ctx.tls = Self::tls_digest(session);
         // Measured as received, before anything is removed.
@@ -481,6 +502,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        // The state itself, so that its fields borrow apart.
+        let ctx: &mut RequestState = ctx;
         // The call is over: end its passive-ejection streak (the connection
         // was made) and its in-flight count.
         if let Some(lease) = ctx.lease.take() {
