@@ -45,7 +45,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-OUT=${OUT:-$HERE/results/$(date +%F)-revocation}
+OUT=$(realpath -m "${OUT:-$HERE/results/$(date +%F)-revocation}")
 WORK=$OUT/work
 rm -rf "$WORK" "$OUT/runs"
 mkdir -p "$WORK" "$OUT/runs"

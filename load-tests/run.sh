@@ -120,6 +120,9 @@ if [ "$CALLGRIND" != 0 ]; then
 else
     OUT=${OUT:-$HERE/results/$(date +%F)}
 fi
+# Absolute: the generated configs name their files under it, and ztgate
+# resolves relative paths against the config's own folder.
+OUT=$(realpath -m "$OUT")
 WORK=$OUT/work
 rm -rf "$OUT/runs" "$OUT/scale" "$OUT/callgrind" "$WORK"
 mkdir -p "$OUT/runs" "$OUT/scale" "$WORK/nginx-tmp"
