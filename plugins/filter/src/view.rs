@@ -44,6 +44,9 @@ pub struct TlsFacts {
 pub struct ConnMemo {
     /// The device fingerprint: (everything it was computed from, it).
     fingerprint: std::sync::Mutex<Option<Remembered>>,
+    /// The `x-forwarded-client-cert` value of this connection's certificate:
+    /// (the SPIFFE ID it names, it).
+    xfcc: std::sync::Mutex<Option<(Option<Box<str>>, http::HeaderValue)>>,
 }
 
 /// A derived value and the exact key it was derived from.
@@ -62,6 +65,24 @@ impl ConnMemo {
     pub fn remember_fingerprint(&self, key: &[u8], value: Arc<str>) {
         if let Ok(mut memo) = self.fingerprint.lock() {
             *memo = Some((key.into(), value));
+        }
+    }
+}
+
+impl ConnMemo {
+    /// The XFCC value remembered for this connection's certificate naming
+    /// `spiffe_id`.
+    pub fn xfcc(&self, spiffe_id: Option<&str>) -> Option<http::HeaderValue> {
+        let memo = self.xfcc.lock().ok()?;
+        memo.as_ref()
+            .filter(|(id, _)| id.as_deref() == spiffe_id)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Remember `value` as the XFCC value naming `spiffe_id`.
+    pub fn remember_xfcc(&self, spiffe_id: Option<&str>, value: http::HeaderValue) {
+        if let Ok(mut memo) = self.xfcc.lock() {
+            *memo = Some((spiffe_id.map(Box::from), value));
         }
     }
 }

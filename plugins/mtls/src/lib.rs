@@ -150,7 +150,16 @@ impl Filter for MtlsFilter {
                     facts.set_upstream_header(SPIFFE_ID_HEADER.clone(), v);
                 }
             }
-            if let Ok(v) = HeaderValue::from_str(&xfcc_value(cert, id.spiffe_id())) {
+            // The same for every request of the connection (its
+            // certificate never changes): built once, then remembered
+            // (3,300 instructions a call in the full chain's profile).
+            let memo = &req.tls.memo;
+            let xfcc = memo.xfcc(id.spiffe_id()).or_else(|| {
+                let v = HeaderValue::from_str(&xfcc_value(cert, id.spiffe_id())).ok()?;
+                memo.remember_xfcc(id.spiffe_id(), v.clone());
+                Some(v)
+            });
+            if let Some(v) = xfcc {
                 facts.set_upstream_header(XFCC_HEADER.clone(), v);
             }
         }
@@ -260,6 +269,57 @@ mod tests {
                 "mtls.allowed_ids[0]",
                 "mtls.allowed_ids[1]"
             ]
+        );
+    }
+
+    /// The XFCC value of a connection is built once and remembered: the
+    /// next request of the same connection gets the same header, and a
+    /// connection with another certificate (its own memo) its own.
+    #[tokio::test]
+    async fn the_connection_remembers_its_xfcc_value() {
+        use std::sync::Arc;
+        use ztgate_filter::{Facts, TlsFacts};
+        let f = filter(&["acme.test"], &[]);
+        let conn = |c: PeerCertificate| TlsFacts {
+            peer: Some(Arc::new(c)),
+            ..TlsFacts::default()
+        };
+        let a = conn(cert(&["spiffe://acme.test/ns/a/sa/x"], false));
+        let b = conn(cert(&["spiffe://acme.test/ns/b/sa/y"], false));
+        async fn xfcc(f: &MtlsFilter, tls: &TlsFacts) -> String {
+            let headers = http::HeaderMap::new();
+            let view = ztgate_filter::RequestView {
+                method: &http::Method::POST,
+                path: "/a.B/C",
+                authority: None,
+                headers: &headers,
+                tls,
+                client_ip: None,
+                socket_ip: None,
+                now: std::time::SystemTime::now(),
+            };
+            let mut facts = Facts::default();
+            assert_eq!(f.evaluate(&view, &mut facts).await, Decision::Continue);
+            facts
+                .upstream_headers
+                .iter()
+                .find(|(k, _)| *k == XFCC_HEADER)
+                .map(|(_, v)| v.to_str().unwrap().to_owned())
+                .unwrap()
+        }
+        let first = xfcc(&f, &a).await;
+        let expected = xfcc_value(
+            a.peer.as_deref().unwrap(),
+            Some("spiffe://acme.test/ns/a/sa/x"),
+        );
+        assert_eq!(first, expected);
+        assert_eq!(xfcc(&f, &a).await, first, "remembered");
+        assert!(a.memo.xfcc(Some("spiffe://acme.test/ns/a/sa/x")).is_some());
+        let other = xfcc(&f, &b).await;
+        assert_ne!(other, first);
+        assert!(
+            other.contains("URI=spiffe://acme.test/ns/b/sa/y"),
+            "{other}"
         );
     }
 }
