@@ -362,3 +362,62 @@ mtls:
     }
     let _ = std::fs::remove_dir_all(&side);
 }
+
+/// A CRL issued by an intermediate CA (`{ file, issuer }`): the leaves it
+/// revokes are refused in the handshake, its other leaves (sent with their
+/// intermediate) get through; a new CRL from it applies without restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intermediate_cas_crl_revokes_its_leaves() {
+    let side = support::workdir("crl-intermediate");
+    let mut setup = Setup::new("crl-int");
+    let crl = side.join("issuing.crl");
+    let issuer = side.join("issuing.pem");
+    let auth = format!(
+        "require\n    crl: [{{ file: \"{}\", issuer: \"{}\" }}]",
+        crl.display(),
+        issuer.display()
+    );
+    setup.client_auth = &auth;
+    // A root of the test's own (the gateway's `client_ca` is made by
+    // `start`), bound to acme.test as its trust bundle, with an
+    // intermediate under it that issues the workloads' SVIDs.
+    let root = Ca::new("acme-root").unwrap();
+    let root_pem = root.write(&side, "root").unwrap();
+    let inter = root.intermediate("issuing").unwrap();
+    std::fs::write(&issuer, inter.cert_pem()).unwrap();
+    let (revoked, kept) = (
+        inter.svid(support::WEB_ID).unwrap(),
+        inter.svid("spiffe://acme.test/ns/shop/sa/batch").unwrap(),
+    );
+    std::fs::write(&crl, inter.crl(&[&revoked], 86_400).unwrap()).unwrap();
+    let policy = format!(
+        "pipeline: [sanitize, mtls, route]\nmtls:\n  trust_domains: [acme.test]\n  trust_bundles:\n    acme.test: {}\n",
+        root_pem.display()
+    );
+    setup.policy = &policy;
+    let env = setup.start().await;
+    let as_ =
+        |who: &ztgate_testkit::pki::Issued| env.target().with_identity(&who.cert_pem, &who.key_pem);
+    assert!(
+        !refused(&as_(&kept)).await,
+        "a leaf of the intermediate gets through"
+    );
+    assert!(
+        refused(&as_(&revoked)).await,
+        "the intermediate's CRL revokes it"
+    );
+    // The intermediate revokes the other leaf too: the next handshakes follow the file.
+    std::fs::write(&crl, inter.crl(&[&revoked, &kept], 86_400).unwrap()).unwrap();
+    let applied = support::eventually(std::time::Duration::from_secs(15), async || {
+        refused(&as_(&kept)).await
+    })
+    .await;
+    assert!(applied, "the rotated CRL did not apply");
+    assert!(
+        env.metric(
+            "ztgate_crl_next_update_timestamp_seconds",
+            &[("issuer", "issuing intermediate CA")]
+        ) > 0.0
+    );
+    let _ = std::fs::remove_dir_all(&side);
+}

@@ -15,6 +15,11 @@ use time::{Duration, OffsetDateTime};
 pub struct Ca {
     pub cert: Certificate,
     key: KeyPair,
+    /// For an intermediate CA: its certificate and those above it up to
+    /// (not including) the root, PEM — what a client sends after its leaf.
+    chain_pem: String,
+    /// This CA certificate's serial (a parent's CRL names it by it).
+    serial: Vec<u8>,
 }
 
 /// A PEM certificate and key, plus where they were written (if they were).
@@ -84,6 +89,20 @@ pub fn aia_ocsp(url: &str) -> CustomExtension {
     CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], tlv(0x30, &description))
 }
 
+/// A serial unique per process run (CRLs name certificates by it):
+/// positive and minimal (no leading zero bytes, top bit clear).
+fn next_serial() -> Vec<u8> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let serial = ((nanos << 16) ^ n).to_be_bytes().to_vec();
+    let mut serial: Vec<u8> = serial.into_iter().skip_while(|b| *b == 0).collect();
+    if serial.first().is_none_or(|b| b & 0x80 != 0) {
+        serial.insert(0, 0);
+    }
+    serial
+}
+
 impl Ca {
     /// A new self-signed CA named after its trust domain.
     pub fn new(name: &str) -> anyhow::Result<Self> {
@@ -97,11 +116,40 @@ impl Ca {
         p.not_after = now + Duration::days(1);
         let key = KeyPair::generate()?;
         let cert = p.self_signed(&key)?;
-        Ok(Self { cert, key })
+        Ok(Self {
+            cert,
+            key,
+            chain_pem: String::new(),
+            serial: Vec::new(),
+        })
     }
 
     pub fn cert_pem(&self) -> String {
         self.cert.pem()
+    }
+
+    /// An intermediate CA issued by this one: its leaves' `cert_pem` carries
+    /// the intermediate after the leaf, as a client sends its chain.
+    pub fn intermediate(&self, name: &str) -> anyhow::Result<Ca> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name
+            .push(DnType::CommonName, format!("{name} intermediate CA"));
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now - Duration::hours(1);
+        p.not_after = now + Duration::days(1);
+        let serial = next_serial();
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &self.cert, &self.key)?;
+        let chain_pem = format!("{}{}", cert.pem(), self.chain_pem);
+        Ok(Ca {
+            cert,
+            key,
+            chain_pem,
+            serial,
+        })
     }
 
     /// The CA's private key (PEM), for tools that sign as the CA (an OCSP
@@ -156,21 +204,12 @@ impl Ca {
             p.not_before = now - Duration::hours(1);
             p.not_after = now + Duration::days(1);
         }
-        // A serial unique per process run (CRLs name certificates by it).
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let serial = ((nanos << 16) ^ n).to_be_bytes().to_vec();
-        // Positive and minimal: no leading zero bytes, top bit clear.
-        let mut serial: Vec<u8> = serial.into_iter().skip_while(|b| *b == 0).collect();
-        if serial.first().is_none_or(|b| b & 0x80 != 0) {
-            serial.insert(0, 0);
-        }
+        let serial = next_serial();
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, &self.cert, &self.key)?;
         Ok(Issued {
-            cert_pem: cert.pem(),
+            cert_pem: format!("{}{}", cert.pem(), self.chain_pem),
             key_pem: key.serialize_pem(),
             der: cert.der().to_vec(),
             serial,
@@ -200,6 +239,18 @@ impl Ca {
             key_identifier_method: KeyIdMethod::Sha256,
         };
         Ok(params.signed_by(&self.cert, &self.key)?.pem()?)
+    }
+
+    /// A CRL signed by this CA that revokes the intermediate CA `revoked`
+    /// (issued by this one).
+    pub fn crl_of_ca(&self, revoked: &Ca, next_update_secs: i64) -> anyhow::Result<String> {
+        let as_issued = Issued {
+            cert_pem: revoked.cert.pem(),
+            key_pem: String::new(),
+            der: revoked.cert.der().to_vec(),
+            serial: revoked.serial.clone(),
+        };
+        self.crl(&[&as_issued], next_update_secs)
     }
 
     /// A server certificate for `localhost` / 127.0.0.1.

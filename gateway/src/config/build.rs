@@ -18,6 +18,7 @@ use ztgate_filter::{
 
 use super::raw::{self, ClientAuth, LogFormat, TlsVersion};
 use super::Loaded;
+use crate::tls::revocation::CrlSource;
 use crate::tls::{FileMaterial, ServerMaterial, WorkloadParts};
 use crate::upstream::Pool;
 
@@ -283,7 +284,17 @@ pub fn build(
             "is required unless mtls.trust_bundles names a bundle per trust domain or spiffe.workload_api supplies the bundles (use_for: [trust])",
         ));
     }
-    let crls: Vec<PathBuf> = t.crl.iter().map(|p| ctx.resolve(p)).collect();
+    let crls: Vec<CrlSource> = t
+        .crl
+        .iter()
+        .map(|e| match e {
+            raw::CrlEntry::File(p) => CrlSource::file(ctx.resolve(p)),
+            raw::CrlEntry::Issued(i) => CrlSource {
+                path: ctx.resolve(&i.file),
+                issuer: Some(ctx.resolve(&i.issuer)),
+            },
+        })
+        .collect();
     let files = FileMaterial::load(
         identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         ca.as_deref(),
@@ -401,7 +412,7 @@ pub fn build(
     watched.extend(identity.into_iter().flat_map(|(c, k)| [c, k]));
     watched.extend(ca);
     watched.extend(trust_bundles.into_iter().map(|(_, p)| p));
-    watched.extend(crls);
+    watched.extend(crls.iter().flat_map(|c| c.files().cloned()));
     if let Some(a) = &raw.assertion {
         watched.extend(
             std::iter::once(&a.key)

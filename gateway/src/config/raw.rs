@@ -131,9 +131,11 @@ pub struct ListenerTls {
     #[serde(default)]
     pub client_ca: Option<String>,
     /// Certificate revocation lists (PEM or DER) from the CAs of `client_ca`
-    /// or `mtls.trust_bundles`; watched like certificates.
+    /// or `mtls.trust_bundles` (a file name), or from an intermediate CA
+    /// (`{ file, issuer }`: the intermediate's certificate, which must chain
+    /// to one of them); watched like certificates.
     #[serde(default)]
-    pub crl: Vec<String>,
+    pub crl: Vec<CrlEntry>,
     /// OCSP checking of client certificates (off unless configured).
     #[serde(default)]
     pub ocsp: Option<Ocsp>,
@@ -595,4 +597,23 @@ fn default_passive_failures() -> u32 {
 }
 fn default_passive_ejection() -> Duration {
     Duration::from_secs(10)
+}
+
+/// One entry of `listener.tls.crl`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum CrlEntry {
+    /// A CRL issued by a trust anchor.
+    File(String),
+    /// A CRL issued by an intermediate CA.
+    Issued(IssuedCrl),
+}
+
+/// `{ file, issuer }` of `listener.tls.crl`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuedCrl {
+    pub file: String,
+    /// The intermediate CA's certificate (PEM or DER).
+    pub issuer: String,
 }

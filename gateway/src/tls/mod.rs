@@ -49,7 +49,7 @@ use ztgate_filter::{PeerCertificate, TlsFacts};
 use crate::config::raw::{ClientAuth, TlsVersion};
 use material::{CertAndKey, MaterialError, Part, TrustBundle, TrustDigest};
 use ocsp::{ClientOcsp, Outcome};
-use revocation::Crls;
+use revocation::{CrlSource, Crls};
 use stapling::Stapler;
 use trust::ClientTrust;
 
@@ -87,7 +87,7 @@ pub struct FileMaterial {
     pub domains: BTreeMap<String, TrustBundle>,
     /// `listener.tls.crl`, read and verified against the trust in force at
     /// each composition (a Workload API bundle may be the CRL's issuer).
-    pub crl_paths: Vec<PathBuf>,
+    pub crl_paths: Vec<CrlSource>,
     /// `listener.tls.ocsp`, set by the config build after loading.
     pub ocsp: Option<Arc<ClientOcsp>>,
     /// `listener.tls.ocsp_stapling`: the stapler of `identity`, set by the
@@ -120,7 +120,7 @@ impl FileMaterial {
         identity: Option<(&Path, &Path)>,
         client_ca: Option<&Path>,
         trust_bundles: &[(String, PathBuf)],
-        crls: &[PathBuf],
+        crls: &[CrlSource],
         check_crls: bool,
     ) -> Result<Self, Vec<(Part, MaterialError)>> {
         let identity = match identity {
@@ -193,7 +193,7 @@ impl ServerMaterial {
         key: &Path,
         client_ca: Option<&Path>,
         trust_bundles: &[(String, PathBuf)],
-        crls: &[PathBuf],
+        crls: &[CrlSource],
     ) -> Result<Self, Vec<(Part, MaterialError)>> {
         let files = FileMaterial::load(Some((cert, key)), client_ca, trust_bundles, crls, true)?;
         Self::compose(&files, &WorkloadParts::default())
