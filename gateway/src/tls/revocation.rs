@@ -114,7 +114,13 @@ impl Crls {
                     i,
                     MaterialError::BadCertificate {
                         path: path.display().to_string(),
-                        reason: UNKNOWN_ISSUER.into(),
+                        reason: match &src.issuer {
+                            None => UNKNOWN_ISSUER.into(),
+                            Some(ca) => format!(
+                                "its issuer {} does not chain to a CA of listener.tls.client_ca or mtls.trust_bundles",
+                                ca.display()
+                            ),
+                        },
                     },
                 )),
                 Err(e) => problems.push((i, e)),
@@ -185,7 +191,11 @@ fn load_one(src: &CrlSource, trust: &ClientTrust) -> Result<Option<(Crl, Vec<u8>
             (anchor.to_owned(), None)
         }
         Some(ca_path) => {
-            let ca = intermediate(ca_path, trust)?;
+            // Not chaining (yet) is like an unknown anchor: refused, or
+            // waited for when the Workload API may still deliver the root.
+            let Some(ca) = intermediate(ca_path, trust)? else {
+                return Ok(None);
+            };
             if ca.subject_name().to_der().ok().as_deref() != Some(issuer.as_slice()) {
                 return Err(bad(format!(
                     "issued by another CA than `{}` (its issuer)",
@@ -224,8 +234,9 @@ fn load_one(src: &CrlSource, trust: &ClientTrust) -> Result<Option<(Crl, Vec<u8>
 }
 
 /// The intermediate CA certificate at `path`, verified to chain to an
-/// anchor of `trust` (a CRL is only as good as the key that signed it).
-fn intermediate(path: &Path, trust: &ClientTrust) -> Result<X509, MaterialError> {
+/// anchor of `trust` (a CRL is only as good as the key that signed it);
+/// `None` when it does not.
+fn intermediate(path: &Path, trust: &ClientTrust) -> Result<Option<X509>, MaterialError> {
     let bad = |reason: String| MaterialError::BadCertificate {
         path: path.display().to_string(),
         reason,
@@ -242,12 +253,7 @@ fn intermediate(path: &Path, trust: &ClientTrust) -> Result<X509, MaterialError>
             Ok(ok.then_some(()).ok_or_else(|| c.error()))
         })
         .map_err(|e| bad(e.to_string()))?;
-    verified.map_err(|e| {
-        bad(format!(
-            "does not chain to a CA of listener.tls.client_ca or mtls.trust_bundles ({e})"
-        ))
-    })?;
-    Ok(ca)
+    Ok(verified.is_ok().then_some(ca))
 }
 
 #[cfg(test)]
