@@ -4,32 +4,10 @@
 
 mod support;
 
-use support::{assert_denied, Setup};
+use support::{assert_denied, refused, Setup};
 use ztgate_testkit::client::{self, Target};
 use ztgate_testkit::pki::{Ca, LeafSpec};
 use ztgate_testkit::proto::Request;
-
-/// Whether a call with this target fails before reaching the backend
-/// because the TLS handshake was refused.
-async fn refused(t: &Target) -> bool {
-    match client::connect(t).await {
-        Err(_) => true,
-        Ok(ch) => match client::orders(ch).get(Request::default()).await {
-            Ok(_) => false,
-            // The refusal arrives as a transport error (broken pipe, closed
-            // connection), never as a gRPC status from the gateway or backend.
-            Err(s) => {
-                matches!(
-                    s.code(),
-                    tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
-                ) && s.metadata().get("x-request-id").is_none()
-                    && s.message().contains("transport error")
-                        | s.message().contains("connection closed")
-                        | s.message().contains("canceled")
-            }
-        },
-    }
-}
 
 #[tokio::test]
 async fn handshake_refuses_missing_foreign_and_expired_certs() {
@@ -239,18 +217,7 @@ mtls:
     // binding holds the same way.
     let forged = partner.svid(support::WEB_ID).unwrap();
     let forged_again = rotated.svid(support::WEB_ID).unwrap();
-    let reloads = env.metric("ztgate_config_reloads_total", &[("result", "ok")]);
-    support::signal(env.gw.pid(), "-HUP");
-    assert!(
-        env.metric_reaching(
-            "ztgate_config_reloads_total",
-            &[("result", "ok")],
-            reloads + 1.0
-        )
-        .await
-            > reloads,
-        "SIGHUP did not reload"
-    );
+    support::sighup_reloaded(&env.gw).await;
     let replica = env.replica("b");
     for url in [env.gw.url(), replica.url()] {
         let at = |who: &ztgate_testkit::pki::Issued| {
@@ -315,18 +282,7 @@ mtls:
             assert!(refused(&as_(&revoked)).await);
             assert!(!refused(&as_(&env.web)).await);
             // After a SIGHUP, and on a second replica reading the same CRL.
-            let reloads = env.metric("ztgate_config_reloads_total", &[("result", "ok")]);
-            support::signal(env.gw.pid(), "-HUP");
-            assert!(
-                env.metric_reaching(
-                    "ztgate_config_reloads_total",
-                    &[("result", "ok")],
-                    reloads + 1.0
-                )
-                .await
-                    > reloads,
-                "SIGHUP did not reload"
-            );
+            support::sighup_reloaded(&env.gw).await;
             let replica = env.replica("b");
             for url in [env.gw.url(), replica.url()] {
                 let at = |who: &ztgate_testkit::pki::Issued| {

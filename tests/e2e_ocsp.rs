@@ -10,36 +10,13 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::Setup;
+use support::{refused, sighup_reloaded, Setup};
 use ztgate_testkit::backend::Backend;
 use ztgate_testkit::client::{self, Target};
 use ztgate_testkit::harness::{free_port, GatewayProcess, Until};
 use ztgate_testkit::ocsp::{serial_hex, Responder, Signer};
 use ztgate_testkit::pki::{Ca, Issued, LeafSpec};
 use ztgate_testkit::proto::Request;
-
-/// Whether a call with this target fails before reaching the backend
-/// because its certificate was refused (in the handshake, or, on a cold
-/// OCSP cache, by the connection being closed before its first request).
-async fn refused(t: &Target) -> bool {
-    match client::connect(t).await {
-        Err(_) => true,
-        Ok(ch) => match client::orders(ch).get(Request::default()).await {
-            Ok(_) => false,
-            // A transport error (closed connection, broken pipe), never a
-            // gRPC status from the gateway or the backend.
-            Err(s) => {
-                matches!(
-                    s.code(),
-                    tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
-                ) && s.metadata().get("x-request-id").is_none()
-                    && s.message().contains("transport error")
-                        | s.message().contains("connection closed")
-                        | s.message().contains("canceled")
-            }
-        },
-    }
-}
 
 /// A client SVID of `ca` whose AIA names `responder`.
 fn svid(ca: &Ca, name: &str, responder: &Responder) -> Issued {
@@ -52,23 +29,18 @@ fn svid(ca: &Ca, name: &str, responder: &Responder) -> Issued {
     .unwrap()
 }
 
-fn at(url: &str, ca: &Ca, who: &Issued) -> Target {
-    Target::tls(url.to_owned(), ca.cert_pem()).with_identity(&who.cert_pem, &who.key_pem)
+/// The gateway of `setup`, and an OCSP responder for its CA signing with
+/// `signer`.
+async fn with_responder(setup: Setup<'_>, signer: Signer<'_>) -> (support::Env, Responder) {
+    let env = setup.start().await;
+    let responder = Responder::start(&env.dir.join("responder"), &env.ca, signer)
+        .await
+        .unwrap();
+    (env, responder)
 }
 
-async fn reload(env: &support::Env) {
-    let reloads = env.metric("ztgate_config_reloads_total", &[("result", "ok")]);
-    support::signal(env.gw.pid(), "-HUP");
-    assert!(
-        env.metric_reaching(
-            "ztgate_config_reloads_total",
-            &[("result", "ok")],
-            reloads + 1.0
-        )
-        .await
-            > reloads,
-        "SIGHUP did not reload"
-    );
+fn at(url: &str, ca: &Ca, who: &Issued) -> Target {
+    Target::tls(url.to_owned(), ca.cert_pem()).with_identity(&who.cert_pem, &who.key_pem)
 }
 
 /// good accepted, revoked refused in both modes; unknown and responder
@@ -83,10 +55,7 @@ async fn soft_and_hard_mode_with_client_auth_require() {
         let auth = format!("require\n    ocsp: {{ mode: {mode}, timeout: 1s }}");
         let mut setup = Setup::new("ocsp-require");
         setup.client_auth = &auth;
-        let env = setup.start().await;
-        let responder = Responder::start(&env.dir.join("responder"), &env.ca, Signer::Delegated)
-            .await
-            .unwrap();
+        let (env, responder) = with_responder(setup, Signer::Delegated).await;
         let (good, revoked, unknown) = (
             svid(&env.ca, "good", &responder),
             svid(&env.ca, "revoked", &responder),
@@ -151,7 +120,7 @@ async fn soft_and_hard_mode_with_client_auth_require() {
         responder.stop();
         let fresh = svid(&env.ca, "fresh", &responder);
         responder.good(&fresh).unwrap();
-        reload(&env).await;
+        sighup_reloaded(&env.gw).await;
         assert!(
             !refused(&as_(&good)).await,
             "{mode}: cached good, responder down"
@@ -194,10 +163,7 @@ async fn a_revocation_after_a_cached_answer_applies_when_it_expires() {
     let auth = "require\n    ocsp: { mode: soft, max_cache_age: 1s }";
     let mut setup = Setup::new("ocsp-expiry");
     setup.client_auth = auth;
-    let env = setup.start().await;
-    let responder = Responder::start(&env.dir.join("responder"), &env.ca, Signer::Ca)
-        .await
-        .unwrap();
+    let (env, responder) = with_responder(setup, Signer::Ca).await;
     let later = svid(&env.ca, "later", &responder);
     responder.good(&later).unwrap();
     let t = env.target().with_identity(&later.cert_pem, &later.key_pem);
@@ -225,10 +191,7 @@ async fn optional_client_auth_treats_a_refused_certificate_as_none() {
     setup.client_auth = auth;
     // `mtls` last: the refusal is the handshake's, whatever the order.
     setup.policy = "pipeline: [route, sanitize, mtls]\nmtls:\n  trust_domains: [acme.test]\n  allowed_ids: [\"spiffe://acme.test/ns/shop/**\"]\n";
-    let env = setup.start().await;
-    let responder = Responder::start(&env.dir.join("responder"), &env.ca, Signer::Delegated)
-        .await
-        .unwrap();
+    let (env, responder) = with_responder(setup, Signer::Delegated).await;
     let (good, revoked) = (
         svid(&env.ca, "good", &responder),
         svid(&env.ca, "revoked", &responder),
@@ -313,10 +276,7 @@ async fn a_resumed_session_of_a_revoked_certificate_is_refused() {
     let auth = "require\n    ocsp: { mode: hard, max_cache_age: 1s }";
     let mut setup = Setup::new("ocsp-resumption");
     setup.client_auth = auth;
-    let env = setup.start().await;
-    let responder = Responder::start(&env.dir.join("responder"), &env.ca, Signer::Delegated)
-        .await
-        .unwrap();
+    let (env, responder) = with_responder(setup, Signer::Delegated).await;
     let who = svid(&env.ca, "resumer", &responder);
     responder.good(&who).unwrap();
     let (port, dir, client) = (env.gw.listen.port(), env.dir.clone(), who.clone());
@@ -532,19 +492,7 @@ async fn the_server_certificate_is_stapled() {
     // config generation).
     responder.stop();
     assert!(staple_for(&server)(), "the last good staple was not served");
-    let reloads = support::metric_of(&gw, "ztgate_config_reloads_total", &[("result", "ok")]);
-    support::signal(gw.pid(), "-HUP");
-    assert!(
-        support::metric_reaching(
-            &gw,
-            "ztgate_config_reloads_total",
-            &[("result", "ok")],
-            reloads + 1.0
-        )
-        .await
-            > reloads,
-        "SIGHUP did not reload"
-    );
+    sighup_reloaded(&gw).await;
     assert!(staple_for(&server)(), "the staple was lost on reload");
 
     // Rotation: the new certificate gets a staple of its own.

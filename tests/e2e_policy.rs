@@ -313,18 +313,7 @@ async fn a_route_is_decided_by_its_own_rule() {
             batch.clone().watch(Request::default()).await.unwrap();
         }
         if round == "first" {
-            let reloads = env.metric("ztgate_config_reloads_total", &[("result", "ok")]);
-            support::signal(env.gw.pid(), "-HUP");
-            assert!(
-                env.metric_reaching(
-                    "ztgate_config_reloads_total",
-                    &[("result", "ok")],
-                    reloads + 1.0
-                )
-                .await
-                    > reloads,
-                "SIGHUP did not reload"
-            );
+            support::sighup_reloaded(&env.gw).await;
         }
     }
     let count = |decision: &str, result: &str| {

@@ -10,11 +10,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{eventually, metric_of, metric_reaching, signal, Env, Setup, EDGE};
+use support::{eventually, metric_reaching, Env, Setup, EDGE};
 use tonic::transport::Channel;
 use ztgate_testkit::client;
 use ztgate_testkit::dpop::DpopKey;
-use ztgate_testkit::harness::GatewayProcess;
 use ztgate_testkit::idp::Idp;
 use ztgate_testkit::proto::Request;
 use ztgate_testkit::redis::RedisServer;
@@ -100,21 +99,6 @@ fn bearer_token(idp: &Idp, sub: &str) -> String {
         .unwrap()
 }
 
-fn reloads_ok(gw: &GatewayProcess) -> f64 {
-    metric_of(gw, "ztgate_config_reloads_total", &[("result", "ok")])
-}
-
-/// SIGHUP and wait until the reload is in service.
-async fn reload(gw: &GatewayProcess) {
-    let before = reloads_ok(gw);
-    signal(gw.pid(), "-HUP");
-    assert!(
-        eventually(Duration::from_secs(10), async || reloads_ok(gw) > before).await,
-        "reload did not succeed:\n{}",
-        gw.log_text()
-    );
-}
-
 async fn start(name: &str, idp: &Idp, state: &str) -> Env {
     let mut setup = Setup::new(name);
     let policy = policy(&idp.issuer, state);
@@ -149,7 +133,7 @@ async fn a_reload_keeps_replay_memory_bindings_and_windows() {
     // cert-manager touching files, an operator sending SIGHUP: a reload.
     let text = std::fs::read_to_string(&env.gw.config).unwrap();
     std::fs::write(&env.gw.config, format!("{text}# reloaded\n")).unwrap();
-    reload(&env.gw).await;
+    support::sighup_reloaded(&env.gw).await;
 
     // The proof accepted before the reload is a replay after it.
     denied_with(
@@ -201,7 +185,7 @@ async fn a_reload_applies_while_the_idp_is_down() {
     );
     std::fs::write(&env.gw.config, text.replacen("device:", &second, 1)).unwrap();
     env.ca.server().unwrap().write(&env.dir, "server").unwrap();
-    reload(&env.gw).await;
+    support::sighup_reloaded(&env.gw).await;
 
     // The kept keys still verify a new token of the first issuer, on a new
     // connection (which gets the rotated certificate).

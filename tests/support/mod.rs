@@ -232,6 +232,45 @@ pub async fn metric_reaching(
     metric_of(gw, name, labels)
 }
 
+/// SIGHUP `gw` and wait until the reload it triggers is in service (one
+/// more `ztgate_config_reloads_total{result="ok"}`).
+pub async fn sighup_reloaded(gw: &GatewayProcess) {
+    let ok = [("result", "ok")];
+    let before = metric_of(gw, "ztgate_config_reloads_total", &ok);
+    signal(gw.pid(), "-HUP");
+    let reloaded = eventually(std::time::Duration::from_secs(10), async || {
+        metric_of(gw, "ztgate_config_reloads_total", &ok) > before
+    })
+    .await;
+    assert!(reloaded, "SIGHUP did not reload:\n{}", gw.log_text());
+}
+
+/// Whether a call with this target fails before reaching the backend
+/// because its client certificate was refused: in the TLS handshake, or
+/// (a cold OCSP cache) by the connection being closed before its first
+/// request. The refusal arrives as a transport error (broken pipe, closed
+/// connection), never as a gRPC status from the gateway or the backend.
+pub async fn refused(t: &Target) -> bool {
+    match client::connect(t).await {
+        Err(_) => true,
+        Ok(ch) => match client::orders(ch)
+            .get(ztgate_testkit::proto::Request::default())
+            .await
+        {
+            Ok(_) => false,
+            Err(s) => {
+                matches!(
+                    s.code(),
+                    tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+                ) && s.metadata().get("x-request-id").is_none()
+                    && s.message().contains("transport error")
+                        | s.message().contains("connection closed")
+                        | s.message().contains("canceled")
+            }
+        },
+    }
+}
+
 /// One unary `orders.v1.Orders/Get` through the gateway with curl (an
 /// OpenSSL client that sends the request as one DATA frame with END_STREAM
 /// and never enforces `grpc-timeout` itself). Returns curl's output with
