@@ -72,15 +72,14 @@ impl DeviceFilter {
     ) -> (String, Vec<u8>) {
         let signals = canonical.len();
         canonical.extend_from_slice(&self.fingerprinter.id().to_le_bytes());
-        let memo = &req.tls.memo;
-        let remembered = memo.fingerprint(&canonical);
-        let current = match remembered {
+        let memo = &req.tls.memo.fingerprint;
+        let current = match memo.get(canonical.as_slice()) {
             Some(f) => f.to_string(),
             None => {
                 let f = self
                     .fingerprinter
                     .fingerprint(canonical.get(..signals).unwrap_or_default());
-                memo.remember_fingerprint(&canonical, Arc::from(f.as_str()));
+                memo.remember(canonical.as_slice().into(), Arc::from(f.as_str()));
                 f
             }
         };

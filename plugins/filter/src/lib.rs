@@ -46,7 +46,7 @@ pub use state::{
     Bind, Hit, OnUnavailable, SharedState, StateAnswer, StateError, StateOp, StateStore, StateUse,
     Unavailable,
 };
-pub use view::{ConnMemo, Received, RequestView, TlsFacts};
+pub use view::{ConnMemo, Received, Remembered, RequestView, TlsFacts};
 
 use std::borrow::Cow;
 use std::future::Future;

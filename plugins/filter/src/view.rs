@@ -42,47 +42,38 @@ pub struct TlsFacts {
 /// anew.
 #[derive(Default)]
 pub struct ConnMemo {
-    /// The device fingerprint: (everything it was computed from, it).
-    fingerprint: std::sync::Mutex<Option<Remembered>>,
-    /// The `x-forwarded-client-cert` value of this connection's certificate:
-    /// (the SPIFFE ID it names, it).
-    xfcc: std::sync::Mutex<Option<(Option<Box<str>>, http::HeaderValue)>>,
+    /// The device fingerprint, keyed by everything it was computed from.
+    pub fingerprint: Remembered<Box<[u8]>, Arc<str>>,
+    /// The `x-forwarded-client-cert` value of this connection's certificate,
+    /// keyed by the SPIFFE ID it names (empty: none).
+    pub xfcc: Remembered<Box<str>, http::HeaderValue>,
 }
 
-/// A derived value and the exact key it was derived from.
-type Remembered = (Box<[u8]>, Arc<str>);
+/// One derived value and the exact key it was derived from.
+pub struct Remembered<K, V>(std::sync::Mutex<Option<(K, V)>>);
 
-impl ConnMemo {
-    /// The fingerprint remembered for exactly `key`.
-    pub fn fingerprint(&self, key: &[u8]) -> Option<Arc<str>> {
-        let memo = self.fingerprint.lock().ok()?;
-        memo.as_ref()
-            .filter(|(k, _)| **k == *key)
-            .map(|(_, v)| v.clone())
-    }
-
-    /// Remember `value` as the fingerprint of `key` (replacing any other).
-    pub fn remember_fingerprint(&self, key: &[u8], value: Arc<str>) {
-        if let Ok(mut memo) = self.fingerprint.lock() {
-            *memo = Some((key.into(), value));
-        }
+impl<K, V> Default for Remembered<K, V> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(None))
     }
 }
 
-impl ConnMemo {
-    /// The XFCC value remembered for this connection's certificate naming
-    /// `spiffe_id`.
-    pub fn xfcc(&self, spiffe_id: Option<&str>) -> Option<http::HeaderValue> {
-        let memo = self.xfcc.lock().ok()?;
+impl<K, V: Clone> Remembered<K, V> {
+    /// The value remembered for exactly `key`.
+    pub fn get<Q: PartialEq + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        let memo = self.0.lock().ok()?;
         memo.as_ref()
-            .filter(|(id, _)| id.as_deref() == spiffe_id)
+            .filter(|(k, _)| k.borrow() == key)
             .map(|(_, v)| v.clone())
     }
 
-    /// Remember `value` as the XFCC value naming `spiffe_id`.
-    pub fn remember_xfcc(&self, spiffe_id: Option<&str>, value: http::HeaderValue) {
-        if let Ok(mut memo) = self.xfcc.lock() {
-            *memo = Some((spiffe_id.map(Box::from), value));
+    /// Remember `value` as derived from `key` (replacing any other).
+    pub fn remember(&self, key: K, value: V) {
+        if let Ok(mut memo) = self.0.lock() {
+            *memo = Some((key, value));
         }
     }
 }

@@ -187,8 +187,9 @@ impl PolicyFilter {
     /// The same evaluation as [`PolicyFilter::decide`], with the input and
     /// the policy's raw answer, for `ztgate explain`.
     pub fn explain(&self, req: &RequestView<'_>, facts: &Facts) -> Explained {
-        let described = self.rule(facts).describe();
-        let rule = &self.rule(facts).compiled;
+        let rule = self.rule(facts);
+        let described = rule.describe();
+        let rule = &rule.compiled;
         let input = input::build(&self.spec, req, facts);
         let input_json = serde_json::to_value(&input).unwrap_or_default();
         let answer = rule.eval(input);
