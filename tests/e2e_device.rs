@@ -118,3 +118,55 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     let r = fingerprint_via_tonic(&env, req).await.unwrap();
     assert!(!r.metadata.contains_key("x-ztgate-geo-country"));
 }
+
+/// The fingerprint is remembered per connection, never past what it was
+/// derived from: on one open connection, a SIGHUP that changes the secret
+/// changes the fingerprint (to what a new connection gets); a replica with
+/// the same secret derives the same value; `device` listed before `mtls`.
+/// (A changed request signal on one connection: the device crate's unit
+/// test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remembered_fingerprint_follows_secret_signals_and_replicas() {
+    let mut setup = Setup::new("device-memo");
+    let policy = policy("").replace(
+        "pipeline: [sanitize, mtls, device, route]",
+        "pipeline: [sanitize, device, mtls, route]",
+    );
+    setup.policy = &policy;
+    let env = setup.start().await;
+    let open = client::orders(env.web_channel().await);
+    let fp = async |c: &mut client::OrdersClient<tonic::transport::Channel>| {
+        let r = c.get(Request::default()).await.unwrap().into_inner();
+        r.metadata.get("x-device-fingerprint").cloned().unwrap()
+    };
+    let first = fp(&mut open.clone()).await;
+    assert_eq!(
+        fp(&mut open.clone()).await,
+        first,
+        "the same connection, the same value"
+    );
+    let fresh = fp(&mut client::orders(env.web_channel().await)).await;
+    assert_eq!(fresh, first, "a new connection derives the same value");
+
+    // A replica with the same secret derives the same value.
+    let replica = env.replica("b");
+    let target = ztgate_testkit::client::Target::tls(replica.url(), env.ca.cert_pem())
+        .with_identity(&env.web.cert_pem, &env.web.key_pem);
+    let mut on_replica = client::orders(client::connect(&target).await.unwrap());
+    assert_eq!(fp(&mut on_replica).await, first);
+
+    // Another secret, by SIGHUP: the open connection's next request is
+    // fingerprinted under it, as a new connection's is.
+    let text = std::fs::read_to_string(&env.gw.config).unwrap();
+    std::fs::write(
+        &env.gw.config,
+        text.replace(SECRET, "another-device-secret-0123456789abcdef01"),
+    )
+    .unwrap();
+    support::sighup_reloaded(&env.gw).await;
+    let rekeyed = fp(&mut open.clone()).await;
+    assert_ne!(rekeyed, first, "a remembered value outlived the secret");
+    let fresh = fp(&mut client::orders(env.web_channel().await)).await;
+    assert_eq!(rekeyed, fresh);
+    drop(replica);
+}

@@ -346,8 +346,9 @@ async fn an_intermediate_cas_crl_revokes_its_leaves() {
         inter.svid("spiffe://acme.test/ns/shop/sa/batch").unwrap(),
     );
     std::fs::write(&crl, inter.crl(&[&revoked], 86_400).unwrap()).unwrap();
+    // `mtls` last: revocation is the handshake's, whatever the order.
     let policy = format!(
-        "pipeline: [sanitize, mtls, route]\nmtls:\n  trust_domains: [acme.test]\n  trust_bundles:\n    acme.test: {}\n",
+        "pipeline: [route, sanitize, mtls]\nmtls:\n  trust_domains: [acme.test]\n  trust_bundles:\n    acme.test: {}\n",
         root_pem.display()
     );
     setup.policy = &policy;
@@ -375,5 +376,17 @@ async fn an_intermediate_cas_crl_revokes_its_leaves() {
             &[("issuer", "issuing intermediate CA")]
         ) > 0.0
     );
+    // After a SIGHUP, and on a second replica reading the same files.
+    let third = inter.svid("spiffe://acme.test/ns/shop/sa/third").unwrap();
+    support::sighup_reloaded(&env.gw).await;
+    let replica = env.replica("b");
+    for url in [env.gw.url(), replica.url()] {
+        let at = |who: &ztgate_testkit::pki::Issued| {
+            Target::tls(url.clone(), env.ca.cert_pem()).with_identity(&who.cert_pem, &who.key_pem)
+        };
+        assert!(refused(&at(&revoked)).await, "{url}");
+        assert!(refused(&at(&kept)).await, "{url}");
+        assert!(!refused(&at(&third)).await, "{url}");
+    }
     let _ = std::fs::remove_dir_all(&side);
 }

@@ -316,6 +316,25 @@ async fn a_route_is_decided_by_its_own_rule() {
             support::sighup_reloaded(&env.gw).await;
         }
     }
+    // The Rego file changed on disk: the route's rule now lets the web
+    // workload watch too, with no restart and no signal.
+    let rego = files.join("routes.rego");
+    let text = std::fs::read_to_string(&rego).unwrap();
+    std::fs::write(
+        &rego,
+        text.replace(
+            &format!("watch := true if input.spiffe_id == \"{BATCH}\""),
+            &format!("watch := true if input.spiffe_id in {{\"{BATCH}\", \"{WEB}\"}}"),
+        ),
+    )
+    .unwrap();
+    let web = client::orders(env.web_channel().await);
+    let applied = eventually(Duration::from_secs(15), async || {
+        web.clone().watch(Request::default()).await.is_ok()
+    })
+    .await;
+    assert!(applied, "the changed rule did not apply");
+
     let count = |decision: &str, result: &str| {
         env.metric(
             "ztgate_policy_decisions_total",
