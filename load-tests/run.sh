@@ -47,6 +47,7 @@ MINT_COUNT=""
 CALLGRIND=0
 CALLGRIND_WARMUP=1000
 CALLGRIND_ROUNDS=2
+ZTGATE_BIN=""
 
 usage() {
     cat <<USAGE
@@ -73,6 +74,8 @@ usage: $0 [options]
                           (connections x streams, closed loop) after the warm-up calls
   --callgrind-warmup W    uninstrumented calls first (default $CALLGRIND_WARMUP)
   --callgrind-rounds R    measured rounds per target, one dump each (default $CALLGRIND_ROUNDS)
+  --ztgate-bin PATH       measure this ztgate binary instead of building one (a before/after
+                          pair: keep the "before" build, run once with each)
 USAGE
 }
 
@@ -98,6 +101,7 @@ while [ $# -gt 0 ]; do
         --callgrind) CALLGRIND=$2; shift ;;
         --callgrind-warmup) CALLGRIND_WARMUP=$2; shift ;;
         --callgrind-rounds) CALLGRIND_ROUNDS=$2; shift ;;
+        --ztgate-bin) ZTGATE_BIN=$2; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -139,7 +143,10 @@ BENCHD=$TD/release/ztgate-benchd
 ZTGATE=""
 if want ztgate-full || want ztgate-mtls || want ztgate-miss-rs256 || want ztgate-miss-es256 ||
     want ztgate-state-memory || want ztgate-state-redis; then
-    if (cd "$ROOT" && cargo build --release -p ztgate) >"$WORK/ztgate-build.log" 2>&1 && [ -x "$TD/release/ztgate" ]; then
+    if [ -n "$ZTGATE_BIN" ]; then
+        [ -x "$ZTGATE_BIN" ] || { echo "--ztgate-bin $ZTGATE_BIN is not an executable" >&2; exit 2; }
+        ZTGATE=$(realpath "$ZTGATE_BIN")
+    elif (cd "$ROOT" && cargo build --release -p ztgate) >"$WORK/ztgate-build.log" 2>&1 && [ -x "$TD/release/ztgate" ]; then
         ZTGATE=$TD/release/ztgate
     else
         skip "ztgate targets" "\`cargo build --release -p ztgate\` failed or made no binary (see work/ztgate-build.log)"
@@ -328,6 +335,8 @@ scale() {
     if [ -n "$ZTGATE" ]; then
         if [ -n "${ZTGATE_REV:-}" ]; then
             echo "- ztgate $ZTGATE_REV"
+        elif [ -n "$ZTGATE_BIN" ]; then
+            echo "- ztgate: the prebuilt \`$ZTGATE\` (--ztgate-bin; set ZTGATE_REV to name its source)"
         elif rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null); then
             (cd "$ROOT" && git diff --quiet HEAD -- . ':!load-tests') || rev="$rev (+ uncommitted changes outside load-tests/)"
             echo "- ztgate $rev"
