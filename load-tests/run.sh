@@ -48,6 +48,7 @@ CALLGRIND=0
 CALLGRIND_WARMUP=1000
 CALLGRIND_ROUNDS=2
 ZTGATE_BIN=""
+UPSTREAM_MAX_STREAMS=1000
 
 usage() {
     cat <<USAGE
@@ -74,6 +75,8 @@ usage: $0 [options]
                           (connections x streams, closed loop) after the warm-up calls
   --callgrind-warmup W    uninstrumented calls first (default $CALLGRIND_WARMUP)
   --callgrind-rounds R    measured rounds per target, one dump each (default $CALLGRIND_ROUNDS)
+  --upstream-max-streams N  ztgate's upstreams.*.max_streams_per_connection (default
+                          $UPSTREAM_MAX_STREAMS; 1 = one backend connection per concurrent call)
   --ztgate-bin PATH       measure this ztgate binary instead of building one (a before/after
                           pair: keep the "before" build, run once with each)
 USAGE
@@ -102,14 +105,15 @@ while [ $# -gt 0 ]; do
         --callgrind-warmup) CALLGRIND_WARMUP=$2; shift ;;
         --callgrind-rounds) CALLGRIND_ROUNDS=$2; shift ;;
         --ztgate-bin) ZTGATE_BIN=$2; shift ;;
+        --upstream-max-streams) UPSTREAM_MAX_STREAMS=$2; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
 
-for n in "$CALLGRIND" "$CALLGRIND_WARMUP" "$CALLGRIND_ROUNDS"; do
-    [[ "$n" =~ ^[0-9]+$ ]] || { echo "--callgrind, --callgrind-warmup and --callgrind-rounds take a number, not '$n'" >&2; exit 2; }
+for n in "$CALLGRIND" "$CALLGRIND_WARMUP" "$CALLGRIND_ROUNDS" "$UPSTREAM_MAX_STREAMS"; do
+    [[ "$n" =~ ^[0-9]+$ ]] || { echo "--callgrind, --callgrind-warmup, --callgrind-rounds and --upstream-max-streams take a number, not '$n'" >&2; exit 2; }
 done
 [ "$CALLGRIND" = 0 ] || [ "$CALLGRIND_ROUNDS" -ge 1 ] || { echo "--callgrind-rounds must be at least 1" >&2; exit 2; }
 
@@ -206,6 +210,7 @@ render() { # template out port admin_port
         -e "s#@DEVICE_SECRET@#$DEVICE_SECRET#g" -e "s#@CACHE_CAPACITY@#${CACHE_CAPACITY:-100000}#g" \
         -e "s#@DPOP@#${DPOP:-off}#g" -e "s#@RATELIMIT_STAGE@#${RATELIMIT_STAGE:-}#g" \
         -e "s#@STATE_BACKEND@#${STATE_BACKEND:-memory}#g" -e "s#@REDIS_PORT@#$REDIS_PORT#g" \
+        -e "s#@UPSTREAM_MAX_STREAMS@#$UPSTREAM_MAX_STREAMS#g" \
         "$1" >"$2"
 }
 
