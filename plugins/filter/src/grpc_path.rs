@@ -66,15 +66,17 @@ pub fn check(path_and_query: &[u8]) -> Result<(), NotCanonical> {
             other => return Err(NotCanonical::NotVisibleAscii(other)),
         }
     }
-    let segments: Vec<&[u8]> = rest.split(|b| *b == b'/').collect();
-    if segments.iter().any(|s| *s == b"." || *s == b"..") {
+    // Iterated, not collected: this runs on every call.
+    let segments = || rest.split(|b| *b == b'/');
+    if segments().any(|s| s == b"." || s == b"..") {
         return Err(NotCanonical::DotSegment);
     }
-    if segments.iter().any(|s| s.is_empty()) {
+    if segments().any(<[u8]>::is_empty) {
         return Err(NotCanonical::EmptySegment);
     }
-    let [service, method] = segments.as_slice() else {
-        return Err(NotCanonical::SegmentCount(segments.len()));
+    let mut each = segments();
+    let (Some(service), Some(method), None) = (each.next(), each.next(), each.next()) else {
+        return Err(NotCanonical::SegmentCount(segments().count()));
     };
     if !service.split(|b| *b == b'.').all(is_identifier) {
         return Err(NotCanonical::ServiceName);
