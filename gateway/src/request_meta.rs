@@ -28,20 +28,18 @@ pub fn new_request_id() -> String {
     hex128(rand::random())
 }
 
-/// `format!("{v:032x}")`, written by hand: made on every call that brings
-/// no id of its own, and `format!` cost four times as much.
+/// `format!("{v:032x}")` without the formatting machinery: made on every
+/// call that brings no id of its own.
 fn hex128(v: u128) -> String {
-    (0..32)
-        .rev()
-        .map(|i| {
-            let nibble = ((v >> (4 * i)) & 0xf) as u8;
-            char::from(if nibble < 10 {
-                b'0' + nibble
-            } else {
-                b'a' + nibble - 10
-            })
-        })
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().rev().enumerate() {
+        *b = HEX
+            .get(((v >> (4 * i)) & 0xf) as usize)
+            .copied()
+            .unwrap_or(b'0');
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Parse a `grpc-timeout` value: 1–8 digits and a unit (H M S m u n).

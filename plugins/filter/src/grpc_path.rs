@@ -66,17 +66,15 @@ pub fn check(path_and_query: &[u8]) -> Result<(), NotCanonical> {
             other => return Err(NotCanonical::NotVisibleAscii(other)),
         }
     }
-    // Iterated, not collected: this runs on every call.
-    let segments = || rest.split(|b| *b == b'/');
-    if segments().any(|s| s == b"." || s == b"..") {
+    let segments: Vec<&[u8]> = rest.split(|b| *b == b'/').collect();
+    if segments.iter().any(|s| *s == b"." || *s == b"..") {
         return Err(NotCanonical::DotSegment);
     }
-    if segments().any(<[u8]>::is_empty) {
+    if segments.iter().any(|s| s.is_empty()) {
         return Err(NotCanonical::EmptySegment);
     }
-    let mut each = segments();
-    let (Some(service), Some(method), None) = (each.next(), each.next(), each.next()) else {
-        return Err(NotCanonical::SegmentCount(segments().count()));
+    let [service, method] = segments.as_slice() else {
+        return Err(NotCanonical::SegmentCount(segments.len()));
     };
     if !service.split(|b| *b == b'.').all(is_identifier) {
         return Err(NotCanonical::ServiceName);
