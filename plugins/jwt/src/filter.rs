@@ -180,17 +180,18 @@ impl JwtFilter {
                 .await
                 .ok_or(JwtError::JwksUnavailable)?,
         };
-        match verify::verify(&u, alg, &iss.policy, idx, &keys, now) {
+        match verify::check(&u, alg, &iss.policy, &keys, now) {
             Err(JwtError::KeyUnknown) => {
                 let keys = iss
                     .store
                     .refetch_for(u.header.kid.as_deref())
                     .await
                     .ok_or(JwtError::JwksUnavailable)?;
-                verify::verify(&u, alg, &iss.policy, idx, &keys, now)
+                verify::check(&u, alg, &iss.policy, &keys, now)?;
             }
-            r => r,
+            r => r?,
         }
+        verify::finish(u.claims, &iss.policy, idx)
     }
 
     /// The whole decision for one request; `Ok(None)` means no token and

@@ -60,8 +60,10 @@ pub struct VerificationKey {
 #[derive(Clone)]
 pub enum KeyMaterial {
     /// RSA: OpenSSL with the key parsed once (ring rebuilds an RSA public
-    /// key on every verify: RS256 331k vs 399k instructions).
-    OpenSsl(PKey<Public>),
+    /// key on every verify: RS256 331k vs 399k instructions). The `Rsa`
+    /// is the same key for the PKCS#1 v1.5 path, which skips the EVP
+    /// set-up ([`crate::signature`]).
+    OpenSsl(PKey<Public>, Rsa<Public>),
     /// EC and Ed25519: ring through `jsonwebtoken` (ES256 746k vs
     /// OpenSSL's 879k instructions; the point is validated at parse).
     Ring(DecodingKey),
@@ -137,14 +139,15 @@ const MIN_RSA_BITS: i32 = 2048;
 /// hostile JWKS must not make every verification a denial of service.
 const MAX_RSA_BITS: i32 = 16384;
 
-fn rsa_key(jwk: &Map<String, Value>) -> Result<PKey<Public>, JwkError> {
+fn rsa_key(jwk: &Map<String, Value>) -> Result<KeyMaterial, JwkError> {
     let n = uint(jwk, "n")?;
     let e = uint(jwk, "e")?;
     if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&n.num_bits()) {
         return Err(JwkError::Param("n"));
     }
     let rsa = Rsa::from_public_components(n, e).map_err(|_| JwkError::Param("n"))?;
-    PKey::from_rsa(rsa).map_err(|_| JwkError::Param("n"))
+    let pkey = PKey::from_rsa(rsa.clone()).map_err(|_| JwkError::Param("n"))?;
+    Ok(KeyMaterial::OpenSsl(pkey, rsa))
 }
 
 fn ec_key(jwk: &Map<String, Value>, curve: Nid, len: usize) -> Result<DecodingKey, JwkError> {
@@ -170,7 +173,7 @@ pub fn parse_jwk(jwk: &Map<String, Value>) -> Result<VerificationKey, JwkError> 
     }
     let kty = str_member(jwk, "kty")?;
     let (kind, key) = match kty {
-        "RSA" => (KeyKind::Rsa, KeyMaterial::OpenSsl(rsa_key(jwk)?)),
+        "RSA" => (KeyKind::Rsa, rsa_key(jwk)?),
         "EC" => match str_member(jwk, "crv")? {
             "P-256" => (
                 KeyKind::P256,

@@ -169,10 +169,22 @@ pub fn verify(
     keys: &KeySet,
     now: SystemTime,
 ) -> Result<Verified, JwtError> {
+    check(u, alg, policy, keys, now)?;
+    finish(u.claims.clone(), policy, issuer_index)
+}
+
+/// [`verify`] without building the verified form: key, signature and
+/// claims. The filter then hands the claims to [`finish`] without a copy.
+pub fn check(
+    u: &Unverified<'_>,
+    alg: Algorithm,
+    policy: &IssuerPolicy,
+    keys: &KeySet,
+    now: SystemTime,
+) -> Result<(), JwtError> {
     let keys = candidates(&u.header, alg, keys)?;
     verify_signature(&u.jws, alg, &keys)?;
-    check_claims(&u.claims, policy, now)?;
-    finish(u.claims.clone(), policy, issuer_index)
+    check_claims(&u.claims, policy, now)
 }
 
 /// Whether one of `keys` signed `jws` with `alg`.
@@ -280,8 +292,8 @@ pub fn scopes(
     Ok(out)
 }
 
-/// Build the verified form (claims already checked).
-fn finish(
+/// Build the verified form of claims [`check`] passed.
+pub fn finish(
     claims: Map<String, Value>,
     policy: &IssuerPolicy,
     issuer_index: usize,
