@@ -320,3 +320,106 @@ async fn signed_identity_assertion_verifies_against_the_admin_jwks() {
     assert_eq!(data.claims["scope"], "orders:read");
     assert_eq!(data.claims["token_iss"], idp.issuer.as_str());
 }
+
+/// An RSA-signed token (`RS256`/`RS384`, PKCS#1 v1.5) is accepted only with
+/// the issuer's key, its exact signature and an allowed algorithm — first,
+/// after a SIGHUP, and on a second replica; `jwt` runs before `mtls` here,
+/// against the usual order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_tokens_hold_after_a_reload_and_on_a_replica() {
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::sign::Signer;
+
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let rsa = key.rsa().unwrap();
+    let jwk = serde_json::json!({
+        "kty": "RSA", "use": "sig", "kid": "rsa-1",
+        "n": b64.encode(rsa.n().to_vec()), "e": b64.encode(rsa.e().to_vec()),
+    });
+    let idp = Idp::start_with_jwks(&[jwk]).await.unwrap();
+    // Sign `claims` with `signer` as `alg`, under kid `rsa-1`.
+    let sign = |signer: &PKey<openssl::pkey::Private>, alg: &str, md: MessageDigest| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = serde_json::json!({"alg": alg, "kid": "rsa-1", "typ": "at+jwt"});
+        let claims = serde_json::json!({
+            "iss": idp.issuer, "sub": "alice", "aud": "orders", "scope": "orders:read",
+            "iat": now - 1, "exp": now + 300,
+        });
+        let input = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let mut s = Signer::new(md, signer).unwrap();
+        s.update(input.as_bytes()).unwrap();
+        format!("{input}.{}", b64.encode(s.sign_to_vec().unwrap()))
+    };
+    let mut setup = Setup::new("jwt-rsa");
+    let policy = format!(
+        "pipeline: [sanitize, jwt, mtls, route]\nmtls:\n  trust_domains: [acme.test]\njwt:\n  issuers:\n    - issuer: {}\n      discovery: true\n      allow_insecure_http: true\n      audiences: [orders]\n      algorithms: [RS256, RS384]\n      typ: [at+jwt]\n",
+        idp.issuer
+    );
+    setup.policy = &policy;
+    setup.routing = ROUTING;
+    setup.backends = 3;
+    let env = setup.start().await;
+
+    let rs256 = sign(&key, "RS256", MessageDigest::sha256());
+    let rs384 = sign(&key, "RS384", MessageDigest::sha384());
+    let rs512 = sign(&key, "RS512", MessageDigest::sha512());
+    let mut tampered = rs256.clone().into_bytes();
+    let last = tampered.len() - 3;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let stranger = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let forged = sign(&stranger, "RS256", MessageDigest::sha256());
+    // The RS256 signature presented as RS384.
+    let relabelled = {
+        let parts: Vec<&str> = rs256.split('.').collect();
+        let header = b64.encode(r#"{"alg":"RS384","kid":"rsa-1","typ":"at+jwt"}"#);
+        format!("{header}.{}.{}", parts[1], parts[2])
+    };
+
+    let replica = env.replica("b");
+    for round in ["first", "after SIGHUP and on a replica"] {
+        let gws = if round == "first" {
+            vec![&env.gw]
+        } else {
+            vec![&env.gw, &replica]
+        };
+        for gw in gws {
+            let target = ztgate_testkit::client::Target::tls(gw.url(), env.ca.cert_pem())
+                .with_identity(&env.web.cert_pem, &env.web.key_pem);
+            let mut c = client::orders(client::connect(&target).await.unwrap());
+            for ok in [&rs256, &rs384] {
+                // Twice: verified, then from the verified-token cache.
+                for _ in 0..2 {
+                    let r = c.get(bearer(ok)).await.unwrap().into_inner();
+                    assert_eq!(r.backend, "backend-2", "{round}");
+                }
+            }
+            for (what, bad, reason) in [
+                ("tampered", &tampered, "token_signature_invalid"),
+                ("another key", &forged, "token_signature_invalid"),
+                ("relabelled", &relabelled, "token_signature_invalid"),
+                ("RS512 not allowed", &rs512, "token_algorithm_not_allowed"),
+            ] {
+                let err = c.get(bearer(bad)).await.unwrap_err();
+                assert_eq!(err.code(), tonic::Code::Unauthenticated, "{round}: {what}");
+                assert!(
+                    err.message().starts_with(reason),
+                    "{round}: {what}: {err:?}"
+                );
+            }
+        }
+        if round == "first" {
+            support::sighup_reloaded(&env.gw).await;
+        }
+    }
+}
