@@ -47,6 +47,9 @@ pub struct ConnMemo {
     /// The `x-forwarded-client-cert` value of this connection's certificate,
     /// keyed by the SPIFFE ID it names (empty: none).
     pub xfcc: Remembered<Box<str>, http::HeaderValue>,
+    /// The SPIFFE ID parsed from the certificate's one URI SAN, and its
+    /// `x-spiffe-id` header value, keyed by that URI SAN.
+    pub svid: Remembered<Box<str>, (crate::SpiffeId, http::HeaderValue)>,
 }
 
 /// One derived value and the exact key it was derived from.

@@ -78,9 +78,42 @@ pub fn svid_id(cert: &PeerCertificate) -> Result<SpiffeId, SvidError> {
     }
 }
 
+/// [`svid_id`] remembered for the connection (with its `x-spiffe-id`
+/// value): the certificate never changes under a connection, and parsing
+/// the ID was 1k instructions a call. Only an X.509-SVID's one URI SAN is
+/// remembered; whatever fails is derived (and refused) anew each time.
+fn remembered_svid(
+    memo: &ztgate_filter::Remembered<Box<str>, (SpiffeId, HeaderValue)>,
+    cert: &PeerCertificate,
+) -> Result<(SpiffeId, Option<HeaderValue>), SvidError> {
+    let [uri] = cert.uri_sans.as_slice() else {
+        return svid_id(cert).map(|id| (id, None));
+    };
+    if !cert.is_ca {
+        if let Some((id, header)) = memo.get(uri.as_str()) {
+            return Ok((id, Some(header)));
+        }
+    }
+    let id = svid_id(cert)?;
+    let header = HeaderValue::from_str(id.as_str()).ok();
+    if let Some(h) = &header {
+        memo.remember(uri.as_str().into(), (id.clone(), h.clone()));
+    }
+    Ok((id, header))
+}
+
 impl MtlsFilter {
     /// The pure decision: identity (if any) and the verdict.
     pub fn decide(&self, cert: Option<&PeerCertificate>) -> (Option<PeerIdentity>, Decision) {
+        self.decide_parsed(cert, cert.map(svid_id))
+    }
+
+    /// [`MtlsFilter::decide`] with the certificate's SVID already parsed.
+    fn decide_parsed(
+        &self,
+        cert: Option<&PeerCertificate>,
+        svid: Option<Result<SpiffeId, SvidError>>,
+    ) -> (Option<PeerIdentity>, Decision) {
         let Some(cert) = cert else {
             let d = if self.require_cert {
                 Decision::deny(Reason::ClientCertMissing, "client certificate required")
@@ -89,7 +122,7 @@ impl MtlsFilter {
             };
             return (None, d);
         };
-        let id = match svid_id(cert) {
+        let id = match svid.unwrap_or_else(|| svid_id(cert)) {
             Ok(id) => id,
             Err(e) if self.require_svid => {
                 return (
@@ -143,10 +176,15 @@ impl Filter for MtlsFilter {
 
     async fn evaluate(&self, req: &RequestView<'_>, facts: &mut Facts) -> Decision {
         let cert = req.peer();
-        let (identity, decision) = self.decide(cert);
+        let svid = cert.map(|c| remembered_svid(&req.tls.memo.svid, c));
+        let spiffe_header = match &svid {
+            Some(Ok((_, header))) => header.clone(),
+            _ => None,
+        };
+        let (identity, decision) = self.decide_parsed(cert, svid.map(|r| r.map(|(id, _)| id)));
         if let (Some(id), Some(cert)) = (&identity, cert) {
-            if let Some(spiffe) = id.spiffe_id() {
-                if let Ok(v) = HeaderValue::from_str(spiffe) {
+            if id.spiffe_id().is_some() {
+                if let Some(v) = spiffe_header {
                     facts.set_upstream_header(SPIFFE_ID_HEADER.clone(), v);
                 }
             }
@@ -322,5 +360,75 @@ mod tests {
             other.contains("URI=spiffe://acme.test/ns/b/sa/y"),
             "{other}"
         );
+    }
+
+    /// The SPIFFE ID is parsed once per connection and remembered with its
+    /// `x-spiffe-id` value; the trust-domain and allow-list rules still
+    /// decide on every request (a reload that narrows them applies to an
+    /// open connection), and a certificate that is no SVID is never
+    /// remembered.
+    #[tokio::test]
+    async fn the_connection_remembers_its_svid_but_rules_apply_each_time() {
+        use std::sync::Arc;
+        use ztgate_filter::{Facts, TlsFacts};
+        let id = "spiffe://acme.test/ns/a/sa/x";
+        let tls = TlsFacts {
+            peer: Some(Arc::new(cert(&[id], false))),
+            ..TlsFacts::default()
+        };
+        async fn run(f: &MtlsFilter, tls: &TlsFacts) -> (Decision, Option<String>) {
+            let headers = http::HeaderMap::new();
+            let view = ztgate_filter::RequestView {
+                method: &http::Method::POST,
+                path: "/a.B/C",
+                authority: None,
+                headers: &headers,
+                tls,
+                client_ip: None,
+                socket_ip: None,
+                now: std::time::SystemTime::now(),
+            };
+            let mut facts = Facts::default();
+            let d = f.evaluate(&view, &mut facts).await;
+            let h = facts
+                .upstream_headers
+                .iter()
+                .find(|(k, _)| *k == SPIFFE_ID_HEADER)
+                .map(|(_, v)| v.to_str().unwrap().to_owned());
+            (d, h)
+        }
+        let allow = filter(&["acme.test"], &[]);
+        assert_eq!(
+            run(&allow, &tls).await,
+            (Decision::Continue, Some(id.into()))
+        );
+        assert!(tls.memo.svid.get(id).is_some(), "remembered");
+        assert_eq!(
+            run(&allow, &tls).await,
+            (Decision::Continue, Some(id.into()))
+        );
+        // A narrower generation, same connection: refused from the memo too.
+        let narrow = filter(&["other.test"], &[]);
+        let (d, _) = run(&narrow, &tls).await;
+        assert!(
+            matches!(d, Decision::Deny(ref x) if x.reason == Reason::TrustDomainNotAllowed),
+            "{d:?}"
+        );
+        // Two URI SANs: no SVID, nothing remembered.
+        let two = TlsFacts {
+            peer: Some(Arc::new(cert(&[id, "spiffe://acme.test/b"], false))),
+            ..TlsFacts::default()
+        };
+        let strict = MtlsFilter {
+            require_svid: true,
+            ..filter(&["acme.test"], &[])
+        };
+        let (d, h) = run(&strict, &two).await;
+        assert!(
+            matches!(d, Decision::Deny(ref x) if x.reason == Reason::InvalidSvid),
+            "{d:?}"
+        );
+        assert_eq!(h, None);
+        assert!(two.memo.svid.get(id).is_none());
     }
 }
