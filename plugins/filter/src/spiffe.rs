@@ -173,8 +173,56 @@ impl SpiffePattern {
         if td != self.trust_domain {
             return false;
         }
-        let segs: Vec<&str> = path.map(|p| p.split('/').collect()).unwrap_or_default();
-        self.match_segments(&segs)
+        // The segments on the stack (an ID of more than 63 takes the vector
+        // path): every `mtls.allowed_ids` pattern runs on every request.
+        let mut buf = [""; 63];
+        let mut n = 0;
+        for seg in path.into_iter().flat_map(|p| p.split('/')) {
+            match buf.get_mut(n) {
+                Some(slot) => *slot = seg,
+                None => {
+                    let segs: Vec<&str> = path.map(|p| p.split('/').collect()).unwrap_or_default();
+                    return self.match_segments(&segs);
+                }
+            }
+            n += 1;
+        }
+        self.match_segments_bits(buf.get(..n).unwrap_or_default())
+    }
+
+    /// [`SpiffePattern::match_segments`] with the reachable prefixes as
+    /// bits of a `u64` instead of two vectors per pattern segment (1.8k
+    /// instructions and five allocations a match before); `segs` has at
+    /// most 63 entries.
+    fn match_segments_bits(&self, segs: &[&str]) -> bool {
+        let n = segs.len();
+        let mut reach: u64 = 1;
+        let last = self.segments.len().saturating_sub(1);
+        for (i, pat) in self.segments.iter().enumerate() {
+            let mut next: u64 = 0;
+            match pat {
+                Segment::AnyDepth => {
+                    // zero or more segments; a trailing `**` needs at least one
+                    let min = usize::from(i == last);
+                    let mut seen = false;
+                    for k in min..=n {
+                        seen |= reach >> (k - min) & 1 == 1;
+                        if seen {
+                            next |= 1 << k;
+                        }
+                    }
+                }
+                _ => {
+                    for (k, seg) in segs.iter().enumerate() {
+                        if reach >> k & 1 == 1 && pat.matches_one(seg) {
+                            next |= 1 << (k + 1);
+                        }
+                    }
+                }
+            }
+            reach = next;
+        }
+        reach >> n & 1 == 1
     }
 
     /// Which prefixes of `segs` the pattern can have consumed, one pattern
@@ -361,6 +409,58 @@ mod pattern_tests {
             "spiffe://acme.test/ns/sa/x"
         ));
         assert!(!m("spiffe://acme.test/**", "spiffe://other.test/ns"));
+    }
+
+    /// The bitmask matcher answers exactly as the vector one, over every
+    /// pattern × ID of a grid built from the shapes that matter (literals,
+    /// globs, `**` first, middle, last and twice; IDs of 0–5 segments), and
+    /// an ID of 70 segments takes the vector path.
+    #[test]
+    fn the_bitmask_matcher_agrees_with_the_vector_one() {
+        let parts = ["ns", "shop", "sa", "w-1", "*", "w-*", "**"];
+        let mut patterns = vec!["spiffe://acme.test".to_owned()];
+        for a in parts {
+            patterns.push(format!("spiffe://acme.test/{a}"));
+            for b in parts {
+                patterns.push(format!("spiffe://acme.test/{a}/{b}"));
+                for c in ["sa", "**", "w-*"] {
+                    patterns.push(format!("spiffe://acme.test/{a}/{b}/{c}"));
+                }
+            }
+        }
+        let words = ["ns", "shop", "sa", "w-1", "x"];
+        let mut ids = vec![
+            "spiffe://acme.test".to_owned(),
+            "spiffe://acme.test/".to_owned(),
+        ];
+        let mut paths = vec![String::new()];
+        for _ in 0..5 {
+            paths = paths
+                .iter()
+                .flat_map(|p| words.iter().map(move |w| format!("{p}/{w}")))
+                .take(1000)
+                .collect();
+            ids.extend(paths.iter().map(|p| format!("spiffe://acme.test{p}")));
+        }
+        let mut compared = 0;
+        for text in &patterns {
+            let Ok(p) = SpiffePattern::parse(text) else {
+                continue;
+            };
+            for id in &ids {
+                let path = id["spiffe://acme.test".len()..].strip_prefix('/');
+                let segs: Vec<&str> = path.map(|p| p.split('/').collect()).unwrap_or_default();
+                let vector = p.match_segments(&segs);
+                assert_eq!(p.match_segments_bits(&segs), vector, "{text} vs {id}");
+                assert_eq!(p.matches(id), vector, "{text} vs {id}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 100_000, "{compared}");
+        let long = format!("spiffe://acme.test{}", "/a".repeat(70));
+        assert!(m("spiffe://acme.test/**", &long));
+        assert!(m("spiffe://acme.test/**/a", &long));
+        assert!(!m("spiffe://acme.test/**/b", &long));
     }
 
     #[test]
