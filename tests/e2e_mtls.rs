@@ -390,3 +390,78 @@ async fn an_intermediate_cas_crl_revokes_its_leaves() {
     }
     let _ = std::fs::remove_dir_all(&side);
 }
+
+/// The SPIFFE ID is parsed once per connection, but the trust-domain and
+/// allow-list rules are the generation's: a SIGHUP that narrows them
+/// refuses the next call on a connection that was allowed, and a replica
+/// (with `mtls` last in its pipeline here) refuses the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrowed_spiffe_policy_applies_to_open_connections() {
+    let mut setup = Setup::new("spiffe-narrowed");
+    setup.policy = "pipeline: [sanitize, route, mtls]\nmtls:\n  trust_domains: [acme.test]\n  allowed_ids: [\"spiffe://acme.test/ns/shop/**\"]\n";
+    let env = setup.start().await;
+    let open = client::orders(env.web_channel().await);
+    for _ in 0..2 {
+        let r = open
+            .clone()
+            .get(Request::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.metadata.get("x-ztgate-spiffe-id").map(String::as_str),
+            Some(support::WEB_ID)
+        );
+    }
+    let text = std::fs::read_to_string(&env.gw.config).unwrap();
+    std::fs::write(
+        &env.gw.config,
+        text.replace(
+            "spiffe://acme.test/ns/shop/**",
+            "spiffe://acme.test/ns/batch/**",
+        ),
+    )
+    .unwrap();
+    support::sighup_reloaded(&env.gw).await;
+    let err = open.clone().get(Request::default()).await.unwrap_err();
+    assert_denied(
+        &err,
+        tonic::Code::PermissionDenied,
+        "spiffe_id_not_allowed",
+        None,
+    );
+
+    // The trust domain itself, on the same open connection.
+    std::fs::write(
+        &env.gw.config,
+        text.replace(
+            "trust_domains: [acme.test]",
+            "trust_domains: [partner.test]",
+        ),
+    )
+    .unwrap();
+    support::sighup_reloaded(&env.gw).await;
+    let err = open.clone().get(Request::default()).await.unwrap_err();
+    assert_denied(
+        &err,
+        tonic::Code::PermissionDenied,
+        "trust_domain_not_allowed",
+        None,
+    );
+
+    let replica = env.replica("b");
+    let target = Target::tls(replica.url(), env.ca.cert_pem())
+        .with_identity(&env.web.cert_pem, &env.web.key_pem);
+    let on_replica = client::orders(client::connect(&target).await.unwrap());
+    let err = on_replica
+        .clone()
+        .get(Request::default())
+        .await
+        .unwrap_err();
+    assert_denied(
+        &err,
+        tonic::Code::PermissionDenied,
+        "trust_domain_not_allowed",
+        None,
+    );
+}

@@ -48,7 +48,7 @@ pub struct ConnMemo {
     /// keyed by the SPIFFE ID it names (empty: none).
     pub xfcc: Remembered<Box<str>, http::HeaderValue>,
     /// The SPIFFE ID parsed from the certificate's one URI SAN, and its
-    /// `x-spiffe-id` header value, keyed by that URI SAN.
+    /// `x-ztgate-spiffe-id` header value, keyed by that URI SAN.
     pub svid: Remembered<Box<str>, (crate::SpiffeId, http::HeaderValue)>,
 }
 

@@ -78,7 +78,7 @@ pub fn svid_id(cert: &PeerCertificate) -> Result<SpiffeId, SvidError> {
     }
 }
 
-/// [`svid_id`] remembered for the connection (with its `x-spiffe-id`
+/// [`svid_id`] remembered for the connection (with its `x-ztgate-spiffe-id`
 /// value): the certificate never changes under a connection, and parsing
 /// the ID was 1k instructions a call. Only an X.509-SVID's one URI SAN is
 /// remembered; whatever fails is derived (and refused) anew each time.
@@ -363,7 +363,7 @@ mod tests {
     }
 
     /// The SPIFFE ID is parsed once per connection and remembered with its
-    /// `x-spiffe-id` value; the trust-domain and allow-list rules still
+    /// `x-ztgate-spiffe-id` value; the trust-domain and allow-list rules still
     /// decide on every request (a reload that narrows them applies to an
     /// open connection), and a certificate that is no SVID is never
     /// remembered.
