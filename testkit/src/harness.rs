@@ -17,6 +17,40 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Whether process `pid` has a socket listening on `addr` (IPv4): one of
+/// its descriptors is the inode of a LISTEN entry for `addr` in
+/// `/proc/net/tcp`. Where there is no `/proc` (not Linux), whether `addr`
+/// accepts a connection at all.
+pub fn holds_listener(pid: u32, addr: SocketAddr) -> bool {
+    let (Ok(fds), Ok(table), std::net::IpAddr::V4(ip)) = (
+        std::fs::read_dir(format!("/proc/{pid}/fd")),
+        std::fs::read_to_string("/proc/net/tcp"),
+        addr.ip(),
+    ) else {
+        return std::net::TcpStream::connect(addr).is_ok();
+    };
+    // `/proc/net/tcp` writes the address as the in-memory u32, hex.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(ip.octets()),
+        addr.port()
+    );
+    let listening: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
+                .then(|| f.get(9).map(|i| format!("socket:[{i}]")))
+                .flatten()
+        })
+        .collect();
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| listening.iter().any(|l| target.as_os_str() == l.as_str()))
+    })
+}
+
 /// What [`GatewayProcess::start`] waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Until {
@@ -48,12 +82,17 @@ impl GatewayProcess {
         until: Until,
     ) -> anyhow::Result<Self> {
         let mut gw = Self::spawn(bin, dir, config_yaml, listen, admin)?;
-        gw.wait_until(Duration::from_secs(20), |gw| match until {
-            Until::Ready => matches!(http_get(gw.admin, "/readyz"), Ok((200, _))),
-            Until::Listening => {
-                http_get(gw.admin, "/healthz").is_ok()
-                    && std::net::TcpStream::connect(gw.listen).is_ok()
-            }
+        // The gRPC listener is bound by the gateway itself, not merely
+        // reachable: a port taken from `free_port` can be taken again by
+        // another process before the gateway binds it (Pingora then retries
+        // the bind while `/readyz` already answers), and a test connecting
+        // meanwhile reaches the other process or nothing.
+        gw.wait_until(Duration::from_secs(20), |gw| {
+            let up = match until {
+                Until::Ready => matches!(http_get(gw.admin, "/readyz"), Ok((200, _))),
+                Until::Listening => http_get(gw.admin, "/healthz").is_ok(),
+            };
+            up && holds_listener(gw.pid(), gw.listen)
         })?;
         Ok(gw)
     }
@@ -171,4 +210,26 @@ pub async fn unary_at(
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     grpc.unary(req, path, ProstCodec::default()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_is_held_by_the_process_that_bound_it() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(holds_listener(std::process::id(), addr));
+        // Not by another process, even while it is bound here.
+        let mut other = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(!holds_listener(other.id(), addr));
+        other.kill().unwrap();
+        other.wait().unwrap();
+        drop(l);
+        assert!(!holds_listener(std::process::id(), addr));
+    }
 }
