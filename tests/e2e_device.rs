@@ -150,9 +150,7 @@ async fn the_remembered_fingerprint_follows_secret_signals_and_replicas() {
 
     // A replica with the same secret derives the same value.
     let replica = env.replica("b");
-    let target = ztgate_testkit::client::Target::tls(replica.url(), env.ca.cert_pem())
-        .with_identity(&env.web.cert_pem, &env.web.key_pem);
-    let mut on_replica = client::orders(client::connect(&target).await.unwrap());
+    let mut on_replica = client::orders(env.channel_to(&replica, &env.web).await);
     assert_eq!(fp(&mut on_replica).await, first);
 
     // Another secret, by SIGHUP: the open connection's next request is

@@ -387,39 +387,28 @@ async fn rsa_tokens_hold_after_a_reload_and_on_a_replica() {
     };
 
     let replica = env.replica("b");
-    for round in ["first", "after SIGHUP and on a replica"] {
-        let gws = if round == "first" {
-            vec![&env.gw]
-        } else {
-            vec![&env.gw, &replica]
-        };
-        for gw in gws {
-            let target = ztgate_testkit::client::Target::tls(gw.url(), env.ca.cert_pem())
-                .with_identity(&env.web.cert_pem, &env.web.key_pem);
-            let mut c = client::orders(client::connect(&target).await.unwrap());
-            for ok in [&rs256, &rs384] {
-                // Twice: verified, then from the verified-token cache.
-                for _ in 0..2 {
-                    let r = c.get(bearer(ok)).await.unwrap().into_inner();
-                    assert_eq!(r.backend, "backend-2", "{round}");
-                }
-            }
-            for (what, bad, reason) in [
-                ("tampered", &tampered, "token_signature_invalid"),
-                ("another key", &forged, "token_signature_invalid"),
-                ("relabelled", &relabelled, "token_signature_invalid"),
-                ("RS512 not allowed", &rs512, "token_algorithm_not_allowed"),
-            ] {
-                let err = c.get(bearer(bad)).await.unwrap_err();
-                assert_eq!(err.code(), tonic::Code::Unauthenticated, "{round}: {what}");
-                assert!(
-                    err.message().starts_with(reason),
-                    "{round}: {what}: {err:?}"
-                );
+    env.first_then_reloaded_and_replica(&replica, async |gw, round| {
+        let mut c = client::orders(env.channel_to(gw, &env.web).await);
+        for ok in [&rs256, &rs384] {
+            // Twice: verified, then from the verified-token cache.
+            for _ in 0..2 {
+                let r = c.get(bearer(ok)).await.unwrap().into_inner();
+                assert_eq!(r.backend, "backend-2", "{round}");
             }
         }
-        if round == "first" {
-            support::sighup_reloaded(&env.gw).await;
+        for (what, bad, reason) in [
+            ("tampered", &tampered, "token_signature_invalid"),
+            ("another key", &forged, "token_signature_invalid"),
+            ("relabelled", &relabelled, "token_signature_invalid"),
+            ("RS512 not allowed", &rs512, "token_algorithm_not_allowed"),
+        ] {
+            let err = c.get(bearer(bad)).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{round}: {what}");
+            assert!(
+                err.message().starts_with(reason),
+                "{round}: {what}: {err:?}"
+            );
         }
-    }
+    })
+    .await;
 }

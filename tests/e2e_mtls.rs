@@ -220,9 +220,7 @@ mtls:
     support::sighup_reloaded(&env.gw).await;
     let replica = env.replica("b");
     for url in [env.gw.url(), replica.url()] {
-        let at = |who: &ztgate_testkit::pki::Issued| {
-            Target::tls(url.clone(), env.ca.cert_pem()).with_identity(&who.cert_pem, &who.key_pem)
-        };
+        let at = |who: &ztgate_testkit::pki::Issued| env.target_at(url.clone(), who);
         assert!(!refused(&at(&env.web)).await, "{url}");
         assert!(!refused(&at(&renewed)).await, "{url}");
         assert!(refused(&at(&forged_again)).await, "{url}");
@@ -285,10 +283,7 @@ mtls:
             support::sighup_reloaded(&env.gw).await;
             let replica = env.replica("b");
             for url in [env.gw.url(), replica.url()] {
-                let at = |who: &ztgate_testkit::pki::Issued| {
-                    Target::tls(url.clone(), env.ca.cert_pem())
-                        .with_identity(&who.cert_pem, &who.key_pem)
-                };
+                let at = |who: &ztgate_testkit::pki::Issued| env.target_at(url.clone(), who);
                 assert!(refused(&at(&revoked)).await, "{url}");
                 assert!(refused(&at(&later)).await, "{url}");
                 assert!(!refused(&at(&env.web)).await, "{url}");
@@ -381,9 +376,7 @@ async fn an_intermediate_cas_crl_revokes_its_leaves() {
     support::sighup_reloaded(&env.gw).await;
     let replica = env.replica("b");
     for url in [env.gw.url(), replica.url()] {
-        let at = |who: &ztgate_testkit::pki::Issued| {
-            Target::tls(url.clone(), env.ca.cert_pem()).with_identity(&who.cert_pem, &who.key_pem)
-        };
+        let at = |who: &ztgate_testkit::pki::Issued| env.target_at(url.clone(), who);
         assert!(refused(&at(&revoked)).await, "{url}");
         assert!(refused(&at(&kept)).await, "{url}");
         assert!(!refused(&at(&third)).await, "{url}");
@@ -413,46 +406,33 @@ async fn a_narrowed_spiffe_policy_applies_to_open_connections() {
             Some(support::WEB_ID)
         );
     }
+    // Each narrowing, by SIGHUP: the next call on the open connection is
+    // refused for the new generation's reason.
     let text = std::fs::read_to_string(&env.gw.config).unwrap();
-    std::fs::write(
-        &env.gw.config,
-        text.replace(
-            "spiffe://acme.test/ns/shop/**",
-            "spiffe://acme.test/ns/batch/**",
+    for ((from, to), reason) in [
+        (
+            (
+                "spiffe://acme.test/ns/shop/**",
+                "spiffe://acme.test/ns/batch/**",
+            ),
+            "spiffe_id_not_allowed",
         ),
-    )
-    .unwrap();
-    support::sighup_reloaded(&env.gw).await;
-    let err = open.clone().get(Request::default()).await.unwrap_err();
-    assert_denied(
-        &err,
-        tonic::Code::PermissionDenied,
-        "spiffe_id_not_allowed",
-        None,
-    );
-
-    // The trust domain itself, on the same open connection.
-    std::fs::write(
-        &env.gw.config,
-        text.replace(
-            "trust_domains: [acme.test]",
-            "trust_domains: [partner.test]",
+        (
+            (
+                "trust_domains: [acme.test]",
+                "trust_domains: [partner.test]",
+            ),
+            "trust_domain_not_allowed",
         ),
-    )
-    .unwrap();
-    support::sighup_reloaded(&env.gw).await;
-    let err = open.clone().get(Request::default()).await.unwrap_err();
-    assert_denied(
-        &err,
-        tonic::Code::PermissionDenied,
-        "trust_domain_not_allowed",
-        None,
-    );
+    ] {
+        std::fs::write(&env.gw.config, text.replace(from, to)).unwrap();
+        support::sighup_reloaded(&env.gw).await;
+        let err = open.clone().get(Request::default()).await.unwrap_err();
+        assert_denied(&err, tonic::Code::PermissionDenied, reason, None);
+    }
 
     let replica = env.replica("b");
-    let target = Target::tls(replica.url(), env.ca.cert_pem())
-        .with_identity(&env.web.cert_pem, &env.web.key_pem);
-    let on_replica = client::orders(client::connect(&target).await.unwrap());
+    let on_replica = client::orders(env.channel_to(&replica, &env.web).await);
     let err = on_replica
         .clone()
         .get(Request::default())

@@ -291,31 +291,17 @@ async fn a_route_is_decided_by_its_own_rule() {
     let env = setup.start().await;
 
     let replica = env.replica("b");
-    for round in ["first", "after SIGHUP and on a replica"] {
-        let gws = if round == "first" {
-            vec![&env.gw]
-        } else {
-            vec![&env.gw, &replica]
-        };
-        for gw in gws {
-            let as_ = async |who: &ztgate_testkit::pki::Issued| {
-                let target = ztgate_testkit::client::Target::tls(gw.url(), env.ca.cert_pem())
-                    .with_identity(&who.cert_pem, &who.key_pem);
-                client::orders(client::connect(&target).await.unwrap())
-            };
-            let web = as_(&env.web).await;
-            let batch = as_(&env.svid(BATCH)).await;
-            // The section's rule: anyone may Get.
-            web.clone().get(Request::default()).await.unwrap();
-            // The route's rule: only the batch workload may Watch.
-            let e = web.clone().watch(Request::default()).await.unwrap_err();
-            support::assert_denied(&e, tonic::Code::PermissionDenied, "watch_needs_batch", None);
-            batch.clone().watch(Request::default()).await.unwrap();
-        }
-        if round == "first" {
-            support::sighup_reloaded(&env.gw).await;
-        }
-    }
+    env.first_then_reloaded_and_replica(&replica, async |gw, _| {
+        let web = client::orders(env.channel_to(gw, &env.web).await);
+        let batch = client::orders(env.channel_to(gw, &env.svid(BATCH)).await);
+        // The section's rule: anyone may Get.
+        web.clone().get(Request::default()).await.unwrap();
+        // The route's rule: only the batch workload may Watch.
+        let e = web.clone().watch(Request::default()).await.unwrap_err();
+        support::assert_denied(&e, tonic::Code::PermissionDenied, "watch_needs_batch", None);
+        batch.clone().watch(Request::default()).await.unwrap();
+    })
+    .await;
     // The Rego file changed on disk: the route's rule now lets the web
     // workload watch too, with no restart and no signal.
     let rego = files.join("routes.rego");

@@ -114,11 +114,38 @@ impl Env {
         Target::tls(self.gw.url(), self.ca.cert_pem())
     }
 
-    /// A channel with the given client certificate.
-    pub async fn channel_as(&self, who: &Issued) -> tonic::transport::Channel {
-        client::connect(&self.target().with_identity(&who.cert_pem, &who.key_pem))
+    /// `who`'s mTLS target at `url` (this gateway, a replica, a relay),
+    /// trusting this set-up's CA.
+    pub fn target_at(&self, url: impl Into<String>, who: &Issued) -> Target {
+        Target::tls(url, self.ca.cert_pem()).with_identity(&who.cert_pem, &who.key_pem)
+    }
+
+    /// A channel to `gw` (this gateway or a replica) with `who`'s certificate.
+    pub async fn channel_to(&self, gw: &GatewayProcess, who: &Issued) -> tonic::transport::Channel {
+        client::connect(&self.target_at(gw.url(), who))
             .await
             .unwrap()
+    }
+
+    /// A channel with the given client certificate.
+    pub async fn channel_as(&self, who: &Issued) -> tonic::transport::Channel {
+        self.channel_to(&self.gw, who).await
+    }
+
+    /// Run `check` against this gateway, then SIGHUP it and run `check`
+    /// again against it and against `replica`; `check` is told which round
+    /// it is in, for its messages. A guarantee tested this way holds after a
+    /// reload and on every replica.
+    pub async fn first_then_reloaded_and_replica(
+        &self,
+        replica: &GatewayProcess,
+        check: impl AsyncFn(&GatewayProcess, &'static str),
+    ) {
+        check(&self.gw, "first").await;
+        sighup_reloaded(&self.gw).await;
+        for gw in [&self.gw, replica] {
+            check(gw, "after SIGHUP and on a replica").await;
+        }
     }
 
     pub async fn web_channel(&self) -> tonic::transport::Channel {

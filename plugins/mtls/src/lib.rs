@@ -311,40 +311,54 @@ mod tests {
         );
     }
 
+    /// A connection presenting `c`.
+    fn conn(c: PeerCertificate) -> ztgate_filter::TlsFacts {
+        ztgate_filter::TlsFacts {
+            peer: Some(std::sync::Arc::new(c)),
+            ..ztgate_filter::TlsFacts::default()
+        }
+    }
+
+    /// The filter over one request of the connection `tls`: its decision
+    /// and the value of the upstream header `name`, if set.
+    async fn run(
+        f: &MtlsFilter,
+        tls: &ztgate_filter::TlsFacts,
+        name: &http::HeaderName,
+    ) -> (Decision, Option<String>) {
+        let headers = http::HeaderMap::new();
+        let view = ztgate_filter::RequestView {
+            method: &http::Method::POST,
+            path: "/a.B/C",
+            authority: None,
+            headers: &headers,
+            tls,
+            client_ip: None,
+            socket_ip: None,
+            now: std::time::SystemTime::now(),
+        };
+        let mut facts = ztgate_filter::Facts::default();
+        let d = f.evaluate(&view, &mut facts).await;
+        let h = facts
+            .upstream_headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_str().unwrap().to_owned());
+        (d, h)
+    }
+
     /// The XFCC value of a connection is built once and remembered: the
     /// next request of the same connection gets the same header, and a
     /// connection with another certificate (its own memo) its own.
     #[tokio::test]
     async fn the_connection_remembers_its_xfcc_value() {
-        use std::sync::Arc;
-        use ztgate_filter::{Facts, TlsFacts};
         let f = filter(&["acme.test"], &[]);
-        let conn = |c: PeerCertificate| TlsFacts {
-            peer: Some(Arc::new(c)),
-            ..TlsFacts::default()
-        };
         let a = conn(cert(&["spiffe://acme.test/ns/a/sa/x"], false));
         let b = conn(cert(&["spiffe://acme.test/ns/b/sa/y"], false));
-        async fn xfcc(f: &MtlsFilter, tls: &TlsFacts) -> String {
-            let headers = http::HeaderMap::new();
-            let view = ztgate_filter::RequestView {
-                method: &http::Method::POST,
-                path: "/a.B/C",
-                authority: None,
-                headers: &headers,
-                tls,
-                client_ip: None,
-                socket_ip: None,
-                now: std::time::SystemTime::now(),
-            };
-            let mut facts = Facts::default();
-            assert_eq!(f.evaluate(&view, &mut facts).await, Decision::Continue);
-            facts
-                .upstream_headers
-                .iter()
-                .find(|(k, _)| *k == XFCC_HEADER)
-                .map(|(_, v)| v.to_str().unwrap().to_owned())
-                .unwrap()
+        async fn xfcc(f: &MtlsFilter, tls: &ztgate_filter::TlsFacts) -> String {
+            let (d, h) = run(f, tls, &XFCC_HEADER).await;
+            assert_eq!(d, Decision::Continue);
+            h.unwrap()
         }
         let first = xfcc(&f, &a).await;
         let expected = xfcc_value(
@@ -369,61 +383,33 @@ mod tests {
     /// remembered.
     #[tokio::test]
     async fn the_connection_remembers_its_svid_but_rules_apply_each_time() {
-        use std::sync::Arc;
-        use ztgate_filter::{Facts, TlsFacts};
         let id = "spiffe://acme.test/ns/a/sa/x";
-        let tls = TlsFacts {
-            peer: Some(Arc::new(cert(&[id], false))),
-            ..TlsFacts::default()
-        };
-        async fn run(f: &MtlsFilter, tls: &TlsFacts) -> (Decision, Option<String>) {
-            let headers = http::HeaderMap::new();
-            let view = ztgate_filter::RequestView {
-                method: &http::Method::POST,
-                path: "/a.B/C",
-                authority: None,
-                headers: &headers,
-                tls,
-                client_ip: None,
-                socket_ip: None,
-                now: std::time::SystemTime::now(),
-            };
-            let mut facts = Facts::default();
-            let d = f.evaluate(&view, &mut facts).await;
-            let h = facts
-                .upstream_headers
-                .iter()
-                .find(|(k, _)| *k == SPIFFE_ID_HEADER)
-                .map(|(_, v)| v.to_str().unwrap().to_owned());
-            (d, h)
-        }
+        let tls = conn(cert(&[id], false));
+        let with_id = async |f: &MtlsFilter, tls| run(f, tls, &SPIFFE_ID_HEADER).await;
         let allow = filter(&["acme.test"], &[]);
         assert_eq!(
-            run(&allow, &tls).await,
+            with_id(&allow, &tls).await,
             (Decision::Continue, Some(id.into()))
         );
         assert!(tls.memo.svid.get(id).is_some(), "remembered");
         assert_eq!(
-            run(&allow, &tls).await,
+            with_id(&allow, &tls).await,
             (Decision::Continue, Some(id.into()))
         );
         // A narrower generation, same connection: refused from the memo too.
         let narrow = filter(&["other.test"], &[]);
-        let (d, _) = run(&narrow, &tls).await;
+        let (d, _) = with_id(&narrow, &tls).await;
         assert!(
             matches!(d, Decision::Deny(ref x) if x.reason == Reason::TrustDomainNotAllowed),
             "{d:?}"
         );
         // Two URI SANs: no SVID, nothing remembered.
-        let two = TlsFacts {
-            peer: Some(Arc::new(cert(&[id, "spiffe://acme.test/b"], false))),
-            ..TlsFacts::default()
-        };
+        let two = conn(cert(&[id, "spiffe://acme.test/b"], false));
         let strict = MtlsFilter {
             require_svid: true,
             ..filter(&["acme.test"], &[])
         };
-        let (d, h) = run(&strict, &two).await;
+        let (d, h) = with_id(&strict, &two).await;
         assert!(
             matches!(d, Decision::Deny(ref x) if x.reason == Reason::InvalidSvid),
             "{d:?}"
