@@ -6,12 +6,11 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::{eventually, signal, Env, Setup};
 use ztgate_testkit::client;
-use ztgate_testkit::harness::{free_port, GatewayProcess, Until};
+use ztgate_testkit::harness::{free_port, Until};
 use ztgate_testkit::proto::Request;
 
 /// Whether process `pid` is gone (exited; a zombie counts as gone).
@@ -48,15 +47,7 @@ fn with_grace(mut env: Env, grace: &str) -> Env {
             &format!("address: 127.0.0.1:{}", env.gw.admin.port()),
             &format!("address: 127.0.0.1:{admin}"),
         );
-    env.gw = GatewayProcess::start(
-        &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
-        &sub,
-        &yaml,
-        ([127, 0, 0, 1], listen).into(),
-        ([127, 0, 0, 1], admin).into(),
-        Until::Ready,
-    )
-    .unwrap();
+    env.gw = support::start_gateway(&sub, &yaml, listen, admin, Until::Ready);
     env
 }
 

@@ -5,7 +5,7 @@
 mod support;
 
 use support::{assert_denied, refused, Setup};
-use ztgate_testkit::client::{self, Target};
+use ztgate_testkit::client;
 use ztgate_testkit::pki::{Ca, LeafSpec};
 use ztgate_testkit::proto::Request;
 

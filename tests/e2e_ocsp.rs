@@ -13,7 +13,7 @@ use std::time::Duration;
 use support::{refused, sighup_reloaded, Setup};
 use ztgate_testkit::backend::Backend;
 use ztgate_testkit::client::{self, Target};
-use ztgate_testkit::harness::{free_port, GatewayProcess, Until};
+use ztgate_testkit::harness::{free_port, Until};
 use ztgate_testkit::ocsp::{serial_hex, Responder, Signer};
 use ztgate_testkit::pki::{Ca, Issued, LeafSpec};
 use ztgate_testkit::proto::Request;
@@ -445,15 +445,7 @@ async fn the_server_certificate_is_stapled() {
         "listener:\n  address: 127.0.0.1:{listen}\n  tls:\n    cert: server.pem\n    key: server-key.pem\n    client_ca: ca.pem\n    ocsp_stapling: true\nadmin:\n  address: 127.0.0.1:{admin}\nserver:\n  threads: 2\n  grace_period: 1s\n  shutdown_timeout: 1s\n  pid_file: ztgate.pid\n  upgrade_sock: upgrade.sock\npipeline: [sanitize, mtls, route]\nmtls:\n  trust_domains: [acme.test]\nroutes:\n  - name: orders\n    match: {{ grpc: \"orders.v1.Orders\" }}\n    select: [{{ upstream: orders }}]\nupstreams:\n  orders:\n    backends: [\"127.0.0.1:{}\"]\n",
         backend.addr.port()
     );
-    let gw = GatewayProcess::start(
-        &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
-        &dir,
-        &yaml,
-        ([127, 0, 0, 1], listen).into(),
-        ([127, 0, 0, 1], admin).into(),
-        Until::Ready,
-    )
-    .unwrap();
+    let gw = support::start_gateway(&dir, &yaml, listen, admin, Until::Ready);
     let client = ca.svid(support::WEB_ID).unwrap();
     let staple_for = |cert: &Issued| {
         let serial = serial_hex(&cert.serial);

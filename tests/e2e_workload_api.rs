@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use support::{eventually, metric_of, workdir};
@@ -108,21 +108,14 @@ fn start_edited(
     edit: impl Fn(String) -> String,
 ) -> GatewayProcess {
     let (listen, admin) = (free_port().unwrap(), free_port().unwrap());
-    GatewayProcess::start(
-        &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
-        dir,
-        &edit(config_with(
-            listen,
-            admin,
-            socket,
-            backend.addr.port(),
-            extra,
-        )),
-        ([127, 0, 0, 1], listen).into(),
-        ([127, 0, 0, 1], admin).into(),
-        until,
-    )
-    .unwrap()
+    let yaml = edit(config_with(
+        listen,
+        admin,
+        socket,
+        backend.addr.port(),
+        extra,
+    ));
+    support::start_gateway(dir, &yaml, listen, admin, until)
 }
 
 /// A client of `gw` that trusts `server_ca` and presents `who`.
@@ -551,15 +544,7 @@ async fn crls_apply_to_the_agents_bundles() {
 
     let api = WorkloadApi::start(&socket).await.unwrap();
     api.push(material(&acme, &partner));
-    let gw = GatewayProcess::start(
-        &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
-        &dir,
-        &yaml,
-        ([127, 0, 0, 1], listen).into(),
-        ([127, 0, 0, 1], admin).into(),
-        Until::Ready,
-    )
-    .unwrap();
+    let gw = support::start_gateway(&dir, &yaml, listen, admin, Until::Ready);
     assert!(passes(&as_(&gw, &acme, &web)).await, "{}", gw.log_text());
     assert!(!passes(&as_(&gw, &acme, &revoked)).await);
     assert!(

@@ -90,15 +90,7 @@ impl<'a> Setup<'a> {
         } else {
             Until::Listening
         };
-        let gw = GatewayProcess::start(
-            &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
-            &dir,
-            &yaml,
-            ([127, 0, 0, 1], listen).into(),
-            ([127, 0, 0, 1], admin).into(),
-            until,
-        )
-        .unwrap();
+        let gw = start_gateway(&dir, &yaml, listen, admin, until);
         Env {
             dir,
             ca,
@@ -107,6 +99,26 @@ impl<'a> Setup<'a> {
             backends,
         }
     }
+}
+
+/// Start this package's `ztgate` on `config_yaml` in `dir`, listening on
+/// 127.0.0.1 at `listen` (gRPC) and `admin`, once `until` holds.
+pub fn start_gateway(
+    dir: &std::path::Path,
+    config_yaml: &str,
+    listen: u16,
+    admin: u16,
+    until: Until,
+) -> GatewayProcess {
+    GatewayProcess::start(
+        &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
+        dir,
+        config_yaml,
+        ([127, 0, 0, 1], listen).into(),
+        ([127, 0, 0, 1], admin).into(),
+        until,
+    )
+    .unwrap()
 }
 
 impl Env {
@@ -175,15 +187,7 @@ impl Env {
                 &format!("address: 127.0.0.1:{}", self.gw.admin.port()),
                 &format!("address: 127.0.0.1:{admin}"),
             );
-        GatewayProcess::start(
-            &PathBuf::from(env!("CARGO_BIN_EXE_ztgate")),
-            &sub,
-            &yaml,
-            ([127, 0, 0, 1], listen).into(),
-            ([127, 0, 0, 1], admin).into(),
-            Until::Ready,
-        )
-        .unwrap()
+        start_gateway(&sub, &yaml, listen, admin, Until::Ready)
     }
 
     /// A channel to `gw` (this gateway or a replica) as the web workload,
