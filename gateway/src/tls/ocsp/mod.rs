@@ -472,6 +472,19 @@ mod tests {
         (i, x)
     }
 
+    /// A CA, its OCSP responder (`openssl ocsp`, delegated signer) in a
+    /// fresh temp folder, and the CA certificate as the issuer to check with.
+    async fn responder(name: &str) -> (std::path::PathBuf, Ca, Responder, X509) {
+        let dir = std::env::temp_dir().join(format!("ztgate-ocsp-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = Ca::new("acme.test").unwrap();
+        let r = Responder::start(&dir, &ca, Signer::Delegated)
+            .await
+            .unwrap();
+        let issuer = X509::from_pem(ca.cert_pem().as_bytes()).unwrap();
+        (dir, ca, r, issuer)
+    }
+
     fn refused(o: &Outcome) -> Option<&'static str> {
         match o {
             Outcome::Accept => None,
@@ -481,13 +494,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn checks_share_one_fetch_and_the_cache_outlives_a_generation() {
-        let dir = std::env::temp_dir().join(format!("ztgate-ocsp-client-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ca = Ca::new("acme.test").unwrap();
-        let r = Responder::start(&dir, &ca, Signer::Delegated)
-            .await
-            .unwrap();
-        let issuer = X509::from_pem(ca.cert_pem().as_bytes()).unwrap();
+        let (dir, ca, r, issuer) = responder("client").await;
         let memory = Memory::new();
         let hard = Arc::new(
             ClientOcsp::new(&settings(OcspMode::Hard), ClientAuth::Require, &memory).unwrap(),
@@ -568,13 +575,7 @@ mod tests {
     /// responder again in the background; the fresh answer replaces it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_expiring_answer_is_refreshed_in_the_background() {
-        let dir = std::env::temp_dir().join(format!("ztgate-ocsp-refresh-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ca = Ca::new("acme.test").unwrap();
-        let r = Responder::start(&dir, &ca, Signer::Delegated)
-            .await
-            .unwrap();
-        let issuer = X509::from_pem(ca.cert_pem().as_bytes()).unwrap();
+        let (dir, ca, r, issuer) = responder("refresh").await;
         let mut s = settings(OcspMode::Hard);
         s.max_cache_age = Duration::from_secs(400);
         let ocsp = ClientOcsp::new(&s, ClientAuth::Require, &Memory::new()).unwrap();
