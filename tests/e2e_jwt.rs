@@ -7,7 +7,7 @@ mod support;
 
 use base64::Engine;
 use sha2::Digest;
-use support::{assert_denied, Setup};
+use support::{assert_denied, eventually, Setup};
 use ztgate_testkit::client;
 use ztgate_testkit::idp::Idp;
 use ztgate_testkit::proto::Request;
@@ -321,45 +321,63 @@ async fn signed_identity_assertion_verifies_against_the_admin_jwks() {
     assert_eq!(data.claims["token_iss"], idp.issuer.as_str());
 }
 
+type RsaKey = openssl::pkey::PKey<openssl::pkey::Private>;
+
+fn rsa_key() -> RsaKey {
+    openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap()
+}
+
+/// The public JWK of `key` under `kid`.
+fn rsa_jwk(key: &RsaKey, kid: &str) -> serde_json::Value {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let rsa = key.rsa().unwrap();
+    serde_json::json!({
+        "kty": "RSA", "use": "sig", "kid": kid,
+        "n": b64.encode(rsa.n().to_vec()), "e": b64.encode(rsa.e().to_vec()),
+    })
+}
+
+/// An access token of `iss` for alice (`orders:read`, five minutes) signed
+/// by `key` as `alg` (RS256/384/512) under `kid`.
+fn rsa_token(key: &RsaKey, kid: &str, alg: &str, iss: &str) -> String {
+    use openssl::hash::MessageDigest;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let md = match alg {
+        "RS384" => MessageDigest::sha384(),
+        "RS512" => MessageDigest::sha512(),
+        _ => MessageDigest::sha256(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"alg": alg, "kid": kid, "typ": "at+jwt"});
+    let claims = serde_json::json!({
+        "iss": iss, "sub": "alice", "aud": "orders", "scope": "orders:read",
+        "iat": now - 1, "exp": now + 300,
+    });
+    let input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let mut s = openssl::sign::Signer::new(md, key).unwrap();
+    s.update(input.as_bytes()).unwrap();
+    format!("{input}.{}", b64.encode(s.sign_to_vec().unwrap()))
+}
+
 /// An RSA-signed token (`RS256`/`RS384`, PKCS#1 v1.5) is accepted only with
 /// the issuer's key, its exact signature and an allowed algorithm — first,
 /// after a SIGHUP, and on a second replica; `jwt` runs before `mtls` here,
 /// against the usual order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_tokens_hold_after_a_reload_and_on_a_replica() {
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::sign::Signer;
-
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let rsa = key.rsa().unwrap();
-    let jwk = serde_json::json!({
-        "kty": "RSA", "use": "sig", "kid": "rsa-1",
-        "n": b64.encode(rsa.n().to_vec()), "e": b64.encode(rsa.e().to_vec()),
-    });
-    let idp = Idp::start_with_jwks(&[jwk]).await.unwrap();
-    // Sign `claims` with `signer` as `alg`, under kid `rsa-1`.
-    let sign = |signer: &PKey<openssl::pkey::Private>, alg: &str, md: MessageDigest| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let header = serde_json::json!({"alg": alg, "kid": "rsa-1", "typ": "at+jwt"});
-        let claims = serde_json::json!({
-            "iss": idp.issuer, "sub": "alice", "aud": "orders", "scope": "orders:read",
-            "iat": now - 1, "exp": now + 300,
-        });
-        let input = format!(
-            "{}.{}",
-            b64.encode(header.to_string()),
-            b64.encode(claims.to_string())
-        );
-        let mut s = Signer::new(md, signer).unwrap();
-        s.update(input.as_bytes()).unwrap();
-        format!("{input}.{}", b64.encode(s.sign_to_vec().unwrap()))
-    };
+    let key = rsa_key();
+    let idp = Idp::start_with_jwks(&[rsa_jwk(&key, "rsa-1")])
+        .await
+        .unwrap();
+    let sign = |signer: &RsaKey, alg: &str| rsa_token(signer, "rsa-1", alg, &idp.issuer);
     let mut setup = Setup::new("jwt-rsa");
     let policy = format!(
         "pipeline: [sanitize, jwt, mtls, route]\nmtls:\n  trust_domains: [acme.test]\njwt:\n  issuers:\n    - issuer: {}\n      discovery: true\n      allow_insecure_http: true\n      audiences: [orders]\n      algorithms: [RS256, RS384]\n      typ: [at+jwt]\n",
@@ -370,15 +388,15 @@ async fn rsa_tokens_hold_after_a_reload_and_on_a_replica() {
     setup.backends = 3;
     let env = setup.start().await;
 
-    let rs256 = sign(&key, "RS256", MessageDigest::sha256());
-    let rs384 = sign(&key, "RS384", MessageDigest::sha384());
-    let rs512 = sign(&key, "RS512", MessageDigest::sha512());
+    let rs256 = sign(&key, "RS256");
+    let rs384 = sign(&key, "RS384");
+    let rs512 = sign(&key, "RS512");
     let mut tampered = rs256.clone().into_bytes();
     let last = tampered.len() - 3;
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
-    let stranger = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let forged = sign(&stranger, "RS256", MessageDigest::sha256());
+    let stranger = rsa_key();
+    let forged = sign(&stranger, "RS256");
     // The RS256 signature presented as RS384.
     let relabelled = {
         let parts: Vec<&str> = rs256.split('.').collect();
@@ -411,4 +429,58 @@ async fn rsa_tokens_hold_after_a_reload_and_on_a_replica() {
         }
     })
     .await;
+}
+
+/// The issuer's RSA keys from a watched `keys_file`: a rotation written to
+/// the file applies with no signal — a token of the withdrawn key is
+/// refused even though it was verified and cached before, one of the new
+/// key is accepted — with `jwt` first in the pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_rsa_keys_file_applies_without_a_signal() {
+    let iss = "https://idp.rsa.test";
+    let keys =
+        std::env::temp_dir().join(format!("ztgate-e2e-rsa-keys-{}.json", std::process::id()));
+    let (old, new) = (rsa_key(), rsa_key());
+    let write = |jwk: serde_json::Value| {
+        let staged = keys.with_extension("new");
+        std::fs::write(&staged, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+        std::fs::rename(&staged, &keys).unwrap();
+    };
+    write(rsa_jwk(&old, "k1"));
+    let mut setup = Setup::new("jwt-rsa-file");
+    let policy = format!(
+        "pipeline: [jwt, sanitize, mtls, route]\nmtls:\n  trust_domains: [acme.test]\njwt:\n  issuers:\n    - issuer: {iss}\n      keys_file: {}\n      audiences: [orders]\n      algorithms: [RS256]\n",
+        keys.display()
+    );
+    setup.policy = &policy;
+    setup.routing = ROUTING;
+    setup.backends = 3;
+    let env = setup.start().await;
+    let mut c = client::orders(env.web_channel().await);
+    let of_old_key = rsa_token(&old, "k1", "RS256", iss);
+    c.get(bearer(&of_old_key)).await.unwrap();
+    // Verified once, now served from the verified-token cache.
+    c.get(bearer(&of_old_key)).await.unwrap();
+
+    write(rsa_jwk(&new, "k2"));
+    let rotated = eventually(std::time::Duration::from_secs(15), async || {
+        c.clone()
+            .get(bearer(&rsa_token(&new, "k2", "RS256", iss)))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(rotated, "the rotated keys file did not apply");
+    // The key is withdrawn: its token is refused although it was cached,
+    // and so is a new one of the same key.
+    for t in [of_old_key.clone(), rsa_token(&old, "k1", "RS256", iss)] {
+        let err = c.get(bearer(&t)).await.unwrap_err();
+        assert_denied(
+            &err,
+            tonic::Code::Unauthenticated,
+            "token_key_unknown",
+            None,
+        );
+    }
+    let _ = std::fs::remove_file(&keys);
 }

@@ -20,7 +20,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::keys::{parse_jwk, thumbprint};
+use std::sync::Arc;
+
+use crate::keys::parse_jwk;
 use crate::token;
 use crate::verify::verify_signature;
 use crate::JwtError;
@@ -81,7 +83,7 @@ pub fn verify_proof(
         .ok_or(JwtError::DpopInvalid("alg not allowed"))?;
     let jwk = header.jwk.as_ref().ok_or(JwtError::DpopInvalid("no jwk"))?;
     // parse_jwk refuses private members: a proof must never carry the key.
-    let key = parse_jwk(jwk).map_err(|_| JwtError::DpopInvalid("jwk"))?;
+    let key = Arc::new(parse_jwk(jwk).map_err(|_| JwtError::DpopInvalid("jwk"))?);
     if !key.accepts(alg) {
         return Err(JwtError::DpopInvalid("alg does not fit jwk"));
     }
@@ -117,7 +119,7 @@ pub fn verify_proof(
     if !bool::from(want_ath.as_bytes().ct_eq(ath.as_bytes())) {
         return Err(JwtError::DpopInvalid("ath does not match the token"));
     }
-    let jkt = thumbprint(jwk).map_err(|_| JwtError::DpopInvalid("jwk"))?;
+    let jkt = key.thumbprint.clone();
     let mut h = Sha256::new();
     h.update(jkt.as_bytes());
     h.update(b".");

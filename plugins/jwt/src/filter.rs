@@ -180,18 +180,18 @@ impl JwtFilter {
                 .await
                 .ok_or(JwtError::JwksUnavailable)?,
         };
-        match verify::check(&u, alg, &iss.policy, &keys, now) {
+        let signed_by = match verify::check(&u, alg, &iss.policy, &keys, now) {
             Err(JwtError::KeyUnknown) => {
                 let keys = iss
                     .store
                     .refetch_for(u.header.kid.as_deref())
                     .await
                     .ok_or(JwtError::JwksUnavailable)?;
-                verify::check(&u, alg, &iss.policy, &keys, now)?;
+                verify::check(&u, alg, &iss.policy, &keys, now)?
             }
             r => r?,
-        }
-        verify::finish(u.claims, &iss.policy, idx)
+        };
+        verify::finish(u.claims, &iss.policy, idx, signed_by)
     }
 
     /// The whole decision for one request; `Ok(None)` means no token and
@@ -217,10 +217,21 @@ impl JwtFilter {
             });
         }
         // An entry verified under a policy the issuer no longer has (a
-        // reload changed it) is verified again.
+        // reload changed it) is verified again, and one whose signing key
+        // the issuer no longer publishes (a rotation, a withdrawn key) too:
+        // it then fails as a token of an unknown key would.
         let tag_of = |i: usize| self.issuers.get(i).map(|iss| iss.policy.tag);
+        let still_published = |v: &Verified| {
+            self.issuers
+                .get(v.issuer_index)
+                .and_then(|iss| iss.store.keys())
+                .is_some_and(|keys| keys.publishes(&v.signed_by))
+        };
         let verified = match self.cache.get(token, req.now) {
-            Some(c) if tag_of(c.verified.issuer_index) == Some(c.policy_tag) => {
+            Some(c)
+                if tag_of(c.verified.issuer_index) == Some(c.policy_tag)
+                    && still_published(&c.verified) =>
+            {
                 metrics::cache(true);
                 c.verified
             }

@@ -53,6 +53,8 @@ pub struct VerificationKey {
     pub alg: Option<Algorithm>,
     /// Built once, when the JWKS is fetched (see [`crate::signature`]).
     pub key: KeyMaterial,
+    /// RFC 7638 thumbprint: which key this is, whatever JWKS it came in.
+    pub thumbprint: String,
 }
 
 /// What verifies a key's signatures, whichever is faster for its type
@@ -216,6 +218,7 @@ pub fn parse_jwk(jwk: &Map<String, Value>) -> Result<VerificationKey, JwkError> 
         kind,
         alg,
         key,
+        thumbprint: thumbprint(jwk)?,
     })
 }
 
@@ -312,6 +315,17 @@ impl KeySet {
 
     pub fn contains_kid(&self, kid: &str) -> bool {
         self.by_kid.contains_key(kid)
+    }
+
+    /// Whether `key` (by its thumbprint, under the `kid` it was found by)
+    /// is still one of these keys.
+    pub fn publishes(&self, key: &VerificationKey) -> bool {
+        match &key.kid {
+            Some(kid) => self
+                .by_kid(kid)
+                .is_some_and(|k| k.thumbprint == key.thumbprint),
+            None => self.all.iter().any(|k| k.thumbprint == key.thumbprint),
+        }
     }
 
     /// Every key, for tokens without a `kid`.

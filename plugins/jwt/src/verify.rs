@@ -80,6 +80,9 @@ pub struct Verified {
     pub subject_header: Option<HeaderValue>,
     /// `x-ztgate-scopes`, built once per verification.
     pub scopes_header: HeaderValue,
+    /// The issuer's key that signed it: a cached token is served only while
+    /// its issuer still publishes this key.
+    pub signed_by: Arc<VerificationKey>,
 }
 
 /// Size cap, segments, header and claims.
@@ -135,22 +138,17 @@ fn candidates<'k>(
     header: &JoseHeader,
     alg: Algorithm,
     keys: &'k KeySet,
-) -> Result<Vec<&'k VerificationKey>, JwtError> {
+) -> Result<Vec<&'k Arc<VerificationKey>>, JwtError> {
     match &header.kid {
         Some(kid) => {
             let key = keys.by_kid(kid).ok_or(JwtError::KeyUnknown)?;
             if !key.accepts(alg) {
                 return Err(JwtError::AlgorithmNotAllowed);
             }
-            Ok(vec![key.as_ref()])
+            Ok(vec![key])
         }
         None => {
-            let found: Vec<_> = keys
-                .all()
-                .iter()
-                .filter(|k| k.accepts(alg))
-                .map(AsRef::as_ref)
-                .collect();
+            let found: Vec<_> = keys.all().iter().filter(|k| k.accepts(alg)).collect();
             if found.is_empty() {
                 Err(JwtError::KeyUnknown)
             } else {
@@ -169,30 +167,32 @@ pub fn verify(
     keys: &KeySet,
     now: SystemTime,
 ) -> Result<Verified, JwtError> {
-    check(u, alg, policy, keys, now)?;
-    finish(u.claims.clone(), policy, issuer_index)
+    let signed_by = check(u, alg, policy, keys, now)?;
+    finish(u.claims.clone(), policy, issuer_index, signed_by)
 }
 
 /// [`verify`] without building the verified form: key, signature and
-/// claims. The filter then hands the claims to [`finish`] without a copy.
+/// claims; returns the key that signed. The filter then hands the claims
+/// to [`finish`] without a copy.
 pub fn check(
     u: &Unverified<'_>,
     alg: Algorithm,
     policy: &IssuerPolicy,
     keys: &KeySet,
     now: SystemTime,
-) -> Result<(), JwtError> {
+) -> Result<Arc<VerificationKey>, JwtError> {
     let keys = candidates(&u.header, alg, keys)?;
-    verify_signature(&u.jws, alg, &keys)?;
-    check_claims(&u.claims, policy, now)
+    let signed_by = verify_signature(&u.jws, alg, &keys)?;
+    check_claims(&u.claims, policy, now)?;
+    Ok(signed_by.clone())
 }
 
-/// Whether one of `keys` signed `jws` with `alg`.
-pub fn verify_signature(
+/// Which of `keys` signed `jws` with `alg`, if one did.
+pub fn verify_signature<'k>(
     jws: &CompactJws<'_>,
     alg: Algorithm,
-    keys: &[&VerificationKey],
-) -> Result<(), JwtError> {
+    keys: &[&'k Arc<VerificationKey>],
+) -> Result<&'k Arc<VerificationKey>, JwtError> {
     if jws.signature.is_empty() {
         return Err(JwtError::SignatureInvalid);
     }
@@ -201,7 +201,7 @@ pub fn verify_signature(
     let data = jws.signing_input.as_bytes();
     for key in keys {
         if signature::verify(alg, &key.key, data, &sig, jws.signature) {
-            return Ok(());
+            return Ok(key);
         }
     }
     Err(JwtError::SignatureInvalid)
@@ -297,6 +297,7 @@ pub fn finish(
     claims: Map<String, Value>,
     policy: &IssuerPolicy,
     issuer_index: usize,
+    signed_by: Arc<VerificationKey>,
 ) -> Result<Verified, JwtError> {
     let subject = match claims.get("sub") {
         None => None,
@@ -340,6 +341,7 @@ pub fn finish(
         cnf_jkt,
         subject_header,
         scopes_header,
+        signed_by,
     })
 }
 
