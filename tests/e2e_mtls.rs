@@ -385,9 +385,10 @@ async fn an_intermediate_cas_crl_revokes_its_leaves() {
 }
 
 /// The SPIFFE ID is parsed once per connection, but the trust-domain and
-/// allow-list rules are the generation's: a SIGHUP that narrows them
-/// refuses the next call on a connection that was allowed, and a replica
-/// (with `mtls` last in its pipeline here) refuses the same.
+/// allow-list rules are the generation's: narrowing them — by SIGHUP, or by
+/// the watched config file alone — refuses the next call on a connection
+/// that was allowed, and a replica (with `mtls` last in its pipeline here)
+/// refuses the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_narrowed_spiffe_policy_applies_to_open_connections() {
     let mut setup = Setup::new("spiffe-narrowed");
@@ -406,16 +407,18 @@ async fn a_narrowed_spiffe_policy_applies_to_open_connections() {
             Some(support::WEB_ID)
         );
     }
-    // Each narrowing, by SIGHUP: the next call on the open connection is
-    // refused for the new generation's reason.
+    // Each narrowing, the first by SIGHUP, the second by the watched config
+    // file alone: the next call on the open connection is refused for the
+    // new generation's reason.
     let text = std::fs::read_to_string(&env.gw.config).unwrap();
-    for ((from, to), reason) in [
+    for ((from, to), reason, by_signal) in [
         (
             (
                 "spiffe://acme.test/ns/shop/**",
                 "spiffe://acme.test/ns/batch/**",
             ),
             "spiffe_id_not_allowed",
+            true,
         ),
         (
             (
@@ -423,10 +426,23 @@ async fn a_narrowed_spiffe_policy_applies_to_open_connections() {
                 "trust_domains: [partner.test]",
             ),
             "trust_domain_not_allowed",
+            false,
         ),
     ] {
-        std::fs::write(&env.gw.config, text.replace(from, to)).unwrap();
-        support::sighup_reloaded(&env.gw).await;
+        let staged = env.dir.join("narrowed.yaml");
+        std::fs::write(&staged, text.replace(from, to)).unwrap();
+        std::fs::rename(&staged, &env.gw.config).unwrap();
+        if by_signal {
+            support::sighup_reloaded(&env.gw).await;
+        }
+        let err = support::eventually(std::time::Duration::from_secs(15), async || {
+            matches!(
+                open.clone().get(Request::default()).await,
+                Err(e) if e.message().starts_with(reason)
+            )
+        })
+        .await;
+        assert!(err, "{reason} not applied:\n{}", env.gw.log_text());
         let err = open.clone().get(Request::default()).await.unwrap_err();
         assert_denied(&err, tonic::Code::PermissionDenied, reason, None);
     }
