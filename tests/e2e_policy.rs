@@ -142,16 +142,23 @@ async fn rego_decides_reloads_and_refuses_a_broken_policy() {
         "policy_denied"
     );
     assert!(
-        env.metric(
+        env.metric_reaching(
             "ztgate_requests_total",
             &[
                 ("reason", "subject_blocked"),
                 ("decision", "deny"),
                 ("grpc_status", "7")
-            ]
-        ) >= 1.0
+            ],
+            1.0
+        )
+        .await
+            >= 1.0
     );
-    assert!(env.metric("ztgate_requests_total", &[("reason", "policy_denied")]) >= 1.0);
+    assert!(
+        env.metric_reaching("ztgate_requests_total", &[("reason", "policy_denied")], 1.0)
+            .await
+            >= 1.0
+    );
     assert_ne!(WEB, BATCH);
 
     // The data file changes on disk: mallory is let in, alice is not, with
@@ -259,10 +266,13 @@ async fn shadow_mode_records_and_lets_through() {
     let mut c = client::orders(env.web_channel().await);
     c.get(Request::default()).await.unwrap();
     assert!(
-        env.metric(
+        env.metric_reaching(
             "ztgate_requests_total",
-            &[("decision", "shadow_deny"), ("reason", "not_yet")]
-        ) >= 1.0
+            &[("decision", "shadow_deny"), ("reason", "not_yet")],
+            1.0
+        )
+        .await
+            >= 1.0
     );
     let _ = std::fs::remove_dir_all(&files);
 }
