@@ -7,7 +7,7 @@ mod support;
 
 use base64::Engine;
 use sha2::Digest;
-use support::{assert_denied, eventually, Setup};
+use support::{assert_denied, eventually, Setup, Until};
 use ztgate_testkit::client;
 use ztgate_testkit::idp::Idp;
 use ztgate_testkit::proto::Request;
@@ -202,7 +202,7 @@ async fn idp_down_with_no_keys_is_unavailable_not_unauthenticated() {
     setup.policy = &policy;
     setup.routing = ROUTING;
     setup.backends = 3;
-    setup.wait_ready = false;
+    setup.until = Until::Listening;
     let env = setup.start().await;
     let (code, body) = env.gw.admin_get("/readyz").unwrap();
     assert_eq!(code, 503, "{body}");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{eventually, signal, Env, Setup, WEB_ID};
+use support::{eventually, signal, Env, Setup, Until, WEB_ID};
 use ztgate_testkit::client;
 use ztgate_testkit::idp::Idp;
 use ztgate_testkit::pki::LeafSpec;
@@ -711,4 +711,44 @@ async fn open_watch(
         assert_eq!(m.seq, seq);
     }
     (watch, first)
+}
+
+/// `/readyz` counts only a gRPC listener this very process holds. Another
+/// process on the port accepts connections (a test connection there
+/// succeeds), but a gateway that has not bound it serves nothing: not
+/// ready, and `/readyz` says why. Once the port is free, Pingora's retry
+/// binds it, the gateway turns ready and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_port_is_taken_is_not_ready() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let mut setup = Setup::new("ops-port-taken");
+    setup.listen_port = Some(port);
+    setup.until = Until::Started;
+    let env = setup.start().await;
+    let why = format!("gRPC listener 127.0.0.1:{port} not bound by this process yet\n");
+    // Every other reason (the first health checks) has had time to clear:
+    // the listener is the one left.
+    let only_the_listener = eventually(Duration::from_secs(5), async || {
+        env.gw.admin_get("/readyz").unwrap() == (503, why.clone())
+    })
+    .await;
+    assert!(
+        only_the_listener,
+        "{:?}\n{}",
+        env.gw.admin_get("/readyz"),
+        env.gw.log_text()
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+
+    drop(squatter);
+    let ready = eventually(Duration::from_secs(10), async || {
+        matches!(env.gw.admin_get("/readyz"), Ok((200, _)))
+    })
+    .await;
+    assert!(ready, "{}", env.gw.log_text());
+    client::orders(env.web_channel().await)
+        .get(Request::default())
+        .await
+        .unwrap();
 }

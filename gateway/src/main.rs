@@ -18,6 +18,7 @@ mod drain;
 mod first_request;
 mod ja4;
 mod listener;
+mod listening;
 mod logging;
 mod metrics;
 mod proxy;

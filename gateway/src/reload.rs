@@ -145,14 +145,27 @@ impl BackgroundService for Reloader {
             tracing::error!(error = %e, "cannot start OpenTelemetry export; tracing off");
         }
         drop(initial);
-        // Services start concurrently: /readyz turns green only once the
-        // gRPC listener really accepts connections.
+        // Services start concurrently: /readyz turns green only once this
+        // process holds the gRPC listener (Pingora retries a taken port;
+        // another process's listener there must not count, `listening.rs`).
         let listen = self.shared.settings.listen;
         tokio::spawn({
             let shared = self.shared.clone();
             async move {
+                let mut logged = false;
                 loop {
-                    if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                    let up = match crate::listening::held(listen) {
+                        Ok(held) => held,
+                        // No readable /proc: fall back to "it accepts".
+                        Err(e) => {
+                            if !logged {
+                                logged = true;
+                                tracing::warn!(error = %e, %listen, "cannot read the socket table; readiness falls back to a test connection");
+                            }
+                            tokio::net::TcpStream::connect(listen).await.is_ok()
+                        }
+                    };
+                    if up {
                         shared.listening.store(true, Ordering::Release);
                         return;
                     }

@@ -74,7 +74,10 @@ impl Shared {
             why.push("draining".to_owned());
         }
         if !self.listening.load(Ordering::Acquire) {
-            why.push("listeners not up".to_owned());
+            why.push(format!(
+                "gRPC listener {} not bound by this process yet",
+                self.settings.listen
+            ));
         }
         let rt = self.runtime.load();
         why.extend(

@@ -17,37 +17,32 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Whether process `pid` has a socket listening on `addr` (IPv4): one of
-/// its descriptors is the inode of a LISTEN entry for `addr` in
-/// `/proc/net/tcp`. Where there is no `/proc` (not Linux), whether `addr`
-/// accepts a connection at all.
+/// Whether process `pid` has a socket listening on `addr`: one of its
+/// descriptors is the inode of the LISTEN entry for `addr` in the kernel's
+/// socket table. The gateway's own `/readyz` makes the same check
+/// (`gateway/src/listening.rs`); this one is for gateways that are not
+/// expected to be ready.
 pub fn holds_listener(pid: u32, addr: SocketAddr) -> bool {
-    let (Ok(fds), Ok(table), std::net::IpAddr::V4(ip)) = (
-        std::fs::read_dir(format!("/proc/{pid}/fd")),
-        std::fs::read_to_string("/proc/net/tcp"),
-        addr.ip(),
-    ) else {
-        return std::net::TcpStream::connect(addr).is_ok();
+    use procfs::net::TcpState;
+    use procfs::process::{FDTarget, Process};
+    let table = match addr {
+        SocketAddr::V4(_) => procfs::net::tcp(),
+        SocketAddr::V6(_) => procfs::net::tcp6(),
     };
-    // `/proc/net/tcp` writes the address as the in-memory u32, hex.
-    let local = format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(ip.octets()),
-        addr.port()
-    );
-    let listening: Vec<String> = table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
-                .then(|| f.get(9).map(|i| format!("socket:[{i}]")))
-                .flatten()
-        })
+    let (Ok(table), Ok(process)) = (table, Process::new(pid as i32)) else {
+        return false;
+    };
+    let inodes: Vec<u64> = table
+        .into_iter()
+        .filter(|e| e.state == TcpState::Listen && e.local_address == addr)
+        .map(|e| e.inode)
         .collect();
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path())
-            .is_ok_and(|target| listening.iter().any(|l| target.as_os_str() == l.as_str()))
+    process.fd().is_ok_and(|mut fds| {
+        fds.any(|fd| {
+            fd.is_ok_and(
+                |fd| matches!(fd.target, FDTarget::Socket(inode) if inodes.contains(&inode)),
+            )
+        })
     })
 }
 
@@ -56,9 +51,12 @@ pub fn holds_listener(pid: u32, addr: SocketAddr) -> bool {
 pub enum Until {
     /// `/readyz` answers 200.
     Ready,
-    /// The admin and gRPC listeners accept connections (for gateways that
-    /// are expected not to be ready).
+    /// The admin listener answers and the gateway holds its gRPC listener
+    /// (for gateways that are expected not to be ready).
     Listening,
+    /// The admin listener answers; nothing about the gRPC listener (for a
+    /// gateway whose port another process holds).
+    Started,
 }
 
 /// A running gateway process, killed on drop.
@@ -85,14 +83,16 @@ impl GatewayProcess {
         // The gRPC listener is bound by the gateway itself, not merely
         // reachable: a port taken from `free_port` can be taken again by
         // another process before the gateway binds it (Pingora then retries
-        // the bind while `/readyz` already answers), and a test connecting
-        // meanwhile reaches the other process or nothing.
-        gw.wait_until(Duration::from_secs(20), |gw| {
-            let up = match until {
-                Until::Ready => matches!(http_get(gw.admin, "/readyz"), Ok((200, _))),
-                Until::Listening => http_get(gw.admin, "/healthz").is_ok(),
-            };
-            up && holds_listener(gw.pid(), gw.listen)
+        // the bind), and a test connecting meanwhile reaches the other
+        // process or nothing. `/readyz` answers 200 only once the gateway
+        // holds it (the end-to-end test of that is
+        // `e2e_ops::a_gateway_whose_port_is_taken_is_not_ready`).
+        gw.wait_until(Duration::from_secs(20), |gw| match until {
+            Until::Ready => matches!(http_get(gw.admin, "/readyz"), Ok((200, _))),
+            Until::Listening => {
+                http_get(gw.admin, "/healthz").is_ok() && holds_listener(gw.pid(), gw.listen)
+            }
+            Until::Started => http_get(gw.admin, "/healthz").is_ok(),
         })?;
         Ok(gw)
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use ztgate_testkit::backend::Backend;
 use ztgate_testkit::client::{self, Target};
-use ztgate_testkit::harness::{free_port, GatewayProcess, Until};
+use ztgate_testkit::harness::{free_port, GatewayProcess};
 use ztgate_testkit::pki::{Ca, Issued, LeafSpec};
 
 pub const WEB_ID: &str = "spiffe://acme.test/ns/shop/sa/web";
@@ -15,6 +15,8 @@ pub const WEB_ID: &str = "spiffe://acme.test/ns/shop/sa/web";
 pub const EDGE: &str = "https://edge.acme.test";
 
 // Re-exported for the test files; each e2e binary uses some of them.
+#[allow(unused_imports)]
+pub use ztgate_testkit::harness::Until;
 #[allow(unused_imports)]
 pub use ztgate_testkit::testdata;
 #[allow(unused_imports)]
@@ -48,8 +50,10 @@ pub struct Setup<'a> {
     pub client_auth: &'a str,
     /// Extra YAML under `listener:` (indented two spaces), e.g. trusted_proxies.
     pub listener_extra: &'a str,
-    /// Wait for `/readyz` (off: for tests of a gateway that must not be ready).
-    pub wait_ready: bool,
+    /// What to wait for (`Until::Listening`: a gateway that must not be ready).
+    pub until: Until,
+    /// The gRPC port, when the test chooses it (e.g. one it holds itself).
+    pub listen_port: Option<u16>,
 }
 
 impl<'a> Setup<'a> {
@@ -61,7 +65,8 @@ impl<'a> Setup<'a> {
             backends: 1,
             client_auth: "require",
             listener_extra: "",
-            wait_ready: true,
+            until: Until::Ready,
+            listen_port: None,
         }
     }
 
@@ -80,17 +85,13 @@ impl<'a> Setup<'a> {
             routing = routing.replace(&format!("{{B{i}}}"), &b.addr.port().to_string());
             backends.push(b);
         }
-        let (listen, admin) = (free_port().unwrap(), free_port().unwrap());
+        let listen = self.listen_port.unwrap_or_else(|| free_port().unwrap());
+        let admin = free_port().unwrap();
         let yaml = format!(
             "listener:\n  address: 127.0.0.1:{listen}\n  tls:\n    cert: server.pem\n    key: server-key.pem\n    client_ca: ca.pem\n    client_auth: {}\n{}admin:\n  address: 127.0.0.1:{admin}\nserver:\n  threads: 2\n  grace_period: 1s\n  shutdown_timeout: 1s\n  pid_file: ztgate.pid\n  upgrade_sock: upgrade.sock\n{}{}",
             self.client_auth, self.listener_extra, self.policy, routing
         );
-        let until = if self.wait_ready {
-            Until::Ready
-        } else {
-            Until::Listening
-        };
-        let gw = start_gateway(&dir, &yaml, listen, admin, until);
+        let gw = start_gateway(&dir, &yaml, listen, admin, self.until);
         Env {
             dir,
             ca,
