@@ -193,10 +193,8 @@ async fn certificate_bound_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idp_down_with_no_keys_is_unavailable_not_unauthenticated() {
     // An issuer on a port where nothing listens.
-    let dead = format!(
-        "http://127.0.0.1:{}",
-        ztgate_testkit::harness::free_port().unwrap()
-    );
+    let closed = ztgate_testkit::harness::ClosedPort::new().unwrap();
+    let dead = format!("http://127.0.0.1:{}", closed.port);
     let mut setup = Setup::new("jwt-down");
     let policy = jwt_policy(&dead, "");
     setup.policy = &policy;

@@ -17,6 +17,34 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A loopback port where nothing listens, held for as long as this lives:
+/// a connection to it is refused at once. A port from [`free_port`] is
+/// released, so another test running meanwhile can bind it, and the
+/// kernel can even connect a socket to itself there (a TCP simultaneous
+/// open when the port it picks as source is the destination). A socket
+/// bound but not listening keeps both from happening.
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> anyhow::Result<Self> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        let port = socket
+            .local_addr()?
+            .as_socket()
+            .context("bound to a non-IP address")?
+            .port();
+        Ok(Self {
+            _socket: socket,
+            port,
+        })
+    }
+}
+
 /// Whether process `pid` has a socket listening on `addr`: one of its
 /// descriptors is the inode of the LISTEN entry for `addr` in the kernel's
 /// socket table. The gateway's own `/readyz` makes the same check
@@ -215,6 +243,17 @@ pub async fn unary_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_port_refuses_and_cannot_be_taken() {
+        let closed = ClosedPort::new().unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], closed.port));
+        for _ in 0..100 {
+            let err = std::net::TcpStream::connect(addr).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+        assert!(TcpListener::bind(addr).is_err());
+    }
 
     #[test]
     fn a_listener_is_held_by_the_process_that_bound_it() {

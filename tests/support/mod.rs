@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use ztgate_testkit::backend::Backend;
 use ztgate_testkit::client::{self, Target};
-use ztgate_testkit::harness::{free_port, GatewayProcess};
+use ztgate_testkit::harness::{free_port, ClosedPort, GatewayProcess};
 use ztgate_testkit::pki::{Ca, Issued, LeafSpec};
 
 pub const WEB_ID: &str = "spiffe://acme.test/ns/shop/sa/web";
@@ -36,6 +36,8 @@ pub struct Env {
     pub web: Issued,
     pub gw: GatewayProcess,
     pub backends: Vec<Backend>,
+    /// `{DOWN}`, held closed for the test's life.
+    pub down: ClosedPort,
 }
 
 /// The parts of a config a test varies.
@@ -77,9 +79,8 @@ impl<'a> Setup<'a> {
         ca.server().unwrap().write(&dir, "server").unwrap();
         let web = ca.svid(WEB_ID).unwrap();
         let mut backends = Vec::new();
-        let mut routing = self
-            .routing
-            .replace("{DOWN}", &free_port().unwrap().to_string());
+        let down = ClosedPort::new().unwrap();
+        let mut routing = self.routing.replace("{DOWN}", &down.port.to_string());
         for i in 0..self.backends {
             let b = Backend::start(&format!("backend-{i}")).await.unwrap();
             routing = routing.replace(&format!("{{B{i}}}"), &b.addr.port().to_string());
@@ -98,6 +99,7 @@ impl<'a> Setup<'a> {
             web,
             gw,
             backends,
+            down,
         }
     }
 }
