@@ -18,7 +18,9 @@ use http::{HeaderMap, HeaderValue, Method};
 use sha2::Digest;
 use ztgate_device::fingerprint::{canonical, Fingerprinter, Secret, Signal, SignalSource};
 use ztgate_device::ClientHello;
-use ztgate_filter::{BuildContext, Facts, Filter, RequestView, TlsFacts, VerifiedToken};
+use ztgate_filter::{
+    BuildContext, Facts, Filter, RequestView, TlsFacts, TokenClaims, VerifiedToken,
+};
 
 use ztgate_testkit::testdata;
 
@@ -134,12 +136,9 @@ fn benches(c: &mut Criterion) {
         Some("alice".into()),
         vec![],
         now + Duration::from_secs(300),
-        Arc::new(
-            serde_json::json!({ "dfp": fp })
-                .as_object()
-                .unwrap()
-                .clone(),
-        ),
+        Arc::new(TokenClaims::new(
+            serde_json::json!({ "dfp": fp }).to_string(),
+        )),
     );
     c.bench_function("filter/evaluate_all_policies_geoip", |b| {
         b.iter(|| {

@@ -232,7 +232,9 @@ mod tests {
     use super::*;
     use http::{HeaderMap, Method};
     use std::time::{Duration, SystemTime};
-    use ztgate_filter::{BuildContext, ConfigProblem, Reason, TlsFacts, VerifiedToken};
+    use ztgate_filter::{
+        BuildContext, ConfigProblem, Reason, TlsFacts, TokenClaims, VerifiedToken,
+    };
 
     const SECRET: &str = "an-example-device-secret-of-40-bytes!!!!";
     const OLD_SECRET: &str = "the-previous-device-secret-of-40-bytes!!";
@@ -303,7 +305,7 @@ mod tests {
             Some(sub.into()),
             vec![],
             SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000),
-            Arc::new(claims.as_object().unwrap().clone()),
+            Arc::new(TokenClaims::new(claims.to_string())),
         )
     }
 

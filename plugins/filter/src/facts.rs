@@ -113,7 +113,53 @@ pub struct VerifiedToken {
     /// `exp` of the token.
     expires_at: SystemTime,
     /// Every claim, for policies that read other claims (device binding).
-    claims: Arc<serde_json::Map<String, serde_json::Value>>,
+    claims: Arc<TokenClaims>,
+}
+
+/// A token's claims object as its issuer signed it: the JSON text, made a
+/// map only when a filter first reads a claim by name (device binding,
+/// policy input). Most calls never do, and building a JSON tree of every
+/// claim cost a new token more than checking them (≈ 10k instructions).
+#[derive(Debug)]
+pub struct TokenClaims {
+    json: Box<str>,
+    map: std::sync::OnceLock<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl TokenClaims {
+    /// `json` is the claims object the `jwt` filter has already parsed
+    /// and checked; text that is not an object reads as no claims.
+    pub fn new(json: impl Into<Box<str>>) -> Self {
+        Self {
+            json: json.into(),
+            map: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Every claim, parsed on first use. A repeated name holds its last
+    /// value, as the `jwt` filter read it (RFC 7519 §4).
+    pub fn map(&self) -> &serde_json::Map<String, serde_json::Value> {
+        self.map
+            .get_or_init(|| serde_json::from_str(&self.json).unwrap_or_default())
+    }
+
+    /// The JSON text of the claims object.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
+/// No claims: `{}`.
+impl Default for TokenClaims {
+    fn default() -> Self {
+        Self::new("{}")
+    }
+}
+
+impl PartialEq for TokenClaims {
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
+    }
 }
 
 impl VerifiedToken {
@@ -129,7 +175,7 @@ impl VerifiedToken {
         subject: Option<String>,
         mut scopes: Vec<String>,
         expires_at: SystemTime,
-        claims: Arc<serde_json::Map<String, serde_json::Value>>,
+        claims: Arc<TokenClaims>,
     ) -> Self {
         scopes.sort_unstable();
         scopes.dedup();
@@ -162,9 +208,10 @@ impl VerifiedToken {
         self.expires_at
     }
 
-    /// Every claim, for policies that read other claims (device binding).
+    /// Every claim, for policies that read other claims (device binding);
+    /// parsed on the first read of any token's claims, then kept with it.
     pub fn claims(&self) -> &serde_json::Map<String, serde_json::Value> {
-        &self.claims
+        self.claims.map()
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {

@@ -36,7 +36,7 @@ pub mod wildcard;
 pub use chain::{Chain, ChainOutcome, FilterVerdict, Stage};
 pub use config::{BuildContext, ConfigProblem, FilterKind, Mode};
 pub use deferred::{Deferred, Pending, Settle};
-pub use facts::{DeviceFacts, Facts, PeerIdentity, SelectedRoute, VerifiedToken};
+pub use facts::{DeviceFacts, Facts, PeerIdentity, SelectedRoute, TokenClaims, VerifiedToken};
 pub use memory::Memory;
 pub use peer::{PeerCertificate, PeerCertificateError};
 pub use reason::{Fault, Outcome};

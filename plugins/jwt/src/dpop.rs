@@ -16,14 +16,13 @@ use base64::Engine;
 use lru::LruCache;
 use parking_lot::Mutex;
 use reqwest::Url;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use std::sync::Arc;
 
 use crate::keys::parse_jwk;
-use crate::token;
+use crate::token::{self, ClaimsView};
 use crate::verify::verify_signature;
 use crate::JwtError;
 
@@ -89,19 +88,21 @@ pub fn verify_proof(
     }
     verify_signature(&jws, alg, &[&key]).map_err(|_| JwtError::DpopInvalid("signature"))?;
 
-    let claims = token::claims(&jws).map_err(|_| JwtError::DpopInvalid("claims"))?;
-    let str_claim = |name: &'static str| claims.get(name).and_then(Value::as_str);
-    if str_claim("htm") != Some(req.method) {
+    let json = token::claims_json(&jws).map_err(|_| JwtError::DpopInvalid("claims"))?;
+    let claims = ClaimsView::parse(&json).map_err(|_| JwtError::DpopInvalid("claims"))?;
+    let str_claim = |name: &'static str| claims.str(name).ok().flatten();
+    if str_claim("htm").as_deref() != Some(req.method) {
         return Err(JwtError::DpopInvalid("htm does not match"));
     }
     let htu = str_claim("htu").ok_or(JwtError::DpopInvalid("htu missing"))?;
     let authority = req
         .authority
         .ok_or(JwtError::DpopInvalid("request has no authority"))?;
-    if !same_target(htu, authority, req.path) {
+    if !same_target(&htu, authority, req.path) {
         return Err(JwtError::DpopInvalid("htu does not match"));
     }
-    let iat = token::numeric_date(&claims, "iat")
+    let iat = claims
+        .numeric_date("iat")
         .ok()
         .flatten()
         .ok_or(JwtError::DpopInvalid("iat missing"))?;

@@ -12,13 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
-use ztgate_filter::VerifiedToken;
+use serde_json::Value;
+use ztgate_filter::{TokenClaims, VerifiedToken};
 
 use crate::config::{CertBinding, DpopMode};
 use crate::keys::{KeySet, VerificationKey};
 use crate::signature;
-use crate::token::{self, CompactJws, JoseHeader};
+use crate::token::{self, ClaimsView, CompactJws, JoseHeader};
 use crate::JwtError;
 
 /// Everything the policy of one issuer needs; no I/O handles.
@@ -62,7 +62,15 @@ impl IssuerPolicy {
 pub struct Unverified<'a> {
     pub jws: CompactJws<'a>,
     pub header: JoseHeader,
-    pub claims: Map<String, Value>,
+    /// The decoded claims segment; [`Unverified::claims`] reads it.
+    pub claims_json: String,
+}
+
+impl Unverified<'_> {
+    /// The claims object (an error when the segment is not one).
+    pub fn claims(&self) -> Result<ClaimsView<'_>, JwtError> {
+        ClaimsView::parse(&self.claims_json)
+    }
 }
 
 /// A token that passed every check of its issuer. Binding checks (RFC 8705,
@@ -85,26 +93,28 @@ pub struct Verified {
     pub signed_by: Arc<VerificationKey>,
 }
 
-/// Size cap, segments, header and claims.
+/// Size cap, segments, header and the claims' text (read by
+/// [`Unverified::claims`]).
 pub fn parse(token: &str, max_size: usize) -> Result<Unverified<'_>, JwtError> {
     let jws = token::split(token, max_size)?;
     let header = token::header(&jws)?;
-    let claims = token::claims(&jws)?;
+    let claims_json = token::claims_json(&jws)?;
     Ok(Unverified {
         jws,
         header,
-        claims,
+        claims_json,
     })
 }
 
 /// Pick the issuer by exact `iss` before any key is used.
 pub fn select_issuer<'p>(
-    claims: &Map<String, Value>,
+    claims: &ClaimsView<'_>,
     issuers: impl IntoIterator<Item = &'p IssuerPolicy>,
 ) -> Result<usize, JwtError> {
     let iss = claims
-        .get("iss")
-        .and_then(Value::as_str)
+        .str("iss")
+        .ok()
+        .flatten()
         .ok_or(JwtError::IssuerUnknown)?;
     issuers
         .into_iter()
@@ -167,15 +177,17 @@ pub fn verify(
     keys: &KeySet,
     now: SystemTime,
 ) -> Result<Verified, JwtError> {
-    let signed_by = check(u, alg, policy, keys, now)?;
-    finish(u.claims.clone(), policy, issuer_index, signed_by)
+    let claims = u.claims()?;
+    let signed_by = check(u, &claims, alg, policy, keys, now)?;
+    finish(&claims, policy, issuer_index, signed_by)
 }
 
 /// [`verify`] without building the verified form: key, signature and
-/// claims; returns the key that signed. The filter then hands the claims
-/// to [`finish`] without a copy.
+/// claims; returns the key that signed. The filter reads the claims once
+/// and hands them to [`finish`].
 pub fn check(
     u: &Unverified<'_>,
+    claims: &ClaimsView<'_>,
     alg: Algorithm,
     policy: &IssuerPolicy,
     keys: &KeySet,
@@ -183,7 +195,7 @@ pub fn check(
 ) -> Result<Arc<VerificationKey>, JwtError> {
     let keys = candidates(&u.header, alg, keys)?;
     let signed_by = verify_signature(&u.jws, alg, &keys)?;
-    check_claims(&u.claims, policy, now)?;
+    check_claims(claims, policy, now)?;
     Ok(signed_by.clone())
 }
 
@@ -213,23 +225,24 @@ fn secs(d: Duration) -> i64 {
 
 /// Time, audience, lifetime and required-claim rules.
 pub fn check_claims(
-    claims: &Map<String, Value>,
+    claims: &ClaimsView<'_>,
     policy: &IssuerPolicy,
     now: SystemTime,
 ) -> Result<(), JwtError> {
     let now = secs(now.duration_since(UNIX_EPOCH).unwrap_or_default());
     let leeway = secs(policy.leeway);
-    let exp =
-        token::numeric_date(claims, "exp")?.ok_or_else(|| JwtError::ClaimMissing("exp".into()))?;
+    let exp = claims
+        .numeric_date("exp")?
+        .ok_or_else(|| JwtError::ClaimMissing("exp".into()))?;
     if now >= exp.saturating_add(leeway) {
         return Err(JwtError::Expired);
     }
-    if let Some(nbf) = token::numeric_date(claims, "nbf")? {
+    if let Some(nbf) = claims.numeric_date("nbf")? {
         if nbf > now.saturating_add(leeway) {
             return Err(JwtError::NotYetValid);
         }
     }
-    let iat = token::numeric_date(claims, "iat")?;
+    let iat = claims.numeric_date("iat")?;
     if let Some(iat) = iat {
         if iat > now.saturating_add(leeway) {
             return Err(JwtError::NotYetValid);
@@ -241,22 +254,27 @@ pub fn check_claims(
             return Err(JwtError::LifetimeExceeded);
         }
     }
-    if claims.get("iss").and_then(Value::as_str) != Some(&*policy.issuer) {
+    if claims.str("iss").ok().flatten().as_deref() != Some(&*policy.issuer) {
         return Err(JwtError::IssuerUnknown);
     }
-    let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => policy.audiences.iter().any(|w| w == a),
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|a| policy.audiences.iter().any(|w| w == a)),
-        _ => false,
+    // `aud` is a string or an array of strings (RFC 7519 §4.1.3); the
+    // string, the usual case, is read without building a value.
+    let aud_ok = match claims.str("aud") {
+        Ok(Some(a)) => policy.audiences.iter().any(|w| *w == a),
+        Ok(None) => false,
+        Err(_) => match claims.value("aud") {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|a| policy.audiences.iter().any(|w| w == a)),
+            _ => false,
+        },
     };
     if !aud_ok {
         return Err(JwtError::AudienceMismatch);
     }
     for name in &policy.required_claims {
-        if claims.get(name).is_none_or(Value::is_null) {
+        if !claims.present(name) {
             return Err(JwtError::ClaimMissing(name.clone()));
         }
     }
@@ -265,27 +283,29 @@ pub fn check_claims(
 
 /// Scopes from the first configured claim present: a space-separated
 /// string or an array of strings; split, deduplicated, sorted.
-pub fn scopes(
-    claims: &Map<String, Value>,
-    scope_claims: &[String],
-) -> Result<Vec<String>, JwtError> {
-    let Some(v) = scope_claims.iter().find_map(|c| claims.get(c)) else {
+pub fn scopes(claims: &ClaimsView<'_>, scope_claims: &[String]) -> Result<Vec<String>, JwtError> {
+    let Some(name) = scope_claims.iter().find(|c| claims.raw(c).is_some()) else {
         return Ok(Vec::new());
     };
-    let mut out: Vec<String> = match v {
-        Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
-        Value::Array(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                let s = item
-                    .as_str()
-                    .ok_or(JwtError::Malformed("scope array holds a non-string"))?;
-                out.extend(s.split_whitespace().map(str::to_owned));
+    let mut out: Vec<String> = if let Ok(Some(s)) = claims.str(name) {
+        // The usual shape, a space-separated string, without a value.
+        s.split_whitespace().map(str::to_owned).collect()
+    } else {
+        match claims.value(name).unwrap_or(Value::Null) {
+            Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    let s = item
+                        .as_str()
+                        .ok_or(JwtError::Malformed("scope array holds a non-string"))?;
+                    out.extend(s.split_whitespace().map(str::to_owned));
+                }
+                out
             }
-            out
+            Value::Null => Vec::new(),
+            _ => return Err(JwtError::Malformed("scope claim is not a string or array")),
         }
-        Value::Null => Vec::new(),
-        _ => return Err(JwtError::Malformed("scope claim is not a string or array")),
     };
     out.sort_unstable();
     out.dedup();
@@ -294,18 +314,17 @@ pub fn scopes(
 
 /// Build the verified form of claims [`check`] passed.
 pub fn finish(
-    claims: Map<String, Value>,
+    claims: &ClaimsView<'_>,
     policy: &IssuerPolicy,
     issuer_index: usize,
     signed_by: Arc<VerificationKey>,
 ) -> Result<Verified, JwtError> {
-    let subject = match claims.get("sub") {
-        None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(JwtError::Malformed("sub is not a string")),
-    };
-    let scopes = scopes(&claims, &policy.scope_claims)?;
-    let (cnf_x5t, cnf_jkt) = match claims.get("cnf") {
+    let subject = claims
+        .str("sub")
+        .map_err(|_| JwtError::Malformed("sub is not a string"))?
+        .map(String::from);
+    let scopes = scopes(claims, &policy.scope_claims)?;
+    let (cnf_x5t, cnf_jkt) = match claims.value("cnf") {
         None => (None, None),
         Some(Value::Object(cnf)) => {
             let get = |k: &str| -> Result<Option<String>, JwtError> {
@@ -326,7 +345,7 @@ pub fn finish(
         .map_err(|_| JwtError::Malformed("sub is not representable as a header"))?;
     let scopes_header = HeaderValue::from_str(&scopes.join(" "))
         .map_err(|_| JwtError::Malformed("scope is not representable as a header"))?;
-    let exp = token::numeric_date(&claims, "exp")?.unwrap_or(0);
+    let exp = claims.numeric_date("exp")?.unwrap_or(0);
     let expires_at = UNIX_EPOCH + Duration::from_secs(u64::try_from(exp).unwrap_or(0));
     Ok(Verified {
         token: VerifiedToken::attested_by_jwt(
@@ -334,7 +353,7 @@ pub fn finish(
             subject,
             scopes,
             expires_at,
-            Arc::new(claims),
+            Arc::new(TokenClaims::new(claims.json())),
         ),
         issuer_index,
         cnf_x5t,
@@ -350,22 +369,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn scopes_of(v: Value, claims: &[String]) -> Result<Vec<String>, JwtError> {
+        let json = v.to_string();
+        scopes(&ClaimsView::parse(&json).unwrap(), claims)
     }
 
     #[test]
     fn scopes_normalise_strings_and_arrays() {
         let claims = ["scope".to_owned(), "scp".to_owned()];
         assert_eq!(
-            scopes(&obj(json!({"scope": "b a  b"})), &claims).unwrap(),
+            scopes_of(json!({"scope": "b a  b"}), &claims).unwrap(),
             vec!["a", "b"]
         );
         assert_eq!(
-            scopes(&obj(json!({"scp": ["z", "a", "a"]})), &claims).unwrap(),
+            scopes_of(json!({"scp": ["z", "a", "a"]}), &claims).unwrap(),
             vec!["a", "z"]
         );
-        assert!(scopes(&obj(json!({"scp": [1]})), &claims).is_err());
-        assert!(scopes(&obj(json!({})), &claims).unwrap().is_empty());
+        assert_eq!(
+            scopes_of(json!({"scp": ["b c", "a"]}), &claims).unwrap(),
+            vec!["a", "b", "c"]
+        );
+        assert!(scopes_of(json!({"scp": [1]}), &claims).is_err());
+        assert!(scopes_of(json!({"scp": 1}), &claims).is_err());
+        assert!(scopes_of(json!({"scope": null, "scp": "a"}), &claims)
+            .unwrap()
+            .is_empty());
+        assert!(scopes_of(json!({}), &claims).unwrap().is_empty());
     }
 }

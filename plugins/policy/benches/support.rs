@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderValue, Method};
 use ztgate_filter::{
     BuildContext, DeviceFacts, Facts, PeerCertificate, PeerIdentity, RequestView, SelectedRoute,
-    SpiffeId, TlsFacts, VerifiedToken,
+    SpiffeId, TlsFacts, TokenClaims, VerifiedToken,
 };
 
 const FRONTEND: &str = "spiffe://acme.test/ns/shop/sa/frontend";
@@ -36,7 +36,7 @@ pub fn facts() -> Facts {
         Some("alice".into()),
         vec!["payments:read".into(), "payments:write".into()],
         SystemTime::now() + Duration::from_secs(60),
-        Arc::new(claims.as_object().unwrap().clone()),
+        Arc::new(TokenClaims::new(claims.to_string())),
     ));
     facts.set_device(DeviceFacts::attested_by_device(
         "fp-1".into(),

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderValue, Method};
 use ztgate_filter::{
     BuildContext, Decision, DeviceFacts, Facts, PeerCertificate, PeerIdentity, RequestView,
-    SelectedRoute, SpiffeId, TlsFacts, VerifiedToken,
+    SelectedRoute, SpiffeId, TlsFacts, TokenClaims, VerifiedToken,
 };
 
 use crate::config::Policy;
@@ -124,7 +124,7 @@ impl Caller {
             Some(self.subject.into()),
             self.scopes.iter().map(|s| s.to_string()).collect(),
             SystemTime::now() + Duration::from_secs(60),
-            Arc::new(claims.as_object().unwrap().clone()),
+            Arc::new(TokenClaims::new(claims.to_string())),
         ));
         facts.set_device(
             DeviceFacts::attested_by_device(
