@@ -168,3 +168,78 @@ async fn the_remembered_fingerprint_follows_secret_signals_and_replicas() {
     assert_eq!(rekeyed, fresh);
     drop(replica);
 }
+
+/// Claim binding (`device.claim_binding`): a token whose claim names this
+/// device's fingerprint is accepted, from the verified-token cache too; one
+/// naming another device, or none, is refused `device_mismatch` — the same
+/// after a SIGHUP and on a replica, with `jwt` listed before `mtls`. (The
+/// token's claims are read by name only here, from the text the `jwt`
+/// filter kept.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_bound_to_another_device_is_refused() {
+    let idp = ztgate_testkit::idp::Idp::start().await.unwrap();
+    let jwt = format!(
+        "jwt:\n  issuers:\n    - issuer: {}\n      discovery: true\n      allow_insecure_http: true\n      audiences: [orders]\n      algorithms: [ES256]\n",
+        idp.issuer
+    );
+    let shadow = policy(&format!(
+        "  claim_binding:\n    bind_claim: dfp\n    mode: shadow\n{jwt}"
+    ))
+    .replace(
+        "pipeline: [sanitize, mtls, device, route]",
+        "pipeline: [sanitize, jwt, mtls, device, route]",
+    );
+    let mut setup = Setup::new("device-claim");
+    setup.policy = &shadow;
+    let env = setup.start().await;
+    let token = |claims: serde_json::Value| {
+        let t = idp
+            .token("alice", "orders:read", "orders", 300, claims)
+            .unwrap();
+        let mut r = tonic::Request::new(Request::default());
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        r
+    };
+    // Shadow mode lets the call through: learn this client's fingerprint.
+    let fp = fingerprint_via_tonic(&env, token(serde_json::json!({})))
+        .await
+        .unwrap()
+        .metadata
+        .get("x-device-fingerprint")
+        .cloned()
+        .unwrap();
+    let text = std::fs::read_to_string(&env.gw.config).unwrap();
+    std::fs::write(&env.gw.config, text.replace("    mode: shadow\n", "")).unwrap();
+    support::sighup_reloaded(&env.gw).await;
+
+    let bound = idp
+        .token(
+            "alice",
+            "orders:read",
+            "orders",
+            300,
+            serde_json::json!({ "dfp": fp }),
+        )
+        .unwrap();
+    let replica = env.replica("b");
+    env.first_then_reloaded_and_replica(&replica, async |gw, when| {
+        let mut c = client::orders(env.channel_to(gw, &env.web).await);
+        for _ in 0..2 {
+            let mut r = tonic::Request::new(Request::default());
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {bound}").parse().unwrap());
+            let reply = c.get(r).await;
+            assert!(reply.is_ok(), "{when}: {reply:?}");
+        }
+        for claims in [
+            serde_json::json!({ "dfp": "A".repeat(fp.len()) }),
+            serde_json::json!({}),
+            serde_json::json!({ "dfp": 7 }),
+        ] {
+            let err = c.get(token(claims.clone())).await.unwrap_err();
+            assert_denied(&err, tonic::Code::PermissionDenied, "device_mismatch", None);
+        }
+    })
+    .await;
+}
