@@ -349,6 +349,11 @@ impl Facts {
 
     /// Set an upstream header, replacing an earlier value set by a filter.
     pub fn set_upstream_header(&mut self, name: HeaderName, value: HeaderValue) {
+        // Room for what the built-in filters set together (identity, token,
+        // device headers) in one allocation, not one and two regrowths.
+        if self.upstream_headers.capacity() == 0 {
+            self.upstream_headers.reserve_exact(8);
+        }
         self.upstream_headers.retain(|(n, _)| n != name);
         self.upstream_headers.push((name, value));
     }

@@ -68,7 +68,8 @@ pub fn verify_proof(
 ) -> Result<VerifiedProof, JwtError> {
     let jws =
         token::split(proof, MAX_PROOF_SIZE).map_err(|_| JwtError::DpopInvalid("not a JWT"))?;
-    let header = token::header(&jws).map_err(|_| JwtError::DpopInvalid("header"))?;
+    let header_json = token::header_json(&jws).map_err(|_| JwtError::DpopInvalid("header"))?;
+    let header = token::header(&header_json).map_err(|_| JwtError::DpopInvalid("header"))?;
     if !header.typ_is("dpop+jwt") {
         return Err(JwtError::DpopInvalid("typ is not dpop+jwt"));
     }
@@ -80,9 +81,10 @@ pub fn verify_proof(
         .ok()
         .filter(|a| algorithms.contains(a))
         .ok_or(JwtError::DpopInvalid("alg not allowed"))?;
-    let jwk = header.jwk.as_ref().ok_or(JwtError::DpopInvalid("no jwk"))?;
+    let jwk = header.jwk.ok_or(JwtError::DpopInvalid("no jwk"))?;
+    let jwk = serde_json::from_str(jwk.get()).map_err(|_| JwtError::DpopInvalid("jwk"))?;
     // parse_jwk refuses private members: a proof must never carry the key.
-    let key = Arc::new(parse_jwk(jwk).map_err(|_| JwtError::DpopInvalid("jwk"))?);
+    let key = Arc::new(parse_jwk(&jwk).map_err(|_| JwtError::DpopInvalid("jwk"))?);
     if !key.accepts(alg) {
         return Err(JwtError::DpopInvalid("alg does not fit jwk"));
     }

@@ -168,9 +168,9 @@ impl JwtFilter {
     /// Verify a token on a cache miss: parse, pick the issuer, header rules,
     /// keys (refetching once on an unknown `kid`), signature and claims.
     async fn verify_uncached(&self, token: &str, now: SystemTime) -> Result<Verified, JwtError> {
-        let u = verify::parse(token, self.settings.max_token_size)?;
-        let claims = u.claims()?;
-        let idx = verify::select_issuer(&claims, self.issuers.iter().map(|i| &i.policy))?;
+        let decoded = verify::decode(token, self.settings.max_token_size)?;
+        let u = decoded.read()?;
+        let idx = verify::select_issuer(&u.claims, self.issuers.iter().map(|i| &i.policy))?;
         let iss = self.issuers.get(idx).ok_or(JwtError::IssuerUnknown)?;
         let alg = verify::check_header(&u.header, &iss.policy)?;
         let keys = match iss.store.keys() {
@@ -181,18 +181,18 @@ impl JwtFilter {
                 .await
                 .ok_or(JwtError::JwksUnavailable)?,
         };
-        let signed_by = match verify::check(&u, &claims, alg, &iss.policy, &keys, now) {
+        let signed_by = match verify::check(&u, alg, &iss.policy, &keys, now) {
             Err(JwtError::KeyUnknown) => {
                 let keys = iss
                     .store
                     .refetch_for(u.header.kid.as_deref())
                     .await
                     .ok_or(JwtError::JwksUnavailable)?;
-                verify::check(&u, &claims, alg, &iss.policy, &keys, now)?
+                verify::check(&u, alg, &iss.policy, &keys, now)?
             }
             r => r?,
         };
-        verify::finish(&claims, &iss.policy, idx, signed_by)
+        verify::finish(&u.claims, &iss.policy, idx, signed_by)
     }
 
     /// The whole decision for one request; `Ok(None)` means no token and

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::JwtError;
 
@@ -55,23 +55,24 @@ pub fn split(token: &str, max_size: usize) -> Result<CompactJws<'_>, JwtError> {
     })
 }
 
-/// The JOSE header fields policy reads.
+/// The JOSE header fields policy reads, borrowed from the header's text.
 #[derive(Debug, Clone, Deserialize)]
-pub struct JoseHeader {
-    pub alg: String,
-    #[serde(default)]
-    pub typ: Option<String>,
-    #[serde(default)]
-    pub kid: Option<String>,
+pub struct JoseHeader<'a> {
+    #[serde(borrow)]
+    pub alg: JsonStr<'a>,
+    #[serde(default, borrow)]
+    pub typ: Option<JsonStr<'a>>,
+    #[serde(default, borrow)]
+    pub kid: Option<JsonStr<'a>>,
     /// Any value here is refused: we understand no extension (RFC 7515 §4.1.11).
-    #[serde(default)]
-    pub crit: Option<Value>,
+    #[serde(default, borrow)]
+    pub crit: Option<&'a RawValue>,
     /// Only read for DPoP proofs, where the key is the point (RFC 9449 §4.2).
-    #[serde(default)]
-    pub jwk: Option<Map<String, Value>>,
+    #[serde(default, borrow)]
+    pub jwk: Option<&'a RawValue>,
 }
 
-impl JoseHeader {
+impl JoseHeader<'_> {
     /// The `alg` as a supported asymmetric algorithm, or refused (`none`,
     /// HMAC and unknown names all end here).
     pub fn algorithm(&self) -> Result<Algorithm, JwtError> {
@@ -121,10 +122,15 @@ pub fn b64(segment: &str) -> Result<Vec<u8>, JwtError> {
         .map_err(|_| JwtError::Malformed("invalid base64url"))
 }
 
-/// Decode and parse the header segment.
-pub fn header(jws: &CompactJws<'_>) -> Result<JoseHeader, JwtError> {
-    let bytes = b64(jws.header)?;
-    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed("header is not a JOSE object"))
+/// Decode the header segment into its JSON text (read by [`header`]).
+pub fn header_json(jws: &CompactJws<'_>) -> Result<String, JwtError> {
+    String::from_utf8(b64(jws.header)?)
+        .map_err(|_| JwtError::Malformed("header is not a JOSE object"))
+}
+
+/// Parse a header's JSON text.
+pub fn header(json: &str) -> Result<JoseHeader<'_>, JwtError> {
+    serde_json::from_str(json).map_err(|_| JwtError::Malformed("header is not a JOSE object"))
 }
 
 /// Decode the claims segment into its JSON text (checked as a claims
@@ -144,13 +150,28 @@ pub struct ClaimsView<'a> {
     members: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
+/// The content of a JSON string token without escapes (`"abc"` → `abc`),
+/// or `None` (another kind of value, or escapes: serde decodes those). The
+/// token was validated as JSON, so what lies between the quotes is text.
+fn plain_str(token: &str) -> Option<&str> {
+    let inner = token.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
 /// An object's members in order, names unescaped (borrowed when they have
 /// no escapes), values left as their JSON text.
 struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 /// A JSON string, borrowed when it has no escapes.
-#[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+#[derive(Debug, Clone, Deserialize)]
+pub struct JsonStr<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl std::ops::Deref for JsonStr<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -165,7 +186,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 mut m: A,
             ) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::with_capacity(m.size_hint().unwrap_or(12));
-                while let Some((Text(k), v)) = m.next_entry::<Text<'de>, &'de RawValue>()? {
+                while let Some((JsonStr(k), v)) = m.next_entry::<JsonStr<'de>, &'de RawValue>()? {
                     out.push((k, v));
                 }
                 Ok(Members(out))
@@ -208,10 +229,11 @@ impl<'a> ClaimsView<'a> {
     /// not a string.
     pub fn str(&self, name: &str) -> Result<Option<Cow<'a, str>>, JwtError> {
         self.raw(name)
-            .map(|v| {
-                serde_json::from_str::<Text<'a>>(v.get())
-                    .map(|Text(t)| t)
-                    .map_err(|_| JwtError::Malformed("claim is not a string"))
+            .map(|v| match plain_str(v.get()) {
+                Some(s) => Ok(Cow::Borrowed(s)),
+                None => serde_json::from_str::<JsonStr<'a>>(v.get())
+                    .map(|JsonStr(t)| t)
+                    .map_err(|_| JwtError::Malformed("claim is not a string")),
             })
             .transpose()
     }
@@ -229,6 +251,11 @@ impl<'a> ClaimsView<'a> {
         let Some(v) = self.raw(name) else {
             return Ok(None);
         };
+        // A whole number, the usual case, without a deserializer. The text
+        // is one JSON value, so only a JSON integer parses here.
+        if let Ok(i) = v.get().parse::<i64>() {
+            return Ok(Some(i));
+        }
         let n: serde_json::Number = serde_json::from_str(v.get())
             .map_err(|_| JwtError::Malformed("date claim is not a number"))?;
         if let Some(i) = n.as_i64() {
@@ -247,6 +274,7 @@ impl<'a> ClaimsView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     #[test]
     fn split_needs_exactly_three_segments() {
@@ -280,7 +308,9 @@ mod tests {
     fn every_prefix_is_an_error_or_ok_never_a_panic() {
         let t = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln";
         for i in 0..=t.len() {
-            let _ = split(&t[..i], 100).and_then(|j| header(&j).map(|_| ()));
+            let _ = split(&t[..i], 100)
+                .and_then(|j| header_json(&j))
+                .and_then(|h| header(&h).map(|_| ()));
         }
     }
 
@@ -328,6 +358,19 @@ mod tests {
         assert_eq!(view.str("missing").unwrap(), None);
         assert_eq!(view.numeric_date("exp").unwrap(), Some(1_700_000_000));
         assert_eq!(view.numeric_date("nbf").unwrap(), Some(12));
+        let dates = ClaimsView::parse(
+            r#"{"a":12.7,"b":1e3,"c":-0,"d":99999999999999999999,"e":-5,"f":"5","g":[5],"h":"\"x\"","i":"a\\b"}"#,
+        )
+        .unwrap();
+        assert_eq!(dates.numeric_date("a").unwrap(), Some(12));
+        assert_eq!(dates.numeric_date("b").unwrap(), Some(1000));
+        assert_eq!(dates.numeric_date("c").unwrap(), Some(0));
+        assert_eq!(dates.numeric_date("d").unwrap(), Some(i64::MAX));
+        assert_eq!(dates.numeric_date("e").unwrap(), Some(-5));
+        assert!(dates.numeric_date("f").is_err());
+        assert!(dates.numeric_date("g").is_err());
+        assert_eq!(dates.str("h").unwrap().as_deref(), Some("\"x\""));
+        assert_eq!(dates.str("i").unwrap().as_deref(), Some("a\\b"));
         assert!(view.numeric_date("s").is_err());
         assert_eq!(view.json(), json);
     }

@@ -57,20 +57,32 @@ impl IssuerPolicy {
     }
 }
 
-/// A token whose structure parsed, nothing more.
+/// A token's segments, split and base64-decoded: the text that
+/// [`Decoded::read`] parses, borrowing it.
 #[derive(Debug, Clone)]
-pub struct Unverified<'a> {
+pub struct Decoded<'a> {
     pub jws: CompactJws<'a>,
-    pub header: JoseHeader,
-    /// The decoded claims segment; [`Unverified::claims`] reads it.
-    pub claims_json: String,
+    header_json: String,
+    claims_json: String,
 }
 
-impl Unverified<'_> {
-    /// The claims object (an error when the segment is not one).
-    pub fn claims(&self) -> Result<ClaimsView<'_>, JwtError> {
-        ClaimsView::parse(&self.claims_json)
+impl Decoded<'_> {
+    /// The header and the claims object (an error when either is not one).
+    pub fn read(&self) -> Result<Unverified<'_>, JwtError> {
+        Ok(Unverified {
+            jws: self.jws,
+            header: token::header(&self.header_json)?,
+            claims: ClaimsView::parse(&self.claims_json)?,
+        })
     }
+}
+
+/// A token whose structure parsed, nothing more.
+#[derive(Debug)]
+pub struct Unverified<'a> {
+    pub jws: CompactJws<'a>,
+    pub header: JoseHeader<'a>,
+    pub claims: ClaimsView<'a>,
 }
 
 /// A token that passed every check of its issuer. Binding checks (RFC 8705,
@@ -93,16 +105,14 @@ pub struct Verified {
     pub signed_by: Arc<VerificationKey>,
 }
 
-/// Size cap, segments, header and the claims' text (read by
-/// [`Unverified::claims`]).
-pub fn parse(token: &str, max_size: usize) -> Result<Unverified<'_>, JwtError> {
+/// Size cap, segments, and the header's and claims' text (parsed by
+/// [`Decoded::read`]).
+pub fn decode(token: &str, max_size: usize) -> Result<Decoded<'_>, JwtError> {
     let jws = token::split(token, max_size)?;
-    let header = token::header(&jws)?;
-    let claims_json = token::claims_json(&jws)?;
-    Ok(Unverified {
+    Ok(Decoded {
         jws,
-        header,
-        claims_json,
+        header_json: token::header_json(&jws)?,
+        claims_json: token::claims_json(&jws)?,
     })
 }
 
@@ -123,7 +133,7 @@ pub fn select_issuer<'p>(
 }
 
 /// Header rules of the issuer; returns the algorithm to verify with.
-pub fn check_header(header: &JoseHeader, policy: &IssuerPolicy) -> Result<Algorithm, JwtError> {
+pub fn check_header(header: &JoseHeader<'_>, policy: &IssuerPolicy) -> Result<Algorithm, JwtError> {
     // RFC 7515 §4.1.11: an extension we do not implement must not be ignored.
     if header.crit.is_some() {
         return Err(JwtError::CritUnsupported);
@@ -145,7 +155,7 @@ pub fn check_header(header: &JoseHeader, policy: &IssuerPolicy) -> Result<Algori
 /// The key(s) a token may be verified with. Never a key named by the token
 /// itself (`jku`, `x5u`, `jwk`): only the issuer's configured set.
 fn candidates<'k>(
-    header: &JoseHeader,
+    header: &JoseHeader<'_>,
     alg: Algorithm,
     keys: &'k KeySet,
 ) -> Result<Vec<&'k Arc<VerificationKey>>, JwtError> {
@@ -177,17 +187,15 @@ pub fn verify(
     keys: &KeySet,
     now: SystemTime,
 ) -> Result<Verified, JwtError> {
-    let claims = u.claims()?;
-    let signed_by = check(u, &claims, alg, policy, keys, now)?;
-    finish(&claims, policy, issuer_index, signed_by)
+    let signed_by = check(u, alg, policy, keys, now)?;
+    finish(&u.claims, policy, issuer_index, signed_by)
 }
 
 /// [`verify`] without building the verified form: key, signature and
-/// claims; returns the key that signed. The filter reads the claims once
-/// and hands them to [`finish`].
+/// claims; returns the key that signed. The filter then hands the claims
+/// to [`finish`].
 pub fn check(
     u: &Unverified<'_>,
-    claims: &ClaimsView<'_>,
     alg: Algorithm,
     policy: &IssuerPolicy,
     keys: &KeySet,
@@ -195,7 +203,7 @@ pub fn check(
 ) -> Result<Arc<VerificationKey>, JwtError> {
     let keys = candidates(&u.header, alg, keys)?;
     let signed_by = verify_signature(&u.jws, alg, &keys)?;
-    check_claims(claims, policy, now)?;
+    check_claims(&u.claims, policy, now)?;
     Ok(signed_by.clone())
 }
 
