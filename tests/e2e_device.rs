@@ -6,7 +6,7 @@
 mod support;
 
 use prost::Message;
-use support::{assert_denied, testdata, Setup};
+use support::{assert_denied, bearer, testdata, Setup};
 use ztgate_testkit::client;
 use ztgate_testkit::proto::{Reply, Request};
 
@@ -193,16 +193,11 @@ async fn a_token_bound_to_another_device_is_refused() {
     setup.policy = &shadow;
     let env = setup.start().await;
     let token = |claims: serde_json::Value| {
-        let t = idp
-            .token("alice", "orders:read", "orders", 300, claims)
-            .unwrap();
-        let mut r = tonic::Request::new(Request::default());
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-        r
+        idp.token("alice", "orders:read", "orders", 300, claims)
+            .unwrap()
     };
     // Shadow mode lets the call through: learn this client's fingerprint.
-    let fp = fingerprint_via_tonic(&env, token(serde_json::json!({})))
+    let fp = fingerprint_via_tonic(&env, bearer(&token(serde_json::json!({}))))
         .await
         .unwrap()
         .metadata
@@ -213,23 +208,12 @@ async fn a_token_bound_to_another_device_is_refused() {
     std::fs::write(&env.gw.config, text.replace("    mode: shadow\n", "")).unwrap();
     support::sighup_reloaded(&env.gw).await;
 
-    let bound = idp
-        .token(
-            "alice",
-            "orders:read",
-            "orders",
-            300,
-            serde_json::json!({ "dfp": fp }),
-        )
-        .unwrap();
+    let bound = token(serde_json::json!({ "dfp": fp }));
     let replica = env.replica("b");
     env.first_then_reloaded_and_replica(&replica, async |gw, when| {
         let mut c = client::orders(env.channel_to(gw, &env.web).await);
         for _ in 0..2 {
-            let mut r = tonic::Request::new(Request::default());
-            r.metadata_mut()
-                .insert("authorization", format!("Bearer {bound}").parse().unwrap());
-            let reply = c.get(r).await;
+            let reply = c.get(bearer(&bound)).await;
             assert!(reply.is_ok(), "{when}: {reply:?}");
         }
         for claims in [
@@ -237,7 +221,7 @@ async fn a_token_bound_to_another_device_is_refused() {
             serde_json::json!({}),
             serde_json::json!({ "dfp": 7 }),
         ] {
-            let err = c.get(token(claims.clone())).await.unwrap_err();
+            let err = c.get(bearer(&token(claims))).await.unwrap_err();
             assert_denied(&err, tonic::Code::PermissionDenied, "device_mismatch", None);
         }
     })

@@ -7,7 +7,7 @@ mod support;
 
 use base64::Engine;
 use sha2::Digest;
-use support::{assert_denied, eventually, Setup, Until};
+use support::{assert_denied, bearer, eventually, Setup, Until};
 use ztgate_testkit::client;
 use ztgate_testkit::idp::Idp;
 use ztgate_testkit::proto::Request;
@@ -19,13 +19,6 @@ fn jwt_policy(issuer: &str, extra: &str) -> String {
 }
 
 const ROUTING: &str = "routes:\n  - name: orders\n    match: { grpc: \"orders.v1.Orders\" }\n    select:\n      - { scopes: { all: [orders:write, orders:admin] }, upstream: admin }\n      - { scopes: { any: [orders:write] }, upstream: writers }\n      - { scopes: { any: [orders:read] }, upstream: readers }\nupstreams:\n  admin:\n    backends: [\"127.0.0.1:{B0}\"]\n  writers:\n    backends: [\"127.0.0.1:{B1}\"]\n  readers:\n    backends: [\"127.0.0.1:{B2}\"]\n";
-
-fn bearer(token: &str) -> tonic::Request<Request> {
-    let mut r = tonic::Request::new(Request::default());
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scopes_pick_the_pool_and_bad_tokens_are_refused() {

@@ -391,6 +391,14 @@ pub fn signal(pid: u32, sig: &str) {
 /// in `www-authenticate`. One helper so that every test checks a denial the
 /// same way, and a change of that shape is made once.
 #[track_caller]
+/// A call with `authorization: Bearer <token>`.
+pub fn bearer(token: &str) -> tonic::Request<ztgate_testkit::proto::Request> {
+    let mut r = tonic::Request::new(ztgate_testkit::proto::Request::default());
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
 pub fn assert_denied(
     err: &tonic::Status,
     code: tonic::Code,
