@@ -330,7 +330,25 @@ fn rsa_jwk(key: &RsaKey, kid: &str) -> serde_json::Value {
 
 /// An access token of `iss` for alice (`orders:read`, five minutes) signed
 /// by `key` as `alg` (RS256/384/512) under `kid`.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 fn rsa_token(key: &RsaKey, kid: &str, alg: &str, iss: &str) -> String {
+    let now = now_secs();
+    let claims = serde_json::json!({
+        "iss": iss, "sub": "alice", "aud": "orders", "scope": "orders:read",
+        "iat": now - 1, "exp": now + 300,
+    });
+    rsa_token_raw(key, kid, alg, &claims.to_string())
+}
+
+/// A token whose claims segment is exactly `claims` (repeated names,
+/// escapes: what a JSON library would not write).
+fn rsa_token_raw(key: &RsaKey, kid: &str, alg: &str, claims: &str) -> String {
     use openssl::hash::MessageDigest;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let md = match alg {
@@ -338,20 +356,8 @@ fn rsa_token(key: &RsaKey, kid: &str, alg: &str, iss: &str) -> String {
         "RS512" => MessageDigest::sha512(),
         _ => MessageDigest::sha256(),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let header = serde_json::json!({"alg": alg, "kid": kid, "typ": "at+jwt"});
-    let claims = serde_json::json!({
-        "iss": iss, "sub": "alice", "aud": "orders", "scope": "orders:read",
-        "iat": now - 1, "exp": now + 300,
-    });
-    let input = format!(
-        "{}.{}",
-        b64.encode(header.to_string()),
-        b64.encode(claims.to_string())
-    );
+    let input = format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims));
     let mut s = openssl::sign::Signer::new(md, key).unwrap();
     s.update(input.as_bytes()).unwrap();
     format!("{input}.{}", b64.encode(s.sign_to_vec().unwrap()))
@@ -474,4 +480,123 @@ async fn a_rotated_rsa_keys_file_applies_without_a_signal() {
         );
     }
     let _ = std::fs::remove_file(&keys);
+}
+
+/// The claim rules read each claim as the JSON of the signed token says,
+/// first, after a SIGHUP and on a replica, with `jwt` first in the
+/// pipeline: dates (whole, fractional, in the future, past), `aud` as a
+/// string or an array, a repeated name read as its last value (RFC 7519
+/// §4), an escaped name, scopes as a string or an array, a `sub` that is
+/// not a string, a required claim that is `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_rules_hold_after_a_reload_and_on_a_replica() {
+    let key = rsa_key();
+    let idp = Idp::start_with_jwks(&[rsa_jwk(&key, "rsa-1")])
+        .await
+        .unwrap();
+    let mut setup = Setup::new("jwt-claims");
+    let policy = format!(
+        "pipeline: [jwt, sanitize, mtls, route]\nmtls:\n  trust_domains: [acme.test]\njwt:\n  issuers:\n    - issuer: {}\n      discovery: true\n      allow_insecure_http: true\n      audiences: [orders]\n      algorithms: [RS256]\n      required_claims: [client_id]\n",
+        idp.issuer
+    );
+    setup.policy = &policy;
+    setup.routing = ROUTING;
+    setup.backends = 3;
+    let env = setup.start().await;
+    let (iss, now) = (idp.issuer.clone(), now_secs());
+    // Every claim a test does not name, valid; `extra` goes last, so a name
+    // it repeats is the one read.
+    let token = |extra: &str| {
+        let claims = format!(
+            r#"{{"iss":"{iss}","sub":"alice","aud":"orders","scope":"orders:read","client_id":"c1","iat":{},"exp":{}{extra}}}"#,
+            now - 1,
+            now + 300
+        );
+        rsa_token_raw(&key, "rsa-1", "RS256", &claims)
+    };
+    let accepted = [
+        ("as issued", token(""), "backend-2"),
+        (
+            "fractional exp",
+            token(&format!(r#","exp":{}.5"#, now + 300)),
+            "backend-2",
+        ),
+        (
+            "aud in an array",
+            token(r#","aud":["billing","orders"]"#),
+            "backend-2",
+        ),
+        (
+            "escaped name",
+            token(r#","\u0061ud":"orders""#),
+            "backend-2",
+        ),
+        (
+            "last aud wins",
+            token(r#","aud":"billing","aud":"orders""#),
+            "backend-2",
+        ),
+        (
+            "scopes in an array",
+            token(r#","scope":["orders:write","orders:read"]"#),
+            "backend-1",
+        ),
+    ];
+    let refused = [
+        (
+            "expired",
+            token(&format!(r#","exp":{}"#, now - 120)),
+            "token_expired",
+        ),
+        (
+            "nbf ahead",
+            token(&format!(r#","nbf":{}"#, now + 120)),
+            "token_not_yet_valid",
+        ),
+        ("exp a string", token(r#","exp":"soon""#), "token_malformed"),
+        (
+            "aud elsewhere",
+            token(r#","aud":["billing"]"#),
+            "token_audience_mismatch",
+        ),
+        (
+            "last aud loses",
+            token(r#","aud":"orders","aud":"billing""#),
+            "token_audience_mismatch",
+        ),
+        (
+            "iss repeated",
+            token(r#","iss":"https://other.test""#),
+            "token_issuer_unknown",
+        ),
+        ("sub a number", token(r#","sub":7"#), "token_malformed"),
+        (
+            "client_id null",
+            token(r#","client_id":null"#),
+            "token_claim_missing",
+        ),
+        ("scope a number", token(r#","scope":7"#), "token_malformed"),
+    ];
+    let replica = env.replica("b");
+    env.first_then_reloaded_and_replica(&replica, async |gw, round| {
+        let mut c = client::orders(env.channel_to(gw, &env.web).await);
+        for (what, t, backend) in &accepted {
+            // Twice: verified, then from the verified-token cache.
+            for _ in 0..2 {
+                match c.get(bearer(t)).await {
+                    Ok(r) => assert_eq!(r.into_inner().backend, *backend, "{round}: {what}"),
+                    Err(e) => panic!("{round}: {what}: {e:?}"),
+                }
+            }
+        }
+        for (what, t, reason) in &refused {
+            let err = c.get(bearer(t)).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{round}: {what}");
+            assert!(
+                err.message().starts_with(reason),
+                "{round}: {what}: {err:?}"
+            );
+        }
+    })
+    .await;
 }
