@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{assert_denied, curl_get, Env, Setup};
+use support::{assert_denied, curl_refused, Env, Setup};
 use ztgate_testkit::client;
 use ztgate_testkit::idp::Idp;
 use ztgate_testkit::proto::Request;
@@ -57,7 +57,7 @@ async fn a_64_kib_token_reaches_the_jwt_filter() {
     // (48 KiB: curl's nghttp2 refuses to send a header block over 64 KiB.)
     let token = "a".repeat(48 * 1024);
     let h = header_file(&env, "authorization", &format!("Bearer {token}"));
-    let out = curl_get(&env, &Request::default(), &["-i", "-H", &h]).await;
+    let out = curl_refused(&env, &["-i", "-H", &h]).await;
     let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
         + &String::from_utf8_lossy(&out.stderr);
     assert!(text.starts_with("http/2 200"), "{text}");
