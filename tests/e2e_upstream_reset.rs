@@ -35,6 +35,7 @@ fn h2_reason<R: From<u32>>(code: u32) -> R {
 }
 
 const INTERNAL_ERROR: u32 = 0x2;
+const REFUSED_STREAM: u32 = 0x7;
 
 /// One gRPC message frame (uncompressed).
 fn grpc_frame(m: &Reply) -> Bytes {
@@ -47,6 +48,7 @@ fn grpc_frame(m: &Reply) -> Bytes {
 
 /// A raw h2c backend. The request's `x-test-mode` says how the call ends:
 /// - `reset-before`: RST_STREAM(INTERNAL_ERROR) instead of a response;
+/// - `refuse`: RST_STREAM(REFUSED_STREAM), "not processed" (RFC 9113 §8.7);
 /// - `drop-before`: the stream handle dropped unanswered (h2 sends
 ///   RST_STREAM(CANCEL), as when a server's handler task dies);
 /// - `close-before`: the TCP connection closed with nothing sent;
@@ -57,6 +59,8 @@ struct RawBackend {
     addr: SocketAddr,
     /// Told by the test when the caller has the first message.
     go: Arc<Notify>,
+    /// Streams answered with REFUSED_STREAM.
+    refused: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -65,17 +69,23 @@ impl RawBackend {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let go = Arc::new(Notify::new());
-        let g = go.clone();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (g, r) = (go.clone(), refused.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = l.accept().await else {
                     continue;
                 };
                 let _ = sock.set_nodelay(true);
-                tokio::spawn(serve_conn(sock, g.clone()));
+                tokio::spawn(serve_conn(sock, g.clone(), r.clone()));
             }
         });
-        Self { addr, go, task }
+        Self {
+            addr,
+            go,
+            refused,
+            task,
+        }
     }
 }
 
@@ -85,7 +95,7 @@ impl Drop for RawBackend {
     }
 }
 
-async fn serve_conn(sock: TcpStream, go: Arc<Notify>) {
+async fn serve_conn(sock: TcpStream, go: Arc<Notify>, refused: Arc<AtomicUsize>) {
     let Ok(mut conn) = H2Options::new().handshake::<_, Bytes>(sock).await else {
         return;
     };
@@ -101,10 +111,14 @@ async fn serve_conn(sock: TcpStream, go: Arc<Notify>) {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_owned();
-                let (go, close) = (go.clone(), close_tx.clone());
+                let (go, close, refused) = (go.clone(), close_tx.clone(), refused.clone());
                 tokio::spawn(async move {
                     match mode.as_str() {
                         "reset-before" => respond.send_reset(h2_reason(INTERNAL_ERROR)),
+                        "refuse" => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                            respond.send_reset(h2_reason(REFUSED_STREAM));
+                        }
                         "drop-before" => drop(respond),
                         "close-before" => {
                             let _ = close.send(()).await;
@@ -213,8 +227,20 @@ async fn a_reset_before_or_after_headers_is_unavailable_not_cancelled() {
         )
         .await;
     assert_eq!(failed, 5.0);
-    // And the gateway still serves the backend afterwards.
-    c.get(with_mode("ok")).await.unwrap();
+    // And the gateway still serves the backend afterwards. Two tries: the
+    // first call after `close-after` can still be given the connection the
+    // backend closed (Pingora can return an h2 connection to its pool
+    // before the connection's driver has read the FIN), and a call sent on
+    // a closed connection is not retried: nothing tells the gateway it
+    // was not delivered.
+    let mut served = Err(tonic::Status::unknown("not tried"));
+    for _ in 0..2 {
+        served = c.get(with_mode("ok")).await;
+        if served.is_ok() {
+            break;
+        }
+    }
+    served.unwrap();
 }
 
 /// A TCP relay in front of a backend whose connections can be cut at once,
@@ -449,4 +475,47 @@ async fn a_backend_killed_under_load_fails_calls_as_unavailable() {
     assert!(unary > 0, "no unary call was in flight at a kill");
     assert!(streams > 0, "no stream was cut after its headers");
     drop(backend);
+}
+
+/// A stream the backend refuses (RST_STREAM REFUSED_STREAM: not processed,
+/// RFC 9113 §8.7) is retried once on the pool's other backend, so the
+/// caller never sees it; a stream reset with INTERNAL_ERROR (maybe
+/// processed) is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_retried_on_another_backend() {
+    let raw = RawBackend::start().await;
+    let routing = "routes:\n  - name: orders\n    match: { grpc: \"orders.v1.Orders\" }\n    select: [{ upstream: orders }]\nupstreams:\n  orders:\n    backends: [\"127.0.0.1:{RAW}\", \"127.0.0.1:{B0}\"]\n    passive: { failures: 0 }\n"
+        .replace("{RAW}", &raw.addr.port().to_string());
+    let mut setup = Setup::new("reset-refused");
+    setup.routing = &routing;
+    setup.backends = 1;
+    let env = setup.start().await;
+    let mut c = client::orders(env.web_channel().await);
+
+    // Round robin puts every other call on the raw backend, which refuses
+    // it: each is served by backend-0 all the same.
+    for i in 0..10 {
+        let r = c.get(with_mode("refuse")).await;
+        match r {
+            Ok(r) => assert_eq!(r.into_inner().backend, "backend-0", "call {i}"),
+            Err(s) => panic!("call {i}: {s:?}"),
+        }
+    }
+    assert!(
+        raw.refused.load(Ordering::SeqCst) >= 4,
+        "the raw backend was tried"
+    );
+
+    // A reset that is not a refusal ends the call with upstream_reset.
+    let mut reset = 0;
+    for _ in 0..10 {
+        match c.get(with_mode("reset-before")).await {
+            Ok(r) => assert_eq!(r.into_inner().backend, "backend-0"),
+            Err(s) => {
+                assert_upstream_reset(&s, "reset-before");
+                reset += 1;
+            }
+        }
+    }
+    assert!(reset >= 4, "{reset} of 10 calls met the resetting backend");
 }

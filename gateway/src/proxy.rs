@@ -25,7 +25,7 @@ use pingora::protocols::http::v2::client::PING_TIMEDOUT;
 use pingora::protocols::tls::SslDigest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result, RetryType};
 use ztgate_filter::{
     grpc_path, identity_headers, ChainOutcome, Decision, Denial, Facts, GrpcCode, Outcome, Reason,
     Received, RequestView, TlsFacts,
@@ -81,7 +81,8 @@ pub struct RequestState {
     tls: Option<Arc<SslDigest>>,
     /// The generation's assertion signer, when configured.
     assertion: Option<Arc<crate::assertion::Asserter>>,
-    /// A connect failure was already retried on another backend.
+    /// A failed attempt (a connect failure, a refused stream) was already
+    /// retried on another backend.
     retried: bool,
     /// The backend in use; holding it counts the call as in flight.
     lease: Option<Lease>,
@@ -463,6 +464,38 @@ impl ProxyHttp for Gateway {
         if !ctx.retried && ctx.pool.as_ref().is_some_and(|p| p.has_other(&ctx.tried)) {
             ctx.retried = true;
             e.set_retry(true);
+        }
+        e
+    }
+
+    /// An error once the call was on a backend's connection. Pingora's
+    /// default never retries a non-idempotent method, so no gRPC call (a
+    /// POST) was retried, not even one the backend provably did not
+    /// process: a stream refused with RST_STREAM(REFUSED_STREAM), or one
+    /// past a GOAWAY(NO_ERROR)'s last stream, as a backend that is
+    /// restarting or shedding load sends (RFC 9113 §8.7). Those, which
+    /// Pingora's h2 client marks retryable itself, get one retry on another
+    /// backend with the request body Pingora kept; anything else (a reset
+    /// or a closed connection mid-call, which may have been processed)
+    /// ends the call.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let unprocessed = *e.etype() == ErrorType::H2Error
+            && matches!(e.retry, RetryType::Decided(true))
+            && !session.as_ref().retry_buffer_truncated();
+        if unprocessed && !ctx.retried && ctx.pool.as_ref().is_some_and(|p| p.has_other(&ctx.tried))
+        {
+            ctx.retried = true;
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
         }
         e
     }
