@@ -7,7 +7,7 @@ mod support;
 
 use base64::Engine;
 use sha2::Digest;
-use support::{assert_denied, bearer, eventually, Setup, Until};
+use support::{assert_denied, bearer, eventually, Env, Setup, Until};
 use ztgate_testkit::client;
 use ztgate_testkit::idp::Idp;
 use ztgate_testkit::proto::Request;
@@ -363,6 +363,26 @@ fn rsa_token_raw(key: &RsaKey, kid: &str, alg: &str, claims: &str) -> String {
     format!("{input}.{}", b64.encode(s.sign_to_vec().unwrap()))
 }
 
+/// An IdP publishing one RSA key (`rsa-1`), and a gateway with `pipeline`
+/// whose one issuer, audience `orders`, takes it (`issuer_extra`: more of
+/// the issuer's YAML), routing by scope to three backends.
+async fn rsa_issuer_env(name: &str, pipeline: &str, issuer_extra: &str) -> (RsaKey, Idp, Env) {
+    let key = rsa_key();
+    let idp = Idp::start_with_jwks(&[rsa_jwk(&key, "rsa-1")])
+        .await
+        .unwrap();
+    let mut setup = Setup::new(name);
+    let policy = format!(
+        "pipeline: {pipeline}\nmtls:\n  trust_domains: [acme.test]\njwt:\n  issuers:\n    - issuer: {}\n      discovery: true\n      allow_insecure_http: true\n      audiences: [orders]\n{issuer_extra}",
+        idp.issuer
+    );
+    setup.policy = &policy;
+    setup.routing = ROUTING;
+    setup.backends = 3;
+    let env = setup.start().await;
+    (key, idp, env)
+}
+
 /// An RSA-signed token (`RS256`/`RS384`, PKCS#1 v1.5) is accepted only with
 /// the issuer's key, its exact signature and an allowed algorithm — first,
 /// after a SIGHUP, and on a second replica; `jwt` runs before `mtls` here,
@@ -370,20 +390,13 @@ fn rsa_token_raw(key: &RsaKey, kid: &str, alg: &str, claims: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_tokens_hold_after_a_reload_and_on_a_replica() {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let key = rsa_key();
-    let idp = Idp::start_with_jwks(&[rsa_jwk(&key, "rsa-1")])
-        .await
-        .unwrap();
+    let (key, idp, env) = rsa_issuer_env(
+        "jwt-rsa",
+        "[sanitize, jwt, mtls, route]",
+        "      algorithms: [RS256, RS384]\n      typ: [at+jwt]\n",
+    )
+    .await;
     let sign = |signer: &RsaKey, alg: &str| rsa_token(signer, "rsa-1", alg, &idp.issuer);
-    let mut setup = Setup::new("jwt-rsa");
-    let policy = format!(
-        "pipeline: [sanitize, jwt, mtls, route]\nmtls:\n  trust_domains: [acme.test]\njwt:\n  issuers:\n    - issuer: {}\n      discovery: true\n      allow_insecure_http: true\n      audiences: [orders]\n      algorithms: [RS256, RS384]\n      typ: [at+jwt]\n",
-        idp.issuer
-    );
-    setup.policy = &policy;
-    setup.routing = ROUTING;
-    setup.backends = 3;
-    let env = setup.start().await;
 
     let rs256 = sign(&key, "RS256");
     let rs384 = sign(&key, "RS384");
@@ -490,19 +503,12 @@ async fn a_rotated_rsa_keys_file_applies_without_a_signal() {
 /// not a string, a required claim that is `null`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_rules_hold_after_a_reload_and_on_a_replica() {
-    let key = rsa_key();
-    let idp = Idp::start_with_jwks(&[rsa_jwk(&key, "rsa-1")])
-        .await
-        .unwrap();
-    let mut setup = Setup::new("jwt-claims");
-    let policy = format!(
-        "pipeline: [jwt, sanitize, mtls, route]\nmtls:\n  trust_domains: [acme.test]\njwt:\n  issuers:\n    - issuer: {}\n      discovery: true\n      allow_insecure_http: true\n      audiences: [orders]\n      algorithms: [RS256]\n      required_claims: [client_id]\n",
-        idp.issuer
-    );
-    setup.policy = &policy;
-    setup.routing = ROUTING;
-    setup.backends = 3;
-    let env = setup.start().await;
+    let (key, idp, env) = rsa_issuer_env(
+        "jwt-claims",
+        "[jwt, sanitize, mtls, route]",
+        "      algorithms: [RS256]\n      required_claims: [client_id]\n",
+    )
+    .await;
     let (iss, now) = (idp.issuer.clone(), now_secs());
     // Every claim a test does not name, valid; `extra` goes last, so a name
     // it repeats is the one read.
