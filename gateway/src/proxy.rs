@@ -135,6 +135,15 @@ fn header_list_size(req: &RequestHeader) -> usize {
     })
 }
 
+/// Whether a failed attempt that the backend did not process gets its one
+/// retry: only the first, and only while the pool has a usable backend not
+/// tried yet. Spends the retry when it says yes.
+fn retry_elsewhere(ctx: &mut RequestState) -> bool {
+    let go = !ctx.retried && ctx.pool.as_ref().is_some_and(|p| p.has_other(&ctx.tried));
+    ctx.retried |= go;
+    go
+}
+
 /// Why a call failed once it reached the proxy phase, from Pingora's error:
 /// the backend's stream or connection ending early (RST_STREAM, GOAWAY, a
 /// closed or reset socket, a dead-connection ping) is `upstream_reset`, so
@@ -461,8 +470,7 @@ impl ProxyHttp for Gateway {
             pool.connect_failed(lease);
         }
         // Nothing was sent: one retry on another backend is safe.
-        if !ctx.retried && ctx.pool.as_ref().is_some_and(|p| p.has_other(&ctx.tried)) {
-            ctx.retried = true;
+        if retry_elsewhere(ctx) {
             e.set_retry(true);
         }
         e
@@ -490,13 +498,7 @@ impl ProxyHttp for Gateway {
         let unprocessed = *e.etype() == ErrorType::H2Error
             && matches!(e.retry, RetryType::Decided(true))
             && !session.as_ref().retry_buffer_truncated();
-        if unprocessed && !ctx.retried && ctx.pool.as_ref().is_some_and(|p| p.has_other(&ctx.tried))
-        {
-            ctx.retried = true;
-            e.set_retry(true);
-        } else {
-            e.set_retry(false);
-        }
+        e.set_retry(unprocessed && retry_elsewhere(ctx));
         e
     }
 
