@@ -363,6 +363,19 @@ fn rsa_token_raw(key: &RsaKey, kid: &str, alg: &str, claims: &str) -> String {
     format!("{input}.{}", b64.encode(s.sign_to_vec().unwrap()))
 }
 
+/// A call with `token` is refused 16 UNAUTHENTICATED for `reason`
+/// (`context` names the case in a failure).
+async fn assert_token_refused(
+    c: &mut client::OrdersClient<tonic::transport::Channel>,
+    token: &str,
+    reason: &str,
+    context: &str,
+) {
+    let err = c.get(bearer(token)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{context}");
+    assert!(err.message().starts_with(reason), "{context}: {err:?}");
+}
+
 /// An IdP publishing one RSA key (`rsa-1`), and a gateway with `pipeline`
 /// whose one issuer, audience `orders`, takes it (`issuer_extra`: more of
 /// the issuer's YAML), routing by scope to three backends.
@@ -430,12 +443,7 @@ async fn rsa_tokens_hold_after_a_reload_and_on_a_replica() {
             ("relabelled", &relabelled, "token_signature_invalid"),
             ("RS512 not allowed", &rs512, "token_algorithm_not_allowed"),
         ] {
-            let err = c.get(bearer(bad)).await.unwrap_err();
-            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{round}: {what}");
-            assert!(
-                err.message().starts_with(reason),
-                "{round}: {what}: {err:?}"
-            );
+            assert_token_refused(&mut c, bad, reason, &format!("{round}: {what}")).await;
         }
     })
     .await;
@@ -596,12 +604,7 @@ async fn claim_rules_hold_after_a_reload_and_on_a_replica() {
             }
         }
         for (what, t, reason) in &refused {
-            let err = c.get(bearer(t)).await.unwrap_err();
-            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{round}: {what}");
-            assert!(
-                err.message().starts_with(reason),
-                "{round}: {what}: {err:?}"
-            );
+            assert_token_refused(&mut c, t, reason, &format!("{round}: {what}")).await;
         }
     })
     .await;
