@@ -171,8 +171,10 @@ async fn the_remembered_fingerprint_follows_secret_signals_and_replicas() {
 
 /// Claim binding (`device.claim_binding`): a token whose claim names this
 /// device's fingerprint is accepted, from the verified-token cache too; one
-/// naming another device, or none, is refused `device_mismatch` — the same
-/// after a SIGHUP and on a replica, with `jwt` listed before `mtls`. (The
+/// naming another device, or none, is refused `device_mismatch` — enforced
+/// by the watched config file, the same after a SIGHUP and on a replica,
+/// with `jwt` listed before `mtls`, and a claim renamed by the watched file
+/// applies to a cached token. (The
 /// token's claims are read by name only here, from the text the `jwt`
 /// filter kept.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,9 +206,8 @@ async fn a_token_bound_to_another_device_is_refused() {
         .get("x-device-fingerprint")
         .cloned()
         .unwrap();
-    let text = std::fs::read_to_string(&env.gw.config).unwrap();
-    std::fs::write(&env.gw.config, text.replace("    mode: shadow\n", "")).unwrap();
-    support::sighup_reloaded(&env.gw).await;
+    // Enforced from here, through the watched config file alone.
+    support::edit_config_reloaded(&env.gw, |y| y.replace("    mode: shadow\n", "")).await;
 
     let bound = token(serde_json::json!({ "dfp": fp }));
     let replica = env.replica("b");
@@ -226,4 +227,16 @@ async fn a_token_bound_to_another_device_is_refused() {
         }
     })
     .await;
+
+    // Another claim named by the watched file: the cached token, whose
+    // claims were already read by name, is read for the new name.
+    support::edit_config_reloaded(&env.gw, |y| {
+        y.replace("bind_claim: dfp", "bind_claim: device")
+    })
+    .await;
+    let mut c = client::orders(env.web_channel().await);
+    let err = c.get(bearer(&bound)).await.unwrap_err();
+    assert_denied(&err, tonic::Code::PermissionDenied, "device_mismatch", None);
+    let renamed = token(serde_json::json!({ "device": fp }));
+    c.get(bearer(&renamed)).await.unwrap();
 }

@@ -504,8 +504,9 @@ async fn a_rotated_rsa_keys_file_applies_without_a_signal() {
 }
 
 /// The claim rules read each claim as the JSON of the signed token says,
-/// first, after a SIGHUP and on a replica, with `jwt` first in the
-/// pipeline: dates (whole, fractional, in the future, past), `aud` as a
+/// first, after a SIGHUP, on a replica, and after the watched config file
+/// narrowed the audience (a cached token then refused), with `jwt` first
+/// in the pipeline: dates (whole, fractional, in the future, past), `aud` as a
 /// string or an array, a repeated name read as its last value (RFC 7519
 /// §4), an escaped name, scopes as a string or an array, a `sub` that is
 /// not a string, a required claim that is `null`.
@@ -608,4 +609,25 @@ async fn claim_rules_hold_after_a_reload_and_on_a_replica() {
         }
     })
     .await;
+
+    // The audience narrowed through the watched config file alone: a token
+    // accepted and cached before is refused on the next call, the last
+    // `aud` is still the one read.
+    support::edit_config_reloaded(&env.gw, |y| {
+        y.replace("audiences: [orders]", "audiences: [billing]")
+    })
+    .await;
+    let mut c = client::orders(env.web_channel().await);
+    let named = |list: &[(&str, String, &str)], name: &str| {
+        list.iter()
+            .find(|(what, ..)| *what == name)
+            .unwrap()
+            .1
+            .clone()
+    };
+    let as_issued = named(&accepted, "as issued");
+    let last_aud_billing = named(&refused, "last aud loses");
+    assert_token_refused(&mut c, &as_issued, "token_audience_mismatch", "narrowed").await;
+    let r = c.get(bearer(&last_aud_billing)).await.unwrap().into_inner();
+    assert_eq!(r.backend, "backend-2", "narrowed: the last aud is billing");
 }

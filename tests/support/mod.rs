@@ -269,14 +269,32 @@ pub async fn metric_reaching(
 /// SIGHUP `gw` and wait until the reload it triggers is in service (one
 /// more `ztgate_config_reloads_total{result="ok"}`).
 pub async fn sighup_reloaded(gw: &GatewayProcess) {
+    reloaded_after(gw, "SIGHUP", || signal(gw.pid(), "-HUP")).await;
+}
+
+/// Rewrite `gw`'s config file with `edit` — staged and renamed into place,
+/// as a config tool or a ConfigMap update does — and wait until the file
+/// watcher alone, with no signal, has the new config in service.
+pub async fn edit_config_reloaded(gw: &GatewayProcess, edit: impl FnOnce(String) -> String) {
+    reloaded_after(gw, "the watched config file", || {
+        let text = std::fs::read_to_string(&gw.config).unwrap();
+        let staged = gw.config.with_extension("yaml.edit");
+        std::fs::write(&staged, edit(text)).unwrap();
+        std::fs::rename(&staged, &gw.config).unwrap();
+    })
+    .await;
+}
+
+/// Do `trigger` and wait for one more successful reload of `gw`.
+async fn reloaded_after(gw: &GatewayProcess, what: &str, trigger: impl FnOnce()) {
     let ok = [("result", "ok")];
     let before = metric_of(gw, "ztgate_config_reloads_total", &ok);
-    signal(gw.pid(), "-HUP");
-    let reloaded = eventually(std::time::Duration::from_secs(10), async || {
+    trigger();
+    let reloaded = eventually(std::time::Duration::from_secs(15), async || {
         metric_of(gw, "ztgate_config_reloads_total", &ok) > before
     })
     .await;
-    assert!(reloaded, "SIGHUP did not reload:\n{}", gw.log_text());
+    assert!(reloaded, "{what} did not reload:\n{}", gw.log_text());
 }
 
 /// Whether a call with this target fails before reaching the backend
