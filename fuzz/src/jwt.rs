@@ -1,9 +1,10 @@
 //! `jwt`: token and DPoP proof parsing in `ztgate-jwt`.
 //!
 //! The first byte picks the entry point; the rest is its input:
-//! - 0: a bearer token: `token::split`/`header`/`claims`, `verify::parse`,
-//!   then the pure header and claim rules (`check_header`, `check_claims`,
-//!   `scopes`) against a fixed issuer policy;
+//! - 0: a bearer token: `token::split`/`header_json`/`claims_json`,
+//!   `verify::decode` and `Decoded::read` (the borrowed header and the
+//!   claims view), then the pure header and claim rules (`check_header`,
+//!   `check_claims`, `scopes`) against a fixed issuer policy;
 //! - 1: a DPoP proof as sent (`dpop::verify_proof` with a fixed request);
 //! - 2: DPoP claims (any bytes as the claims segment) in a proof the
 //!   harness signs with a fixed P-256 key and header, so the fuzzer reaches
@@ -163,7 +164,7 @@ pub fn run(data: &[u8]) {
 fn bearer(text: &str) {
     let max = 8 * 1024;
     let Ok(jws) = token::split(text, max) else {
-        assert!(verify::parse(text, max).is_err());
+        assert!(verify::decode(text, max).is_err());
         return;
     };
     assert_eq!(
@@ -172,9 +173,16 @@ fn bearer(text: &str) {
         "segments do not rebuild the token"
     );
     assert_eq!(jws.signing_input, format!("{}.{}", jws.header, jws.claims));
-    let _ = token::header(&jws);
-    let _ = token::claims(&jws);
-    let Ok(u) = verify::parse(text, max) else {
+    if let Ok(h) = token::header_json(&jws) {
+        let _ = token::header(&h);
+    }
+    if let Ok(c) = token::claims_json(&jws) {
+        let _ = token::ClaimsView::parse(&c);
+    }
+    let Ok(decoded) = verify::decode(text, max) else {
+        return;
+    };
+    let Ok(u) = decoded.read() else {
         return;
     };
     let _ = u.header.typ_is("at+jwt");
@@ -183,7 +191,7 @@ fn bearer(text: &str) {
     let _ = verify::scopes(&u.claims, &policy().scope_claims);
     let _ = verify::select_issuer(&u.claims, std::iter::once(policy()));
     for name in ["exp", "nbf", "iat"] {
-        let _ = token::numeric_date(&u.claims, name);
+        let _ = u.claims.numeric_date(name);
     }
     // The signature is not ours: verification must refuse, not panic.
     if let Ok(alg) = verify::check_header(&u.header, policy()) {
@@ -203,7 +211,10 @@ fn proof(text: &str) {
 fn access_token(claims: &[u8]) {
     let header = br#"{"alg":"ES256","typ":"at+jwt","kid":"k1"}"#;
     let text = sign(header, claims);
-    let Ok(u) = verify::parse(&text, 64 * 1024) else {
+    let Ok(decoded) = verify::decode(&text, 64 * 1024) else {
+        return;
+    };
+    let Ok(u) = decoded.read() else {
         return;
     };
     let Ok(alg) = verify::check_header(&u.header, policy()) else {
@@ -278,7 +289,8 @@ mod seeds {
             br#"{"alg":"ES256","typ":"at+jwt","kid":"k1"}"#,
             access_claims().as_bytes(),
         );
-        let u = verify::parse(&token, 8192).unwrap();
+        let decoded = verify::decode(&token, 8192).unwrap();
+        let u = decoded.read().unwrap();
         let alg = verify::check_header(&u.header, policy()).unwrap();
         verify::verify(&u, alg, policy(), 0, keys(), now()).unwrap();
     }

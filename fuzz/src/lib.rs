@@ -32,6 +32,15 @@ pub mod gateway_config_lines;
 #[allow(dead_code, unused_imports, clippy::all)]
 #[path = "../../gateway/src/config/raw.rs"]
 pub mod gateway_config_raw;
+#[doc(hidden)]
+#[allow(dead_code, unused_imports, clippy::all)]
+#[path = "../../gateway/src/trace/config.rs"]
+pub mod gateway_trace_config;
+/// `crate::trace::TracingSection`, as `gateway_config_raw` names it.
+#[doc(hidden)]
+pub mod trace {
+    pub use crate::gateway_trace_config::TracingSection;
+}
 
 /// Deterministic split of an input into a selector byte and the rest, so
 /// one target can drive several entry points from one corpus.
